@@ -1,0 +1,8 @@
+"""kzoo.callbacks: schedules and training-dynamics callbacks Keras lacks."""
+
+from kzoo.callbacks import schedules
+from kzoo.callbacks.lr_logger import LearningRateLogger
+from kzoo.callbacks.registry import CALLBACKS, RunContext, build_callbacks, list_callbacks, register_callback
+
+__all__ = ["CALLBACKS", "LearningRateLogger", "RunContext", "build_callbacks", "list_callbacks",
+           "register_callback", "schedules"]

@@ -1,0 +1,189 @@
+"""Runs a recipe end to end: data, model, training, evaluation, artifacts."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from kzoo.errors import RecipeError
+from kzoo.recipes.schema import Recipe
+
+
+@dataclass
+class RunResult:
+    """What `run` returns: the metrics written to `metrics.json`, and where the run lives."""
+
+    metrics: dict
+    out_dir: str
+    history: list = field(default_factory=list)
+    model: object = None
+
+
+def seed_everything(seed: int, deterministic: bool = True):
+    """Seeds Python, numpy and TensorFlow; with `deterministic`, makes TF ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("kzoo", "keras", "tensorflow", "tensorflow-cpu", "keras-tuner", "tensorflow-datasets", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_model(recipe: Recipe, arrays):
+    """The recipe's model with augmentation and standardization layers inside it."""
+    from kzoo.data.preprocessing import augmentation_layers, preprocessing_layers
+    from kzoo.zoo import create_model
+
+    info = arrays.info
+    aug = recipe.data.augment
+    layers = augmentation_layers(info.input_shape, aug.flip, aug.translation, aug.rotation, aug.zoom,
+                                 aug.crop, seed=recipe.seed)
+    layers += preprocessing_layers(arrays.x_train, recipe.data.standardize, recipe.data.pca_whiten)
+    kwargs = {k: v for k, v in recipe.model.items() if k != "name"}
+    try:
+        model = create_model(recipe.model["name"], info.input_shape, info.num_classes, layers,
+                             seed=recipe.seed, **kwargs)
+    except ValueError as e:
+        raise RecipeError(f"model: {e}") from None
+    return model
+
+
+class _EpochTimer:
+    """Wall time of each epoch, for a steady-state throughput that excludes the first."""
+
+    def __new__(cls):
+        import keras
+
+        class EpochTimer(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self._start)
+
+        return EpochTimer()
+
+
+def compile_model(model, recipe: Recipe, steps_per_epoch: int):
+    from kzoo.callbacks.schedules import build_schedule
+    from kzoo.optimizers import build_optimizer
+
+    schedule = build_schedule(recipe.schedule, recipe.optimizer.lr, steps_per_epoch, recipe.epochs)
+    model.compile(
+        optimizer=build_optimizer(recipe.optimizer, schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=recipe.jit_compile,
+        steps_per_execution=recipe.steps_per_execution,
+    )
+    return model
+
+
+def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 2) -> RunResult:
+    """Trains a recipe, evaluates it on the held-out test split and writes the run directory.
+
+    Args:
+        recipe: a `Recipe`, or a shipped name / TOML path passed to `kzoo.recipes.load`.
+        out: the run directory. Defaults to `runs/<recipe>-<timestamp>`.
+        overwrite: replace an earlier run's artifacts in `out`. Defaults to `False`.
+        verbose: Keras's fit verbosity (0 silent, 2 one line per epoch). Defaults to `2`.
+
+    Returns:
+        A `RunResult` with the metrics (as in `metrics.json`), the directory, the history rows
+        and the trained model.
+
+    Example:
+        >>> result = kzoo.recipes.run("mlp-digits", out="runs/try")
+        >>> result.metrics["test_accuracy"]
+    """
+    from kzoo.recipes.loader import load
+    from kzoo.runs import RunDir, default_out
+
+    if isinstance(recipe, str):
+        recipe = load(recipe)
+    out = out or default_out(recipe.name)
+    created = not os.path.exists(out)
+    run_dir = RunDir(out, overwrite=overwrite)
+    try:
+        with run_dir:
+            result = _train(recipe, run_dir, verbose)
+    except BaseException:
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # leave nothing behind for a run that never started
+        raise
+    return result
+
+
+def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
+    import numpy as np
+
+    from kzoo import data as kdata
+    from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+    from kzoo.plots import plot_curves
+    from kzoo.runs import history_rows
+
+    seed_everything(recipe.seed, recipe.deterministic)
+    d = recipe.data
+    splits = kdata.load(d.dataset, d.batch_size, d.data_dir or None, d.validation_split, d.test_split,
+                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer)
+    arrays = splits.arrays
+    model = build_model(recipe, arrays)
+    steps_per_epoch = int(np.ceil(arrays.info.num_train / d.batch_size))
+    compile_model(model, recipe, steps_per_epoch)
+    probe_n = min(len(arrays.x_train), 256)
+    context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
+                         probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
+    timer = _EpochTimer()
+    callbacks = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
+    run_dir.write_text("recipe.toml", recipe.to_toml())
+
+    start = time.perf_counter()
+    history = model.fit(splits.train, validation_data=splits.val, epochs=recipe.epochs,
+                        callbacks=callbacks, verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
+
+    rows = history_rows(history.history)
+    steady = timer.times[1:] or timer.times
+    metrics = {
+        "recipe": recipe.name,
+        "dataset": arrays.info.name,
+        "model": recipe.model["name"],
+        "params": int(model.count_params()),
+        "test_accuracy": round(float(test_accuracy), 6),
+        "test_loss": round(float(test_loss), 6),
+        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
+        "epochs_run": len(rows),
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(arrays.info.num_train * len(steady) / max(sum(steady), 1e-9), 1),
+        "num_train": arrays.info.num_train,
+        "num_val": arrays.info.num_val,
+        "num_test": arrays.info.num_test,
+        "seed": recipe.seed,
+        "versions": package_versions(),
+    }
+    for cb in callbacks:
+        extra = getattr(cb, "kzoo_metrics", None)
+        if extra:
+            metrics.update(extra)
+    run_dir.write_csv("history.csv", rows)
+    run_dir.save_model(model)
+    plot_curves(rows, run_dir.file("curves.png"), title=f"{recipe.name}: test accuracy {test_accuracy:.4f}")
+    run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
+    return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)

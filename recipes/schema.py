@@ -1,0 +1,290 @@
+"""The typed recipe schema: fixed sections as dataclasses, component sections (model, schedule,
+callbacks) checked against the signature of the registered builder they name.
+
+A recipe is data: TOML parsed into these types, never evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from kzoo.errors import RecipeError, closest
+
+# Component arguments that may be a name or a `{name = ..., ...}` table.
+SPEC_KEYS = ("activation", "initializer", "normalization")
+
+
+@dataclass
+class AugmentConfig:
+    flip: str = "none"
+    translation: float = 0.0
+    rotation: float = 0.0
+    zoom: float = 0.0
+    crop: int = 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str = ""
+    batch_size: int = 64
+    validation_split: float = 0.1
+    test_split: float = 0.2
+    split_seed: int = 0
+    image_size: list = field(default_factory=list)
+    standardize: str = "per_channel"
+    pca_whiten: bool = False
+    cache: bool = True
+    shuffle_buffer: int = 10000
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    rho: float = 0.9
+    clipnorm: float = 0.0
+    clipvalue: float = 0.0
+
+
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+
+
+@dataclass
+class Recipe:
+    """A validated, fully resolved recipe."""
+
+    name: str = "recipe"
+    description: str = ""
+    seed: int = 0
+    epochs: int = 10
+    deterministic: bool = True
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=lambda: {"name": "mlp"})
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: dict = field(default_factory=lambda: {"name": "constant"})
+    callbacks: dict = field(default_factory=dict)
+    tune: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return _drop_none(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+def _drop_none(d):
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    if isinstance(d, (list, tuple)):
+        return [_drop_none(v) for v in d]
+    return d
+
+
+def _type_name(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def check_value(path: str, value, default, allow_table: bool = False):
+    """Checks `value` has the type of `default`; ints are accepted for floats, tuples for lists."""
+    key = path.rsplit(".", 1)[-1]
+    if default is None:
+        return value
+    if allow_table and isinstance(value, dict) and "name" in value:
+        return value
+    ok = (
+        (isinstance(default, bool) and isinstance(value, bool))
+        or (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (isinstance(default, str) and isinstance(value, str))
+        or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)))
+        or (isinstance(default, dict) and isinstance(value, dict))
+    )
+    if not ok:
+        raise RecipeError(f"{path} must be {_type_name(default)}. Received: {key}={value!r}")
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, tuple):
+        return list(value)
+    return value
+
+
+def build_section(cls, raw, path: str):
+    """Builds dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"[{path}] must be a table. Received: {path}={raw!r}")
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise RecipeError(f"Unknown key '{where}'.{closest(unknown[0], names)} Valid: {', '.join(names)}.")
+    values = {}
+    defaults = cls()
+    for name, value in raw.items():
+        sub = f"{path}.{name}" if path else name
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            values[name] = build_section(type(default), value, sub)
+        else:
+            values[name] = check_value(sub, value, default)
+    return cls(**values)
+
+
+def resolve_component(path: str, raw, defaults: dict, kind_names) -> dict:
+    """Checks a `{name = ..., **kwargs}` table against a builder's defaults and fills them in."""
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"[{path}] must be a table or a name. Received: {path}={raw!r}")
+    given = dict(raw)
+    given.pop("name", None)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise RecipeError(
+            f"Unknown key '{path}.{unknown[0]}'.{closest(unknown[0], defaults)} "
+            f"Valid: {', '.join(sorted(defaults)) or '(none)'}."
+        )
+    resolved = {"name": raw["name"]}
+    for key, default in defaults.items():
+        if key in given:
+            resolved[key] = check_value(f"{path}.{key}", given[key], default, allow_table=key in SPEC_KEYS)
+        elif default is not None:
+            resolved[key] = list(default) if isinstance(default, tuple) else default
+    return resolved
+
+
+def validate_ranges(recipe: Recipe):
+    """Range checks a type check cannot make, each naming the key and the bad value."""
+    checks = [
+        ("epochs", recipe.epochs, recipe.epochs >= 1, "at least 1"),
+        ("steps_per_execution", recipe.steps_per_execution, recipe.steps_per_execution >= 1, "at least 1"),
+        ("data.batch_size", recipe.data.batch_size, recipe.data.batch_size >= 1, "at least 1"),
+        ("data.validation_split", recipe.data.validation_split, 0 <= recipe.data.validation_split < 1, "in [0, 1)"),
+        ("data.test_split", recipe.data.test_split, 0 <= recipe.data.test_split < 1, "in [0, 1)"),
+        ("data.shuffle_buffer", recipe.data.shuffle_buffer, recipe.data.shuffle_buffer >= 1, "at least 1"),
+        ("optimizer.lr", recipe.optimizer.lr, recipe.optimizer.lr > 0, "positive"),
+        ("optimizer.momentum", recipe.optimizer.momentum, 0 <= recipe.optimizer.momentum < 1, "in [0, 1)"),
+        ("optimizer.weight_decay", recipe.optimizer.weight_decay, recipe.optimizer.weight_decay >= 0, ">= 0"),
+        ("optimizer.clipnorm", recipe.optimizer.clipnorm, recipe.optimizer.clipnorm >= 0, ">= 0"),
+        ("optimizer.clipvalue", recipe.optimizer.clipvalue, recipe.optimizer.clipvalue >= 0, ">= 0"),
+        ("optimizer.epsilon", recipe.optimizer.epsilon, recipe.optimizer.epsilon > 0, "positive"),
+    ]
+    if recipe.data.validation_split + recipe.data.test_split >= 1:
+        raise RecipeError(
+            "data.validation_split + data.test_split must be below 1. Received: "
+            f"{recipe.data.validation_split} + {recipe.data.test_split}"
+        )
+    for key, value, ok, what in checks:
+        if not ok:
+            raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
+    if recipe.optimizer.name not in OPTIMIZERS:
+        name = recipe.optimizer.name
+        raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, OPTIMIZERS)} Valid: {', '.join(OPTIMIZERS)}.")
+    if len(recipe.data.image_size) not in (0, 2) or any(
+        not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in recipe.data.image_size
+    ):
+        raise RecipeError(f"data.image_size must be [height, width]. Received: image_size={recipe.data.image_size}")
+    model = recipe.model
+    for key in ("dropout",):
+        if key in model and isinstance(model[key], (int, float)) and not 0 <= model[key] < 1:
+            raise RecipeError(f"model.{key} must be in [0, 1). Received: {key}={model[key]}")
+    for key in ("depth", "width"):
+        if key in model and isinstance(model[key], int) and model[key] < 1:
+            raise RecipeError(f"model.{key} must be at least 1. Received: {key}={model[key]}")
+    for key in ("l1", "l2"):
+        if key in model and isinstance(model[key], (int, float)) and model[key] < 0:
+            raise RecipeError(f"model.{key} must be >= 0. Received: {key}={model[key]}")
+    return recipe
+
+
+def component_names_exist(recipe: Recipe, raw: dict | None = None):
+    """Checks every activation, initializer and normalization named in [model] is registered."""
+    from kzoo.zoo import activations, initializers, norms
+
+    for key, registry in (("activation", activations.ACTIVATIONS), ("initializer", initializers.INITIALIZERS),
+                          ("normalization", norms.NORMS)):
+        if key not in recipe.model:
+            continue
+        spec = recipe.model[key]
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        if key == "initializer" and name not in registry:
+            try:
+                import keras
+
+                keras.initializers.get(name)
+                continue
+            except (ValueError, TypeError):
+                pass
+        if name not in registry:
+            raise RecipeError(
+                f"Unknown {key} '{name}' in model.{key}.{closest(name, registry.list())} "
+                f"See `kzoo list {key if key != 'normalization' else 'norm'}s`."
+            )
+
+
+def build_recipe(raw: dict[str, Any]) -> Recipe:
+    """Validates a raw recipe dict (as parsed from TOML, overrides applied) into a Recipe."""
+    from kzoo.callbacks.registry import CALLBACKS, callback_defaults
+    from kzoo.callbacks.schedules import SCHEDULES, schedule_defaults
+    from kzoo.zoo import MODELS, model_defaults
+
+    raw = dict(raw)
+    model_raw = raw.pop("model", {"name": "mlp"})
+    schedule_raw = raw.pop("schedule", {"name": "constant"})
+    callbacks_raw = raw.pop("callbacks", {})
+    recipe = build_section(Recipe, raw, "")
+
+    if isinstance(model_raw, str):
+        model_raw = {"name": model_raw}
+    if not isinstance(model_raw, dict) or "name" not in model_raw:
+        raise RecipeError("[model] needs a name, e.g. name = \"mlp\". See `kzoo list models`.")
+    _registered("model.name", model_raw["name"], MODELS)
+    defaults = model_defaults(model_raw["name"])
+    defaults.pop("seed", None)  # the recipe's top-level seed is used
+    recipe.model = resolve_component("model", model_raw, defaults, MODELS)
+
+    if isinstance(schedule_raw, str):
+        schedule_raw = {"name": schedule_raw}
+    _registered("schedule.name", (schedule_raw or {}).get("name", "constant"), SCHEDULES)
+    schedule_raw = {"name": "constant", **schedule_raw}
+    recipe.schedule = resolve_component("schedule", schedule_raw, schedule_defaults(schedule_raw["name"]), SCHEDULES)
+
+    if not isinstance(callbacks_raw, dict):
+        raise RecipeError(f"[callbacks] must be a table of tables. Received: callbacks={callbacks_raw!r}")
+    recipe.callbacks = {}
+    for cb_name, cb_raw in callbacks_raw.items():
+        _registered(f"callbacks.{cb_name}", cb_name, CALLBACKS)
+        if cb_raw is True:
+            cb_raw = {}
+        if not isinstance(cb_raw, dict):
+            raise RecipeError(f"[callbacks.{cb_name}] must be a table. Received: {cb_name}={cb_raw!r}")
+        resolved = resolve_component(f"callbacks.{cb_name}", {"name": cb_name, **cb_raw}, callback_defaults(cb_name), CALLBACKS)
+        resolved.pop("name")
+        recipe.callbacks[cb_name] = resolved
+    validate_ranges(recipe)
+    component_names_exist(recipe)
+    return recipe
+
+
+def _registered(path, name, registry):
+    if not isinstance(name, str):
+        raise RecipeError(f"{path} must be a string. Received: {name!r}")
+    if name not in registry:
+        raise RecipeError(
+            f"Unknown {registry.kind} '{name}' in {path}.{closest(name, registry.list())} "
+            f"See `kzoo list {registry.kind}s`."
+        )

@@ -1,0 +1,21 @@
+"""kzoo: a Keras 3 / TensorFlow model zoo and recipe runner.
+
+Importing `kzoo` registers its Keras objects, so saved models load with
+`keras.models.load_model` afterwards.
+"""
+
+import os as _os
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+from kzoo.errors import DataError, RecipeError, RunDirError, UserError
+
+from kzoo import zoo  # noqa: E402,F401  (registers models, layers, activations, initializers)
+from kzoo import callbacks  # noqa: E402,F401
+from kzoo import data  # noqa: E402,F401
+from kzoo import recipes  # noqa: E402,F401
+
+__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "recipes", "zoo"]

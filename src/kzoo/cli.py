@@ -1,0 +1,172 @@
+"""The `kzoo` command line: a thin layer over the Python API.
+
+Subcommands register themselves with `@command`; modules that add some are listed in
+`COMMAND_MODULES`. A `UserError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_COMMANDS: dict[str, tuple] = {}
+
+# Modules whose import registers more subcommands.
+COMMAND_MODULES = ()
+
+
+def command(name: str, help: str):
+    """Registers `fn(args)` as a subcommand; `fn.add_arguments(parser)` declares its flags."""
+
+    def wrap(fn):
+        _COMMANDS[name] = (fn, help)
+        return fn
+
+    return wrap
+
+
+def arguments(fn):
+    """Decorator attaching an `add_arguments(parser)` function to a command."""
+
+    def wrap(cmd):
+        cmd.add_arguments = fn
+        return cmd
+
+    return wrap
+
+
+def print_table(rows: list[list[str]], header: list[str]):
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    print(line.rstrip())
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _add_run_flags(p):
+    p.add_argument("recipe", help="a shipped recipe name (kzoo list recipes) or a TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set optimizer.lr=0.01 (repeatable)")
+    p.add_argument("--epochs", type=int, help="shorthand for --set epochs=N")
+    p.add_argument("--seed", type=int, help="shorthand for --set seed=N")
+
+
+def load_recipe_from_args(args):
+    """The recipe a command's positional name and --set/--epochs/--seed flags describe."""
+    from kzoo.recipes import load
+
+    overrides = list(args.overrides)
+    if getattr(args, "epochs", None) is not None:
+        overrides.append(f"epochs={args.epochs}")
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"seed={args.seed}")
+    return load(args.recipe, overrides)
+
+
+LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "norms", "schedules", "callbacks")
+
+
+@arguments(lambda p: p.add_argument("what", nargs="?", default="recipes", choices=LISTABLE,
+                                    help="what to list. Defaults to recipes."))
+@command("list", help="list recipes, models, datasets and building blocks")
+def cmd_list(args):
+    from kzoo import callbacks, data, recipes, zoo
+
+    if args.what == "recipes":
+        rows = []
+        for name in recipes.list_recipes():
+            r = recipes.load(name)
+            rows.append([name, r.description, r.model["name"], r.data.dataset, str(r.epochs)])
+        print_table(rows, ["name", "description", "model", "dataset", "epochs"])
+        return
+    registries = {
+        "models": zoo.MODELS, "datasets": data.core.DATASETS, "activations": zoo.activations.ACTIVATIONS,
+        "initializers": zoo.initializers.INITIALIZERS, "norms": zoo.norms.NORMS,
+        "schedules": callbacks.schedules.SCHEDULES, "callbacks": callbacks.CALLBACKS,
+    }
+    registry = registries[args.what]
+    rows = []
+    for name in registry.list():
+        meta = registry.meta(name)
+        facts = ", ".join(f"{k}={v}" for k, v in meta.items()
+                          if k not in ("description", "builder", "defaults") and not callable(v))
+        rows.append([name, meta["description"], facts])
+    print_table(rows, ["name", "description", "facts"])
+    if args.what == "datasets":
+        print("\nAlso: any tensorflow-datasets name (mnist, fashion_mnist, cifar10, cifar100, tf_flowers, ...),"
+              "\na folder of class sub-folders, or an .npz file with x_train, y_train, x_test, y_test.")
+
+
+def _show_args(p):
+    _add_run_flags(p)
+
+
+@arguments(_show_args)
+@command("show", help="print the fully resolved recipe")
+def cmd_show(args):
+    print(load_recipe_from_args(args).to_toml(), end="")
+
+
+def _run_args(p):
+    _add_run_flags(p)
+    p.add_argument("--out", help="run directory. Defaults to runs/<recipe>-<timestamp>")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+@arguments(_run_args)
+@command("run", help="train a recipe, evaluate it and write the run directory")
+def cmd_run(args):
+    from kzoo.recipes import run
+
+    recipe = load_recipe_from_args(args)
+    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2)
+    m = result.metrics
+    print(f"\n{recipe.name}: test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
+          f"best val accuracy {m['best_val_accuracy']:.4f}")
+    print(f"{m['epochs_run']} epochs in {m['train_seconds']:.1f} s ({m['samples_per_second']:.0f} samples/s)")
+    print(f"artifacts: {result.out_dir}/ (recipe.toml, history.csv, metrics.json, model.keras, curves.png)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    parser = argparse.ArgumentParser(prog="kzoo", description="Keras model zoo and recipe runner.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (fn, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if hasattr(fn, "add_arguments"):
+            fn.add_arguments(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv=None) -> int:
+    from kzoo.errors import UserError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        code = args.func(args)
+        return int(code or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"kzoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kzoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

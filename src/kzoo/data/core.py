@@ -1,0 +1,198 @@
+"""Dataset registry, splitting and the tf.data pipeline."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kzoo.errors import DataError
+from kzoo.registry import Registry
+
+DATASETS = Registry("dataset")
+
+
+def register_dataset(fn=None, **meta):
+    """Registers a function `fn(data_dir=None) -> dict` returning arrays and metadata.
+
+    The dict holds `x_train`, `y_train`, optionally `x_test`, `y_test`, and `class_names`.
+    """
+    return DATASETS.register(fn, **meta)
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    return DATASETS.list(pattern)
+
+
+@dataclass
+class DatasetInfo:
+    """What a model needs to know about a dataset."""
+
+    name: str
+    input_shape: tuple
+    num_classes: int
+    class_names: list = field(default_factory=list)
+    num_train: int = 0
+    num_val: int = 0
+    num_test: int = 0
+    source: str = ""
+
+
+@dataclass
+class ArraySplits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: DatasetInfo
+
+
+@dataclass
+class Splits:
+    """Batched train/validation/test datasets, the arrays they came from, and the metadata."""
+
+    train: object
+    val: object
+    test: object
+    info: DatasetInfo
+    arrays: ArraySplits
+
+
+def _resolve_source(name: str):
+    """Finds the loader for a registered name, a folder, an .npz file or a tfds name."""
+    from kzoo.data import sources
+
+    if name in DATASETS:
+        return DATASETS.get(name), name, "builtin"
+    if name.startswith("tfds:"):
+        return (lambda data_dir=None, **kw: sources.load_tfds(name[5:], data_dir, **kw)), name[5:], "tfds"
+    if name.endswith(".npz") or name.startswith("npz:"):
+        path = name[4:] if name.startswith("npz:") else name
+        return (lambda data_dir=None, **kw: sources.load_npz(path)), os.path.basename(path), "npz"
+    if name.startswith("folder:") or os.sep in name or os.path.isdir(name):
+        path = name[7:] if name.startswith("folder:") else name
+        return (
+            lambda data_dir=None, **kw: sources.load_folder(path, **kw)
+        ), os.path.basename(os.path.normpath(path)), "folder"
+    return (lambda data_dir=None, **kw: sources.load_tfds(name, data_dir, **kw)), name, "tfds"
+
+
+def _stratified_split(x, y, fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    if fraction <= 0:
+        return x, y, x[:0], y[:0]
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    try:
+        xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError:
+        xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed)
+    return xa, ya, xb, yb
+
+
+def load_arrays(
+    name: str = "digits",
+    data_dir: str | None = None,
+    validation_split: float = 0.1,
+    test_split: float = 0.2,
+    split_seed: int = 0,
+    image_size: tuple | list | None = None,
+) -> ArraySplits:
+    """Loads a dataset as numpy arrays split into train, validation and test.
+
+    Sources with their own test split keep it; the others hold out `test_split` of all
+    examples. `validation_split` is a fraction of all examples, taken from the training part.
+    Splits are stratified by class and seeded by `split_seed`, so they are the same on every run.
+    """
+    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
+        if not 0 <= value < 1:
+            raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
+    loader, display_name, source = _resolve_source(name)
+    kwargs = {"image_size": tuple(image_size)} if image_size else {}
+    raw = loader(data_dir=data_dir, **kwargs)
+    x = np.asarray(raw["x_train"])
+    y = np.asarray(raw["y_train"]).astype("int64").reshape(-1)
+    if x.ndim == 3:
+        x = x[..., None]
+    if len(x) != len(y):
+        raise DataError(f"Dataset '{name}': {len(x)} training inputs but {len(y)} labels.")
+    if "x_test" in raw and raw["x_test"] is not None:
+        x_test = np.asarray(raw["x_test"])
+        y_test = np.asarray(raw["y_test"]).astype("int64").reshape(-1)
+        if x_test.ndim == 3:
+            x_test = x_test[..., None]
+        val_fraction = validation_split
+    else:
+        x, y, x_test, y_test = _stratified_split(x, y, test_split, split_seed)
+        # validation_split is a fraction of all examples; rescale it to the remaining part.
+        val_fraction = validation_split / (1 - test_split) if test_split < 1 else 0
+    x_train, y_train, x_val, y_val = _stratified_split(x, y, val_fraction, split_seed)
+    class_names = list(raw.get("class_names") or [])
+    num_classes = len(class_names) or int(max(y_train.max(), y_test.max() if len(y_test) else 0) + 1)
+    info = DatasetInfo(
+        name=display_name,
+        input_shape=tuple(int(d) for d in x_train.shape[1:]),
+        num_classes=num_classes,
+        class_names=class_names or [str(i) for i in range(num_classes)],
+        num_train=len(x_train),
+        num_val=len(x_val),
+        num_test=len(x_test),
+        source=source,
+    )
+    return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test, info)
+
+
+def make_dataset(x, y, batch_size, shuffle=False, seed=0, cache=True, shuffle_buffer=10000):
+    """Wraps arrays in a tf.data pipeline: cache, shuffle (seeded), batch, prefetch(AUTOTUNE)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(min(shuffle_buffer, len(x)) or 1, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def load(
+    name: str = "digits",
+    batch_size: int = 64,
+    data_dir: str | None = None,
+    validation_split: float = 0.1,
+    test_split: float = 0.2,
+    split_seed: int = 0,
+    seed: int = 0,
+    image_size=None,
+    cache: bool = True,
+    shuffle_buffer: int = 10000,
+) -> Splits:
+    """Loads a dataset as batched train/validation/test `tf.data.Dataset`s.
+
+    Args:
+        name: a registered name (`kzoo list datasets`), any tensorflow-datasets name
+            (`mnist`, `cifar10`, ... or `tfds:NAME`), a folder of class sub-folders, or an
+            `.npz` file with `x_train, y_train, x_test, y_test`. Defaults to `"digits"`.
+        batch_size: examples per batch. Defaults to `64`.
+        data_dir: where tensorflow-datasets keeps prepared data. Defaults to tfds's own.
+        validation_split: fraction of all examples used for validation. Defaults to `0.1`.
+        test_split: fraction held out for testing when the source has no test split.
+            Defaults to `0.2`.
+        split_seed: seed of the (stratified) split. Defaults to `0`.
+        seed: seed of the training shuffle. Defaults to `0`.
+
+    Example:
+        >>> splits = kzoo.data.load("digits", batch_size=32)
+        >>> splits.info.input_shape, splits.info.num_classes
+        ((8, 8, 1), 10)
+    """
+    if batch_size < 1:
+        raise DataError(f"data.batch_size must be at least 1. Received: batch_size={batch_size}")
+    arrays = load_arrays(name, data_dir, validation_split, test_split, split_seed, image_size)
+    train = make_dataset(arrays.x_train, arrays.y_train, batch_size, True, seed, cache, shuffle_buffer)
+    val = make_dataset(arrays.x_val, arrays.y_val, batch_size, cache=cache) if len(arrays.x_val) else None
+    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, cache=cache)
+    return Splits(train, val, test, arrays.info, arrays)
