@@ -1,7 +1,8 @@
 """The `kzoo` command line: a thin layer over the Python API.
 
-Subcommands register themselves with `@command`; modules that add some are listed in
-`COMMAND_MODULES`. A `UserError` becomes one line on stderr and exit code 2.
+Subcommands register themselves with `@command`: list/show/run here, the others in one module
+each under `kzoo.commands`, all imported on start. A `UserError` becomes one line on stderr
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _COMMANDS: dict[str, tuple] = {}
 
-# Modules whose import registers more subcommands.
-COMMAND_MODULES = ()
 
 
 def command(name: str, help: str):
@@ -134,8 +133,12 @@ def cmd_run(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
+    import pkgutil
+
+    from kzoo import commands
+
+    for module in pkgutil.iter_modules(commands.__path__):
+        importlib.import_module(f"kzoo.commands.{module.name}")
     parser = argparse.ArgumentParser(prog="kzoo", description="Keras model zoo and recipe runner.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
