@@ -2,7 +2,13 @@
 
 from kzoo.callbacks import schedules
 from kzoo.callbacks.lr_logger import LearningRateLogger
-from kzoo.callbacks.registry import CALLBACKS, RunContext, build_callbacks, list_callbacks, register_callback
+from kzoo.callbacks.registry import (
+           CALLBACKS,
+           RunContext,
+           build_callbacks,
+           list_callbacks,
+           register_callback,
+)
 
 __all__ = ["CALLBACKS", "LearningRateLogger", "RunContext", "build_callbacks", "list_callbacks",
            "register_callback", "schedules"]

@@ -44,9 +44,10 @@ def cosine(lr, steps_per_epoch, epochs, warmup_epochs: float = 0.0, alpha: float
 
     Reference: Loshchilov & Hutter 2016, "SGDR" (https://arxiv.org/abs/1608.03983).
     """
-    if not 0 <= warmup_epochs < epochs:
-        raise RecipeError(f"schedule.warmup_epochs must be in [0, epochs). Received: warmup_epochs={warmup_epochs}")
-    warmup = int(round(warmup_epochs * steps_per_epoch))
+    if warmup_epochs < 0:
+        raise RecipeError(f"schedule.warmup_epochs must be >= 0. Received: warmup_epochs={warmup_epochs}")
+    # A run shortened with --epochs keeps at least one step of decay after the warm-up.
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), max(0, epochs * steps_per_epoch - 1))
     total = max(1, epochs * steps_per_epoch - warmup)
     if warmup:
         return keras.optimizers.schedules.CosineDecay(

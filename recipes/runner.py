@@ -155,7 +155,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
 
     start = time.perf_counter()
     history = model.fit(splits.train, validation_data=splits.val, epochs=recipe.epochs,
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 

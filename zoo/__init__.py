@@ -1,9 +1,14 @@
 """kzoo.zoo: registered models and their building blocks (layers, activations, initializers)."""
 
+from kzoo.zoo import (  # noqa: F401  # noqa: F401  (registers the models)
+           activations,
+           cnn,
+           initializers,
+           layers,  # noqa: F401  (registers the custom layers)
+           mlp,
+           norms,
+)
 from kzoo.zoo.registry import MODELS, create_model, list_models, model_defaults, register_model
-from kzoo.zoo import layers  # noqa: F401  (registers the custom layers)
-from kzoo.zoo import activations, initializers, norms  # noqa: F401
-from kzoo.zoo import cnn, mlp  # noqa: F401  (registers the models)
 
 __all__ = ["MODELS", "create_model", "list_models", "model_defaults", "register_model", "activations",
            "initializers", "norms"]
