@@ -80,7 +80,18 @@ class _EpochTimer:
         return EpochTimer()
 
 
-def compile_model(model, recipe: Recipe, steps_per_epoch: int):
+def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=()) -> int:
+    """Steps run per call into the compiled graph. `0` (auto): one epoch's worth, at most 32,
+    which removes most per-step Python overhead on small models; 1 when a callback needs to see
+    every step (it sets `needs_every_step = True`)."""
+    if recipe.steps_per_execution:
+        return recipe.steps_per_execution
+    if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
+        return 1
+    return max(1, min(32, steps_per_epoch))
+
+
+def compile_model(model, recipe: Recipe, steps_per_epoch: int, steps_per_execution: int | None = None):
     from kzoo.callbacks.schedules import build_schedule
     from kzoo.optimizers import build_optimizer
 
@@ -90,7 +101,7 @@ def compile_model(model, recipe: Recipe, steps_per_epoch: int):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=recipe.jit_compile,
-        steps_per_execution=recipe.steps_per_execution,
+        steps_per_execution=steps_per_execution or resolve_steps_per_execution(recipe, steps_per_epoch),
     )
     return model
 
@@ -141,16 +152,17 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     seed_everything(recipe.seed, recipe.deterministic)
     d = recipe.data
     splits = kdata.load(d.dataset, d.batch_size, d.data_dir or None, d.validation_split, d.test_split,
-                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer)
+                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer,
+                        d.eval_batch_size or None)
     arrays = splits.arrays
     model = build_model(recipe, arrays)
     steps_per_epoch = int(np.ceil(arrays.info.num_train / d.batch_size))
-    compile_model(model, recipe, steps_per_epoch)
     probe_n = min(len(arrays.x_train), 256)
     context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
                          probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
     timer = _EpochTimer()
     callbacks = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
+    compile_model(model, recipe, steps_per_epoch, resolve_steps_per_execution(recipe, steps_per_epoch, callbacks))
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
     start = time.perf_counter()

@@ -30,6 +30,7 @@ class DataConfig:
     dataset: str = "digits"
     data_dir: str = ""
     batch_size: int = 64
+    eval_batch_size: int = 0
     validation_split: float = 0.1
     test_split: float = 0.2
     split_seed: int = 0
@@ -68,7 +69,7 @@ class Recipe:
     seed: int = 0
     epochs: int = 10
     deterministic: bool = True
-    steps_per_execution: int = 1
+    steps_per_execution: int = 0
     jit_compile: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=lambda: {"name": "mlp"})
@@ -171,7 +172,8 @@ def validate_ranges(recipe: Recipe):
     """Range checks a type check cannot make, each naming the key and the bad value."""
     checks = [
         ("epochs", recipe.epochs, recipe.epochs >= 1, "at least 1"),
-        ("steps_per_execution", recipe.steps_per_execution, recipe.steps_per_execution >= 1, "at least 1"),
+        ("steps_per_execution", recipe.steps_per_execution, recipe.steps_per_execution >= 0, ">= 0 (0: auto)"),
+        ("data.eval_batch_size", recipe.data.eval_batch_size, recipe.data.eval_batch_size >= 0, ">= 0 (0: auto)"),
         ("data.batch_size", recipe.data.batch_size, recipe.data.batch_size >= 1, "at least 1"),
         ("data.validation_split", recipe.data.validation_split, 0 <= recipe.data.validation_split < 1, "in [0, 1)"),
         ("data.test_split", recipe.data.test_split, 0 <= recipe.data.test_split < 1, "in [0, 1)"),
@@ -191,6 +193,11 @@ def validate_ranges(recipe: Recipe):
     for key, value, ok, what in checks:
         if not ok:
             raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
+    if recipe.jit_compile and recipe.deterministic:
+        raise RecipeError(
+            "jit_compile = true needs deterministic = false: Keras turns XLA off under TensorFlow's "
+            "deterministic ops. Received: jit_compile=true, deterministic=true"
+        )
     if recipe.optimizer.name not in OPTIMIZERS:
         name = recipe.optimizer.name
         raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, OPTIMIZERS)} Valid: {', '.join(OPTIMIZERS)}.")
