@@ -42,6 +42,10 @@ def norm_act(x, name, activation="relu", normalization="batch", norm_position="b
     act = activations.get(activation, name=f"{name}_act")
 
     def norm(t):
+        if len(t.shape) < 3 and (normalization.get("name") if isinstance(normalization, dict) else normalization) == "instance":
+            # Over no spatial axes each value would be normalized alone, to the constant beta.
+            raise ValueError(f"Instance normalization needs spatial axes (a conv layer), not Dense features of "
+                             f"shape {tuple(t.shape)}. Received: normalization={normalization!r}")
         layer = norms.get(normalization, name=f"{name}_norm", momentum=bn_momentum, channels=t.shape[-1])
         return t if layer is None else layer(t)
 

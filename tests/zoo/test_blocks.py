@@ -64,6 +64,17 @@ def test_every_norm_sits_before_or_after_the_activation(name, cls, position):
     assert norms.get("none") is None
 
 
+def test_instance_norm_on_dense_features_is_refused():
+    with pytest.raises(ValueError, match="normalization='instance'"):
+        create_model("mlp", (8, 8, 1), 10, normalization="instance")
+    with pytest.raises(RecipeError, match="Instance normalization"):
+        from kzoo.data import load_arrays
+        from kzoo.recipes import load
+        from kzoo.recipes.runner import build_model
+
+        build_model(load("mlp-digits", ["model.normalization=instance"]), load_arrays("digits"))
+
+
 def test_maxout_units_keep_their_width():
     model = create_model("mlp", (8, 8, 1), 10, depth=2, width=16, activation={"name": "maxout", "num_pieces": 3})
     assert model.get_layer("stage0_block0_dense").units == 48
