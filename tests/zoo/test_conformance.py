@@ -48,6 +48,19 @@ def test_every_registered_activation_and_initializer_is_covered():
     assert {"act_maxout", "act_rrelu", "init_lsuv"} <= names
 
 
+def test_every_kzoo_layer_class_has_a_case():
+    """A layer registered under package "kzoo" anywhere in the package needs a line in LAYER_CASES."""
+    import keras
+
+    import kzoo  # noqa: F401  (imports every subpackage that registers classes)
+
+    registered = {cls for key, cls in keras.saving.get_custom_objects().items()
+                  if key.startswith("kzoo>") and isinstance(cls, type)
+                  and issubclass(cls, keras.layers.Layer) and not issubclass(cls, keras.Model)}
+    covered = {type(case.make()) for case in LAYER_CASES}
+    assert registered - covered == set(), "add a conformance_case line for each of these"
+
+
 def test_fresh_process_load_and_mirrored_strategy(tmp_path):
     # Custom layers only (the Keras ones are Keras's business) plus the two custom activations.
     cases = LAYER_CASES + [c for c in ACTIVATION_CASES if c.name in ("act_maxout", "act_rrelu")]
