@@ -58,7 +58,19 @@ def build_model(recipe: Recipe, arrays):
                              seed=recipe.seed, **kwargs)
     except ValueError as e:
         raise RecipeError(f"model: {e}") from None
+    lsuv_if_asked(model, recipe, arrays)
     return model
+
+
+def lsuv_if_asked(model, recipe: Recipe, arrays):
+    """With `model.initializer = "lsuv"` the model was built orthonormal; LSUV then rescales each
+    Dense/Conv layer to unit output variance on a training batch (Mishkin & Matas 2015)."""
+    spec = recipe.model.get("initializer")
+    if (spec.get("name") if isinstance(spec, dict) else spec) != "lsuv":
+        return
+    from kzoo.zoo.initializers import lsuv_init
+
+    lsuv_init(model, arrays.x_train[:256].astype("float32"), seed=recipe.seed)
 
 
 class _EpochTimer:

@@ -228,6 +228,8 @@ def component_names_exist(recipe: Recipe, raw: dict | None = None):
             continue
         spec = recipe.model[key]
         name = spec.get("name") if isinstance(spec, dict) else spec
+        if key == "activation" and activations.exists(name):
+            continue  # registered here, or one of Keras's own activation functions
         if key == "initializer" and name not in registry:
             try:
                 import keras
