@@ -122,7 +122,10 @@ def _is_dropout(layer) -> bool:
 
 def mc_dropout_model(model):
     """A model sharing `model`'s layers and weights in which only the dropout layers run in
-    training mode; batch normalization and augmentation stay in inference mode."""
+    training mode; batch normalization and augmentation stay in inference mode.
+
+    Call it as `stochastic(x)`: an explicit `training=` on the call would reach every layer.
+    """
     import keras
 
     if not any(_is_dropout(layer) for layer in _all_layers(model)):
@@ -130,8 +133,11 @@ def mc_dropout_model(model):
                         f"training). Received: model={model.name}")
 
     def call(layer, *args, **kwargs):
-        if _is_dropout(layer):
-            kwargs["training"] = True  # an explicit argument wins over the model's mode
+        # Recorded in the graph, so it holds unless the model is called with an explicit
+        # `training=`. Every other layer is pinned to inference: Keras's random augmentation
+        # layers default to training=True.
+        if getattr(layer, "_call_has_training_arg", False):
+            kwargs["training"] = _is_dropout(layer)
         return layer(*args, **kwargs)
 
     return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call,
@@ -156,22 +162,31 @@ def mc_dropout_predict(model, x, samples: int, seed: int = 0, batch_size: int = 
         Gal and Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
         Uncertainty in Deep Learning", ICML 2016. https://arxiv.org/abs/1506.02142
     """
-    import keras
-
     if int(samples) < 2:
         raise UserError(f"--mc-dropout takes the number of passes, at least 2. Received: mc_dropout={samples}")
     stochastic = mc_dropout_model(model)
-    keras.utils.set_random_seed(seed)
+    # Restart every dropout layer's random stream from `seed` (and restore it afterwards), so
+    # the masks are the same on every call and the model's own state is left as it was.
+    generators = [layer.seed_generator for layer in _all_layers(model)
+                  if _is_dropout(layer) and getattr(layer, "seed_generator", None) is not None]
+    saved = [np.asarray(g.state.value) for g in generators]
+    for i, g in enumerate(generators):
+        g.state.assign(np.array([seed + 7919 * i, 0], dtype=saved[i].dtype))
     x = np.asarray(x, "float32")
     total = np.zeros((len(x), int(model.outputs[0].shape[-1])))
     total_sq = np.zeros_like(total)
     total_entropy = np.zeros(len(x))
-    for _ in range(int(samples)):
-        p = np.concatenate([np.asarray(stochastic(x[i:i + batch_size], training=False), "float64")
-                            for i in range(0, len(x), batch_size)])
-        total += p
-        total_sq += p * p
-        total_entropy += _entropy(p)
+    try:
+        for _ in range(int(samples)):
+            # No `training=` here: an explicit value would override the dropout layers' own.
+            p = np.concatenate([np.asarray(stochastic(x[i:i + batch_size]), "float64")
+                                for i in range(0, len(x), batch_size)])
+            total += p
+            total_sq += p * p
+            total_entropy += _entropy(p)
+    finally:
+        for g, state in zip(generators, saved):
+            g.state.assign(state)
     mean = total / samples
     std = np.sqrt(np.maximum(total_sq / samples - mean * mean, 0.0))
     entropy = _entropy(mean)

@@ -108,8 +108,8 @@ def plot_reliability(bins, path: str, title: str = ""):
            color="#4a90d9", label="accuracy")
     gap_lo = np.minimum(bins.accuracy, bins.confidence)[filled]
     gap_hi = np.maximum(bins.accuracy, bins.confidence)[filled]
-    ax.bar(centers[filled], gap_hi - gap_lo, bottom=gap_lo, width=width[filled], color="#e06666",
-           alpha=0.45, edgecolor="#b00020", hatch="//", label="gap to confidence")
+    ax.bar(centers[filled], gap_hi - gap_lo, bottom=gap_lo, width=width[filled], facecolor="none",
+           edgecolor="#b00020", hatch="///", linewidth=0.8, label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

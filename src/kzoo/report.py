@@ -30,7 +30,9 @@ h2{font-size:17px;margin:4px 0 12px;color:#1f4e79}
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;text-align:right;border-bottom:1px solid #e3e6ea}
 th{background:#f0f2f5} td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f9;padding:10px;border-radius:6px;font-size:12px;overflow:auto}
-figure{margin:0 0 18px} figure img{max-width:100%;border:1px solid #e3e6ea;border-radius:4px}
+.plots{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+figure{margin:0;flex:0 1 auto;max-width:100%} figure.wide{flex-basis:100%}
+figure img{max-width:100%;border:1px solid #e3e6ea;border-radius:4px}
 figcaption{font-size:12px;color:#555}
 .muted{color:#777;font-size:12px}
 """
@@ -80,7 +82,8 @@ def _image(run_dir, name, embed) -> str:
             src = "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
     else:
         src = html.escape(name)
-    return (f'<figure><img src="{src}" alt="{html.escape(name)}" data-name="{html.escape(name)}">'
+    wide = ' class="wide"' if name == "curves.png" else ""
+    return (f'<figure{wide}><img src="{src}" alt="{html.escape(name)}" data-name="{html.escape(name)}">'
             f"<figcaption>{html.escape(name)}</figcaption></figure>")
 
 
@@ -153,7 +156,8 @@ def render_report(run_dir: str, embed: bool = True) -> str:
                 cols, [[_number(r.get(c, "")) for c in cols] for r in last]) + "</section>")
     plots = plots_in(run_dir) if os.path.isdir(run_dir) else []
     if plots:
-        sections.append("<section><h2>Plots</h2>" + "".join(_image(run_dir, p, embed) for p in plots) + "</section>")
+        sections.append('<section><h2>Plots</h2><div class="plots">'
+                        + "".join(_image(run_dir, p, embed) for p in plots) + "</div></section>")
     if recipe_text:
         sections.append(f"<section><h2>Recipe</h2><pre>{html.escape(recipe_text)}</pre></section>")
     return (
