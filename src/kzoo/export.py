@@ -57,8 +57,18 @@ def _size(path: str) -> int:
 def export_savedmodel(model, path: str) -> str:
     """Exports a TensorFlow SavedModel with the `serve` / `serving_default` signature: raw float32
     inputs in, class probabilities out. It loads with `tf.saved_model.load` without kzoo.
+
+    The endpoint calls the model with `training=False`: `model.export` alone would trace it in
+    the default mode, in which Keras's random augmentation layers stay active.
     """
-    model.export(path, format="tf_saved_model", verbose=False)
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="images")
+    archive.add_endpoint("serve", lambda images: model(images, training=False), input_signature=[spec])
+    archive.write_out(path, verbose=False)
     return path
 
 
@@ -93,10 +103,9 @@ def export_tflite(model, path: str, quantize: str = "none") -> str:
 
 
 def tflite_predict(path: str, x, batch_size: int = 256) -> np.ndarray:
-    """Runs a TFLite model with `tf.lite.Interpreter` on `x`, in batches."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=path)
+    """Runs a TFLite model on `x`, in batches, with LiteRT's interpreter where `ai-edge-litert`
+    is installed, else `tf.lite.Interpreter` (deprecated, still in TensorFlow 2.21)."""
+    interpreter = _interpreter(path)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     x = np.asarray(x, dtype=inp["dtype"])
@@ -111,6 +120,20 @@ def tflite_predict(path: str, x, batch_size: int = 256) -> np.ndarray:
         interpreter.invoke()
         outputs.append(np.array(interpreter.get_tensor(out["index"])))
     return np.concatenate(outputs).astype("float64")
+
+
+def _interpreter(path: str):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            return tf.lite.Interpreter(model_path=path)
+    return Interpreter(model_path=path)
 
 
 def export_keras(model, path: str) -> str:
@@ -182,8 +205,8 @@ def _predict_export(path, format, x, batch_size):
     if format == "savedmodel":
         import tensorflow as tf
 
-        serve = tf.saved_model.load(path).serve
-        outs = [np.asarray(serve(tf.constant(x[start:start + batch_size])))
+        loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
+        outs = [np.asarray(loaded.serve(tf.constant(x[start:start + batch_size])))
                 for start in range(0, len(x), batch_size)]
         return np.concatenate(outs).astype("float64")
     import keras
