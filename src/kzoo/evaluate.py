@@ -238,9 +238,10 @@ def classification_metrics(probs, labels, class_names, bins: int = 15) -> dict:
 
 def write_plots(out_dir: str, probs, x, labels, class_names, bins: int = 15, title: str = "") -> list[str]:
     """Writes confusion.png, reliability.png and, for image inputs, errors.png; returns the names."""
+    from sklearn.metrics import confusion_matrix
+
     from kzoo.calibration import reliability_bins
     from kzoo.plots_eval import plot_confusion, plot_errors, plot_reliability
-    from sklearn.metrics import confusion_matrix
 
     labels = np.asarray(labels).reshape(-1)
     n = len(class_names)

@@ -125,6 +125,11 @@ def render_report(run_dir: str, embed: bool = True) -> str:
     """
     metrics = _read_json(os.path.join(run_dir, "metrics.json")) or {}
     evaluation = _read_json(os.path.join(run_dir, "eval.json"))
+    skip = set()
+    if evaluation and _older(os.path.join(run_dir, "eval.json"), os.path.join(run_dir, "metrics.json")):
+        # Left from an earlier run in this folder (--overwrite): not this model's evaluation.
+        skip = set(evaluation.get("plots") or [])
+        evaluation = None
     recipe_path = os.path.join(run_dir, "recipe.toml")
     recipe_text = open(recipe_path, encoding="utf-8").read() if os.path.isfile(recipe_path) else ""
     name = metrics.get("recipe") or os.path.basename(os.path.normpath(run_dir))
@@ -154,7 +159,7 @@ def render_report(run_dir: str, embed: bool = True) -> str:
             last = rows[-5:]
             sections.append("<section><h2>Last epochs</h2>" + _table(
                 cols, [[_number(r.get(c, "")) for c in cols] for r in last]) + "</section>")
-    plots = plots_in(run_dir) if os.path.isdir(run_dir) else []
+    plots = [p for p in plots_in(run_dir) if p not in skip] if os.path.isdir(run_dir) else []
     if plots:
         sections.append('<section><h2>Plots</h2><div class="plots">'
                         + "".join(_image(run_dir, p, embed) for p in plots) + "</div></section>")
@@ -166,6 +171,10 @@ def render_report(run_dir: str, embed: bool = True) -> str:
         f"<header><h1>{html.escape(name)}{status}</h1><p>{html.escape(subtitle)}</p></header>"
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
+
+
+def _older(path: str, than: str) -> bool:
+    return os.path.isfile(than) and os.path.getmtime(path) < os.path.getmtime(than)
 
 
 def _number(text: str):
