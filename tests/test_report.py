@@ -47,11 +47,14 @@ def test_every_run_writes_a_report_with_recipe_metrics_and_plots(run_dir):
 def test_report_embeds_every_png_of_the_run_dir_and_can_link_instead(run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    for name in ("zz_dynamics.png", "confusion.png"):
+    (copy / "dynamics").mkdir()
+    (copy / "export").mkdir()
+    for name in ("zz_dynamics.png", "confusion.png", "dynamics/layer0.png", "export/not-a-plot.png"):
         shutil.copy(copy / "curves.png", copy / name)
     write_report(str(copy))
     page = (copy / "report.html").read_text(encoding="utf-8")
-    assert list(_embedded(page)) == ["curves.png", "confusion.png", "zz_dynamics.png"] == plots_in(str(copy))
+    expected = ["curves.png", "confusion.png", "zz_dynamics.png", "dynamics/layer0.png"]
+    assert list(_embedded(page)) == expected == plots_in(str(copy))
     linked = render_report(str(copy), embed=False)
     assert 'src="zz_dynamics.png"' in linked and "base64" not in linked
 

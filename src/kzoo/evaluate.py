@@ -59,7 +59,7 @@ def test_split(recipe, data: str | None = None):
 
 def _check_inputs(model, x, where: str):
     expected = tuple(model.inputs[0].shape[1:])
-    if tuple(x.shape[1:]) != expected:
+    if len(x.shape) - 1 != len(expected) or any(e is not None and e != d for e, d in zip(expected, x.shape[1:])):
         raise UserError(f"{where}: the model takes inputs of shape {expected}, the data has "
                         f"{tuple(x.shape[1:])}. Received: data shape={tuple(x.shape[1:])}")
 
@@ -338,6 +338,8 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
         the same figures with augmentation under `"tta"` keys.
     """
     run_dirs = list(run_dirs)
+    if tta and int(tta) < 1:
+        raise UserError(f"--tta takes the number of views, at least 1. Received: tta={tta}")
     if len(run_dirs) < 2:
         raise UserError(f"An ensemble needs at least 2 runs. Received: {len(run_dirs)} run")
     members, probs_all, tta_all, split_cache = [], [], [], {}

@@ -71,9 +71,19 @@ def _tiles(pairs) -> str:
 
 
 def plots_in(run_dir: str) -> list[str]:
-    """The PNG files of a run directory, in report order."""
-    pngs = sorted(f for f in os.listdir(run_dir) if f.lower().endswith(".png") and ".tmp-" not in f)
-    return [p for p in PLOT_ORDER if p in pngs] + [p for p in pngs if p not in PLOT_ORDER]
+    """The PNG files of a run directory and of its sub-folders one level down (except
+    `export/`), as relative paths in report order."""
+    def pngs(folder, prefix=""):
+        return sorted(prefix + f for f in os.listdir(folder)
+                      if f.lower().endswith(".png") and ".tmp-" not in f and os.path.isfile(os.path.join(folder, f)))
+
+    top = pngs(run_dir)
+    nested = []
+    for sub in sorted(os.listdir(run_dir)):
+        folder = os.path.join(run_dir, sub)
+        if os.path.isdir(folder) and not sub.startswith(".") and sub != "export":
+            nested += pngs(folder, f"{sub}/")
+    return [p for p in PLOT_ORDER if p in top] + [p for p in top if p not in PLOT_ORDER] + nested
 
 
 def _image(run_dir, name, embed) -> str:
