@@ -20,7 +20,7 @@ def plot_confusion(matrix, class_names, path: str, title: str = ""):
     n = len(matrix)
     rows = matrix.sum(axis=1, keepdims=True)
     fraction = matrix / np.maximum(rows, 1)
-    size = min(max(4.0, 0.45 * n + 2), 14)
+    size = min(max(3.5, 0.38 * n + 1.5), 14)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")

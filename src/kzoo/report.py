@@ -31,8 +31,9 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;text-align
 th{background:#f0f2f5} td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f9;padding:10px;border-radius:6px;font-size:12px;overflow:auto}
 .plots{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-figure{margin:0;flex:0 1 auto;max-width:100%} figure.wide{flex-basis:100%}
+figure{margin:0;flex:0 1 calc(50% - 9px);max-width:calc(50% - 9px)} figure.wide{flex-basis:100%;max-width:100%}
 figure img{max-width:100%;border:1px solid #e3e6ea;border-radius:4px}
+@media (max-width:900px){figure{flex-basis:100%;max-width:100%}}
 figcaption{font-size:12px;color:#555}
 .muted{color:#777;font-size:12px}
 """
