@@ -203,7 +203,9 @@ def test_ensemble_refuses_runs_with_different_test_splits(runs, cli, tmp_path):
 def test_eval_errors_are_one_line(runs, cli, tmp_path):
     code, _, err = cli("eval", tmp_path / "missing")
     assert code == 2 and "No such run directory" in err
-    code, _, err = cli("eval", runs["cnn0"], "--data", "mnist-5k")
-    assert code == 2 and "(28, 28, 1)" in err and len(err.strip().splitlines()) == 1
+    other = tmp_path / "small.npz"
+    np.savez(other, x_train=np.zeros((40, 4, 4, 1)), y_train=np.arange(40) % 10)
+    code, _, err = cli("eval", runs["cnn0"], "--data", other)
+    assert code == 2 and "(4, 4, 1)" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("eval", runs["cnn0"], runs["cnn1"], "--mc-dropout", 3)
     assert code == 2 and "one run" in err

@@ -105,7 +105,7 @@ def tta_predict(model, x, views: int, seed: int = 0, batch_size: int = 256) -> n
     x = np.asarray(x, "float32")
     total = predict(model, x, batch_size)
     for view in range(1, int(views)):
-        fresh = [type(layer).from_config({**layer.get_config(), "seed": seed + view}) for layer in layers]
+        fresh = [_reseeded(layer, seed + view) for layer in layers]
         augmented = []
         for start in range(0, len(x), 1024):
             batch = x[start:start + 1024]
@@ -114,6 +114,14 @@ def tta_predict(model, x, views: int, seed: int = 0, batch_size: int = 256) -> n
             augmented.append(np.asarray(batch))
         total += predict(model, np.concatenate(augmented), batch_size)
     return total / int(views)
+
+
+def _reseeded(layer, seed: int):
+    """A fresh copy of a random layer drawing from `seed` (the layer itself if it takes no seed)."""
+    config = layer.get_config()
+    if "seed" not in config:
+        return layer
+    return type(layer).from_config({**config, "seed": seed})
 
 
 def _is_dropout(layer) -> bool:
