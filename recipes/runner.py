@@ -210,4 +210,6 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     run_dir.save_model(model)
     plot_curves(rows, run_dir.file("curves.png"), title=f"{recipe.name}: test accuracy {test_accuracy:.4f}")
     run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
+    from kzoo.report import write_report  # report.html with every plot (issue #9)
+    write_report(run_dir.path)
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)
