@@ -62,3 +62,22 @@ def test_existing_run_is_not_overwritten(cli, tmp_path):
     code, _, _ = cli("run", "mlp-digits", "--epochs", 1, "--seed", 3, "--out", out, "--quiet", "--overwrite")
     assert code == 0
     assert json.loads((out / "metrics.json").read_text())["seed"] == 3
+
+
+def test_augmentation_only_in_training():
+    """A plain model(x) call (probes, notebooks) must not augment; fit does."""
+    import keras
+
+    import kzoo
+    from kzoo.recipes.runner import build_model
+
+    recipe = kzoo.recipes.load("cnn-digits", ["data.augment.translation=0.3", "data.augment.flip=horizontal"])
+    arrays = kzoo.data.load_arrays("digits")
+    model = build_model(recipe, arrays)
+    x = arrays.x_test[:16]
+    np.testing.assert_allclose(np.asarray(model(x)), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    aug = model.get_layer("augment_flip")
+    assert not np.allclose(np.asarray(aug(x, training=True)), x) or not np.allclose(
+        np.asarray(model.get_layer("augment_translate")(x, training=True)), x)
+    loaded = keras.models.clone_model(model)
+    assert loaded.get_layer("augment_translate").layer.name == "augment_translate_op"

@@ -118,6 +118,10 @@ def tta_predict(model, x, views: int, seed: int = 0, batch_size: int = 256) -> n
 
 def _reseeded(layer, seed: int):
     """A fresh copy of a random layer drawing from `seed` (the layer itself if it takes no seed)."""
+    from kzoo.zoo.layers import TrainingOnly
+
+    if isinstance(layer, TrainingOnly):
+        return TrainingOnly(_reseeded(layer.layer, seed), name=layer.name)
     config = layer.get_config()
     if "seed" not in config:
         return layer

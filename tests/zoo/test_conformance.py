@@ -3,11 +3,12 @@ Keras citizen: config and serialization round trips, fit, mixed precision, .kera
 a float64 gradient check, and (in one fresh process) identical outputs after loading and
 training under MirroredStrategy. A new block is covered by adding one line to CASES."""
 
+import keras
 import pytest
 
 from kzoo.testing import check_conformance, check_in_fresh_process, conformance_case
 from kzoo.zoo import activations, initializers
-from kzoo.zoo.layers import Maxout, MCDropout, PCAWhitening, RReLU, StochasticDepth
+from kzoo.zoo.layers import Maxout, MCDropout, PCAWhitening, RReLU, StochasticDepth, TrainingOnly
 
 
 def _initializer_case(name):
@@ -26,6 +27,7 @@ LAYER_CASES = [
     conformance_case("mc_dropout", lambda: MCDropout(0.3, seed=1), (6,), training_gradient=True),
     conformance_case("stochastic_depth", lambda: StochasticDepth(0.5, seed=1), [(6,), (6,)], training_gradient=True),
     conformance_case("pca_whitening", lambda: PCAWhitening(epsilon=0.1), (6,), adapt=lambda layer, x: layer.adapt(x)),
+    conformance_case("training_only", lambda: TrainingOnly(keras.layers.GaussianNoise(0.1, seed=1)), (6,)),
 ]
 ACTIVATION_CASES = [
     conformance_case(f"act_{name}", (lambda n=name: activations.get(n, name=f"act_{n}")), (6,),

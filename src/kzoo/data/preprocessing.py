@@ -49,6 +49,8 @@ def preprocessing_layers(x_train, standardize="per_channel", pca_whiten=False):
 def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0):
     """Random augmentation layers (active only in training), from the recipe's [data.augment].
 
+    Each is wrapped in `TrainingOnly`, so it acts only when called with `training=True`.
+
     Args:
         flip: `none`, `horizontal`, `vertical` or `horizontal_and_vertical`.
         translation: largest shift as a fraction of height and width.
@@ -81,4 +83,13 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
         layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed, name="augment_rotate"))
     if zoom:
         layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="augment_zoom"))
-    return layers
+    return [_training_only(layer) for layer in layers]
+
+
+def _training_only(layer):
+    """Wraps an augmentation layer so a plain `model(x)` never augments (only `fit` does)."""
+    from kzoo.zoo.layers import TrainingOnly
+
+    name = layer.name
+    layer.name = f"{name}_op"
+    return TrainingOnly(layer, name=name)
