@@ -152,4 +152,4 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped is not None and self.verbose:
-            keras.utils.io_utils.print_msg("\n" + self.diagnosis)
+            print("\n" + self.diagnosis)

@@ -33,7 +33,7 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         before, after = scale_learning_rate(optimizer, factor)
         self.reductions.append((epoch, before, after))
         if self.verbose > 0:
-            keras.utils.io_utils.print_msg(
+            print(
                 f"\nEpoch {epoch + 1}: ReduceLROnPlateau scaling the learning rate by {factor:.3g}: "
                 f"{before:.3g} -> {after:.3g}.")
         return True

@@ -77,7 +77,7 @@ def _probe(context, probe_size):
 
 @register_callback
 def update_ratio(context, every_n_steps: int = 10, adaptive: bool = False, target: float = 1e-3,
-                 band: list = (1e-4, 1e-2), patience: int = 3, tolerance: float = 2.0,
+                 band: list = (1e-4, 1e-2), patience: int = 3, tolerance: float = 1.5,
                  max_change: float = 4.0):
     """Update/weight ratio per layer (about 1e-3 is healthy); adaptive mode steers the learning rate."""
     from kzoo.callbacks.update_ratio import UpdateRatioMonitor

@@ -49,7 +49,7 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
         band: the healthy range; outside it a layer is flagged. Defaults to `(1e-4, 1e-2)`.
         patience: samples in a row outside `band` before a warning. Defaults to `3`.
         tolerance: the adaptive mode leaves the rate alone within this factor of
-            `target`. Defaults to `2.0`.
+            `target`. Defaults to `1.5`.
         max_change: the largest factor one adaptive change applies. Defaults to `4.0`.
         verbose: print adaptive changes. Defaults to `1`.
 
@@ -61,7 +61,7 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, every_n_steps: int = 10, adaptive: bool = False, target: float = 1e-3,
-                 band=(1e-4, 1e-2), patience: int = 3, tolerance: float = 2.0, max_change: float = 4.0,
+                 band=(1e-4, 1e-2), patience: int = 3, tolerance: float = 1.5, max_change: float = 4.0,
                  verbose: int = 1):
         super().__init__()
         if every_n_steps < 1:
@@ -184,7 +184,7 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
         self.lr_changes.append(change)
         self.lr_multiplier *= factor
         if self.verbose:
-            keras.utils.io_utils.print_msg(
+            print(
                 f"UpdateRatioMonitor: step {step}: median update ratio {median:.2e} "
                 f"(target {self.target:.0e}); learning rate x{factor:.3g}: {before:.3g} -> {after:.3g}")
 
