@@ -111,7 +111,8 @@ def plot_lr_find(result, path: str, title: str = ""):
     finite = [v for v in result.smoothed if math.isfinite(v)]
     if finite:
         # the interesting part is the descent: clip the final blow-up at twice the starting loss
-        low, high = min(finite), min(max(finite), 2 * finite[0])
+        raw = [v for v in result.losses if math.isfinite(v)]
+        low, high = min(finite + raw[: len(finite)]), min(max(finite), 2 * finite[0])
         pad = 0.05 * (high - low) + 1e-9
         ax.set_ylim(low - pad, high + pad)
     ax.set_xscale("log")
