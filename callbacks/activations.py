@@ -25,14 +25,14 @@ class ActivationMonitor(keras.callbacks.Callback):
 
     Args:
         probe: `(x, y)` or `x`: a fixed batch of training inputs.
-        every_n_steps: steps between samples. Defaults to `50`.
+        every_n_steps: steps between samples. Defaults to `100`.
         dead_warning: warn once when a layer's dead fraction reaches this. Defaults to `0.5`.
 
     Reference: Glorot & Bengio 2010 (saturation, https://proceedings.mlr.press/v9/glorot10a.html);
     He et al. 2015 (ReLU networks, https://arxiv.org/abs/1502.01852).
     """
 
-    def __init__(self, probe, every_n_steps: int = 50, dead_warning: float = 0.5):
+    def __init__(self, probe, every_n_steps: int = 100, dead_warning: float = 0.5):
         super().__init__()
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be at least 1. Received: every_n_steps={every_n_steps}")

@@ -24,7 +24,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     Args:
         probe: `(x, y)`, a fixed batch of training inputs and labels.
-        every_n_steps: steps between samples. Defaults to `50`.
+        every_n_steps: steps between samples. Defaults to `100`.
         vanishing: relative-to-output threshold for vanishing gradients. Defaults to `1e-3`.
         exploding: absolute gradient-norm threshold for exploding gradients. Defaults to `1e3`.
 
@@ -36,7 +36,7 @@ class GradientMonitor(keras.callbacks.Callback):
     neural networks" (https://proceedings.mlr.press/v9/glorot10a.html).
     """
 
-    def __init__(self, probe, every_n_steps: int = 50, vanishing: float = 1e-3, exploding: float = 1e3):
+    def __init__(self, probe, every_n_steps: int = 100, vanishing: float = 1e-3, exploding: float = 1e3):
         super().__init__()
         if not isinstance(probe, (tuple, list)) or len(probe) != 2:
             raise ValueError(f"probe must be an (x, y) pair. Received: probe={type(probe).__name__}")

@@ -91,8 +91,8 @@ def update_ratio(context, every_n_steps: int = 10, adaptive: bool = False, targe
 
 
 @register_callback
-def gradients(context, every_n_steps: int = 50, vanishing: float = 1e-3, exploding: float = 1e3,
-              probe_size: int = 128):
+def gradients(context, every_n_steps: int = 100, vanishing: float = 1e-3, exploding: float = 1e3,
+              probe_size: int = 64):
     """Per-layer gradient norms on a probe batch; flags vanishing and exploding gradients."""
     from kzoo.callbacks.gradients import GradientMonitor
 
@@ -105,7 +105,7 @@ def gradients(context, every_n_steps: int = 50, vanishing: float = 1e-3, explodi
 
 
 @register_callback
-def activations(context, every_n_steps: int = 50, dead_warning: float = 0.5, probe_size: int = 128):
+def activations(context, every_n_steps: int = 100, dead_warning: float = 0.5, probe_size: int = 64):
     """Per-layer activation mean/std, dead ReLU and saturated tanh/sigmoid fractions."""
     from kzoo.callbacks.activations import ActivationMonitor
 

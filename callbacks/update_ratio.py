@@ -7,10 +7,11 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from kzoo.callbacks.layer_select import weight_layers
-from kzoo.callbacks.lr_control import can_scale_learning_rate, learning_rate_at, scale_learning_rate
+from kzoo.callbacks.lr_control import can_scale_learning_rate, scale_learning_rate
 from kzoo.callbacks.schedules import ScaledSchedule
 
 ADVICE_HIGH = "lower the learning rate"
@@ -18,19 +19,26 @@ ADVICE_LOW = "raise the learning rate"
 
 
 def update_ratio(before: list, after: list) -> float:
-    """||W_after - W_before|| / ||W_before|| over a layer's variables taken together."""
+    """||W_after - W_before|| / ||W_before|| over a layer's variables taken together (numpy)."""
     num = sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
               for a, b in zip(after, before))
     den = sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in before)
-    return math.sqrt(num) / math.sqrt(den) if den > 0 else float("inf") if num > 0 else 0.0
+    return _ratio(math.sqrt(num), math.sqrt(den))
+
+
+def _ratio(num, den) -> float:
+    num, den = float(num), float(den)
+    if not (math.isfinite(num) and math.isfinite(den)):
+        return float("nan")
+    return num / den if den > 0 else float("inf") if num > 0 else 0.0
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class UpdateRatioMonitor(keras.callbacks.Callback):
     """Measures ||W_after - W_before|| / ||W_before|| for each weight layer over one optimizer step.
 
-    Every `every_n_steps` steps it copies the weights before the step and compares them after,
-    so the cost is two weight reads per sample. Epoch logs get `update_ratio/<layer>` (the
+    Every `every_n_steps` steps it copies the weights before the step and compares them after
+    (two small compiled calls per sample, so sampling often costs little). Epoch logs get `update_ratio/<layer>` (the
     geometric mean of the epoch's samples) and `update_ratio/median` (the median over layers);
     `trace` keeps every sample for `dynamics.png`. About 1e-3 is healthy: a layer outside
     `band` for `patience` samples in a row gets one warning.
@@ -104,6 +112,7 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
         self._last = {}
         self.lr_multiplier = 1.0  # the product of the adaptive changes in this fit
         self._peak = self._schedule_peak() if self.adaptive else None
+        self._snapshot, self._ratios = self._make_fns()
         if self.adaptive and not can_scale_learning_rate(self.model.optimizer):
             raise TypeError("UpdateRatioMonitor(adaptive=True) needs a float learning rate or a "
                             "kzoo ScaledSchedule. Received: learning_rate="
@@ -122,23 +131,50 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
         self._epoch_samples = []
 
     # -- sampling ---------------------------------------------------------------------------
+    def _make_fns(self):
+        flat = [v for _, vs in self._layers for v in vs]
+        sizes = [len(vs) for _, vs in self._layers]
+        # Copies live in variables: the snapshot call then returns nothing, which keeps it cheap.
+        if getattr(self, "_shadow_for", None) is not self.model:
+            self._shadows = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in flat]
+            self._shadow_for = self.model
+        shadows = self._shadows
+
+        @tf.function
+        def snapshot():
+            for s, v in zip(shadows, flat):
+                s.assign(v.value)
+
+        @tf.function
+        def ratios():
+            # float64: the exact-ratio check holds to 1e-5 even for small updates of big weights
+            out, i = [], 0
+            for n in sizes:
+                now = [tf.cast(v.value, "float64") for v in flat[i:i + n]]
+                old = [tf.cast(s, "float64") for s in shadows[i:i + n]]
+                num = tf.add_n([tf.reduce_sum(tf.square(a - b)) for a, b in zip(now, old)])
+                den = tf.add_n([tf.reduce_sum(tf.square(b)) for b in old])
+                out.append(tf.stack([num, den]))
+                i += n
+            return tf.sqrt(tf.stack(out))
+
+        return snapshot, ratios
+
     def on_train_batch_begin(self, batch, logs=None):
-        if self._step % self.every_n_steps == 0:
-            self._before = [[ops.convert_to_numpy(v) for v in vs] for _, vs in self._layers]
+        if self._layers and self._step % self.every_n_steps == 0:
+            self._snapshot()
+            self._before = True
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step
         self._step += 1
         if self._before is None:
             return
-        ratios = {}
-        for (name, variables), before in zip(self._layers, self._before):
-            ratios[name] = update_ratio(before, [ops.convert_to_numpy(v) for v in variables])
+        values = self._ratios().numpy()
         self._before = None
+        ratios = {name: _ratio(num, den) for (name, _), (num, den) in zip(self._layers, values)}
         median = float(np.median(list(ratios.values()))) if ratios else float("nan")
-        opt = self.model.optimizer
-        self.trace.append({"step": step, "epoch": self._epoch, "ratios": ratios, "median": median,
-                           "learning_rate": learning_rate_at(opt, step)})
+        self.trace.append({"step": step, "epoch": self._epoch, "ratios": ratios, "median": median})
         self._epoch_samples.append(ratios)
         self._check_band(ratios, step)
         if self.adaptive:
