@@ -244,8 +244,9 @@ def polynomial(lr, steps_per_epoch, epochs, end_factor: float = 0.0, power: floa
 @register_schedule
 def cosine_restarts(lr, steps_per_epoch, epochs, first_epochs: float = 5.0, t_mul: float = 2.0,
                     m_mul: float = 1.0, alpha: float = 0.0):
-    """Cosine decay with warm restarts: periods of `first_epochs`, each `t_mul` times longer,
-    each peak `m_mul` times the last.
+    """Cosine decay with warm restarts (SGDR): each period `t_mul` x longer, each peak `m_mul` x lower.
+
+    The first period lasts `first_epochs`.
 
     Reference: Loshchilov & Hutter 2016, "SGDR" (https://arxiv.org/abs/1608.03983).
     """
