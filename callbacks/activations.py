@@ -49,12 +49,12 @@ class ActivationMonitor(keras.callbacks.Callback):
         self._step = 0
         self._epoch = 0
         layers = activation_layers(self.model)
-        self._layers = [(l.name, activation_kind(l)) for l in layers]
+        self._layers = [(layer.name, activation_kind(layer)) for layer in layers]
         self._fn = None
         if not layers:
             return
         try:
-            probe_model = keras.Model(self.model.inputs, [l.output for l in layers])
+            probe_model = keras.Model(self.model.inputs, [layer.output for layer in layers])
         except (AttributeError, ValueError) as e:  # a subclassed model has no graph to tap
             warnings.warn(f"ActivationMonitor cannot tap this model's layers ({e}); disabled.", stacklevel=2)
             return

@@ -31,10 +31,6 @@ def weight_layers(model) -> list[tuple[str, list]]:
     return out
 
 
-ACTIVATION_KINDS = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "swish", "silu", "softplus",
-                    "mish", "tanh", "sigmoid", "hard_sigmoid", "linear", "softmax")
-
-
 def activation_kind(layer) -> str | None:
     """The activation a layer applies as its output (`"relu"`, `"tanh"`, ...), or None."""
     names = {keras.layers.ReLU: "relu", keras.layers.LeakyReLU: "leaky_relu", keras.layers.ELU: "elu",
@@ -52,5 +48,4 @@ def activation_kind(layer) -> str | None:
 def activation_layers(model) -> list:
     """Layers whose output is an activation (Activation layers, or Dense/Conv with one built in),
     excluding the final softmax of the classifier."""
-    layers = [l for l in leaf_layers(model) if activation_kind(l) not in (None, "softmax")]
-    return layers
+    return [layer for layer in leaf_layers(model) if activation_kind(layer) not in (None, "softmax")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
 import tensorflow as tf
 

@@ -33,7 +33,6 @@ def _ratio(num, den) -> float:
     return num / den if den > 0 else float("inf") if num > 0 else 0.0
 
 
-@keras.saving.register_keras_serializable(package="kzoo")
 class UpdateRatioMonitor(keras.callbacks.Callback):
     """Measures ||W_after - W_before|| / ||W_before|| for each weight layer over one optimizer step.
 

@@ -7,6 +7,7 @@ import math
 from kzoo.plots import _pyplot, save_figure
 
 HEALTHY = 1e-3  # the lectures' update/weight ratio
+BAND = (1e-4, 1e-2)  # UpdateRatioMonitor's default warning band
 
 
 def _positive(values):
@@ -46,8 +47,8 @@ def plot_dynamics(path: str, update_trace=(), grad_trace=(), activation_trace=()
         if panel == "update":
             for name, (steps, values) in _series(update_trace, "ratios").items():
                 ax.plot(steps, _positive(values), linewidth=1.2, label=name)
-            ax.axhspan(HEALTHY / 3, HEALTHY * 3, color="green", alpha=0.12, label="about 1e-3")
-            ax.axhline(HEALTHY, color="green", linewidth=0.8, linestyle="--")
+            ax.axhspan(*BAND, color="green", alpha=0.10, label="healthy band")
+            ax.axhline(HEALTHY, color="green", linewidth=1.0, linestyle="--", label="1e-3")
             for change in lr_changes:
                 ax.axvline(change["step"], color="gray", linestyle=":", linewidth=0.8)
             ax.set_yscale("log")
