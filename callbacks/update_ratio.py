@@ -100,13 +100,14 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
     # -- state ------------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._layers = weight_layers(self.model)
-        self.trace = []  # [{"step", "ratios": {layer: r}, "median", "learning_rate"}]
+        self.trace = []  # [{"step", "epoch", "ratios": {layer: r}, "median"}]
         self.lr_changes = []  # [{"step", "epoch", "median", "factor", "before", "after"}]
         self.out_of_range = {}  # layer -> latest ratio, while outside `band`
         self._streak = {name: 0 for name, _ in self._layers}
         self._warned = set()
-        self._before = None
+        self._pending = False  # a snapshot was taken before this step
         self._epoch = 0
+        self._epoch_samples = []
         self._step = 0
         self._last = {}
         self.lr_multiplier = 1.0  # the product of the adaptive changes in this fit
@@ -162,15 +163,15 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._layers and self._step % self.every_n_steps == 0:
             self._snapshot()
-            self._before = True
+            self._pending = True
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step
         self._step += 1
-        if self._before is None:
+        if not self._pending:
             return
         values = self._ratios().numpy()
-        self._before = None
+        self._pending = False
         ratios = {name: _ratio(num, den) for (name, _), (num, den) in zip(self._layers, values)}
         median = float(np.median(list(ratios.values()))) if ratios else float("nan")
         self.trace.append({"step": step, "epoch": self._epoch, "ratios": ratios, "median": median})

@@ -60,3 +60,31 @@ def test_adaptive_monitor_recovers_a_mistuned_learning_rate(adaptive_runs, start
     multiplier = result.history[-1]["lr_multiplier"]
     assert multiplier > 10 if start == "below" else multiplier < 1 / 10
     assert os.path.exists(os.path.join(result.out_dir, "dynamics.png"))
+
+
+def test_guard_restores_the_best_epochs_weights_when_the_loss_explodes():
+    import keras
+    import numpy as np
+
+    from kzoo.callbacks import DivergenceGuard
+
+    rng = np.random.RandomState(0)
+    x = rng.randn(64, 4).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], "float32"))[:, None]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh", name="hidden"),
+                              keras.layers.Dense(1, name="out")])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    saved = {}
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: saved.__setitem__(e, model.get_weights()))
+    # from the fourth epoch on the rate is absurd: the loss blows up within a few steps
+    sabotage = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: setattr(model.optimizer, "learning_rate", 50.0) if e == 3 else None)
+    guard = DivergenceGuard(factor=10.0, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=6, shuffle=False, verbose=0,
+                        callbacks=[sabotage, record, guard])
+    assert guard.stopped["epoch"] == 4 and len(history.history["loss"]) == 4
+    assert guard.best_epoch == 2  # the third epoch had the lowest loss before the blow-up
+    for a, b in zip(saved[2], model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert guard.kzoo_metrics["stopped"] == "diverged"
+    assert "epoch 4" in guard.diagnosis and "Restored the weights from epoch 3" in guard.diagnosis
