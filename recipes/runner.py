@@ -209,6 +209,10 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     run_dir.write_csv("history.csv", rows)
     run_dir.save_model(model)
     plot_curves(rows, run_dir.file("curves.png"), title=f"{recipe.name}: test accuracy {test_accuracy:.4f}")
+    # Training-dynamics monitors (kzoo.callbacks) draw dynamics.png when any of them sampled.
+    from kzoo.plots_dynamics import write_dynamics_plot
+
+    write_dynamics_plot(callbacks, run_dir.file("dynamics.png"), title=recipe.name)
     run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
     from kzoo.report import write_report  # report.html with every plot (issue #9)
     write_report(run_dir.path)
