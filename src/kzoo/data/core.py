@@ -158,6 +158,45 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, cache=True, shuffle_bu
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def make_epoch_dataset(x, y, batch_size, seed=0, epochs=1, initial_epoch=0, shuffle_buffer=10000):
+    """Training batches for epochs `initial_epoch` to `epochs - 1`, one after the other.
+
+    Each epoch's order depends only on `(seed, epoch)`, not on how many epochs this process has
+    already iterated, so a run resumed at epoch `k` sees the same batches as an uninterrupted
+    one. Pass `steps_per_epoch=ceil(len(x) / batch_size)` to `fit`: Keras then keeps one
+    iterator across epochs. Batches never straddle two epochs.
+
+    Args:
+        x, y: training inputs and labels (numpy).
+        batch_size: examples per batch.
+        seed: the run's seed. Defaults to `0`.
+        epochs: the epoch to stop before. Defaults to `1`.
+        initial_epoch: the first epoch to produce. Defaults to `0`.
+        shuffle_buffer: shuffle buffer size, capped at `len(x)`. Defaults to `10000`.
+    """
+    import tensorflow as tf
+
+    base = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+    buffer = max(min(int(shuffle_buffer), len(x)), 1)
+    steps = -(-len(x) // batch_size)
+    epochs_list = range(int(initial_epoch), int(epochs))
+    per_epoch = [
+        base.shuffle(buffer, seed=epoch_seed(seed, e), reshuffle_each_iteration=False).batch(batch_size)
+        for e in epochs_list
+    ]
+    if not per_epoch:
+        return base.take(0).batch(batch_size)
+    # Epoch i's `steps` batches, then epoch i + 1's: a plain sequence, no random choice.
+    order = tf.data.Dataset.range(len(per_epoch)).flat_map(
+        lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
+    return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a function of the run's seed and the epoch only."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 1) % (2**31 - 1)
+
+
 def load(
     name: str = "digits",
     batch_size: int = 64,
