@@ -169,7 +169,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
 
     start = time.perf_counter()
     model.fit(train, validation_data=splits.val, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
-              callbacks=callbacks, verbose=verbose)
+              shuffle=False, callbacks=callbacks, verbose=verbose)  # `train` is shuffled per epoch
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 

@@ -27,14 +27,36 @@ def default_out(recipe_name: str, root: str = "runs") -> str:
 
 
 def atomic_write(path: str, data: str | bytes):
-    """Writes to a temporary file beside `path`, then renames it over `path`."""
+    """Writes to a temporary file beside `path`, then renames it over `path`.
+
+    A kill or a full disk leaves the previous version of `path` (or none) and no temporary
+    file; a failed write raises `RunDirError`.
+    """
     tmp = f"{path}.tmp-{os.getpid()}"
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove_quietly(tmp)
+        raise _write_error(path, e) from None
+
+
+def _remove_quietly(path: str):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _write_error(path: str, e: OSError) -> RunDirError:
+    return RunDirError(
+        f"Could not write {os.path.basename(path)} ({e.strerror or e}); its previous version is "
+        f"intact. Free space or fix permissions, then re-run the same command to resume. Received: {path}"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -168,8 +190,12 @@ class RunDir:
 
     def save_model(self, model, name: str = "model.keras"):
         tmp = self.file(f"tmp-{os.getpid()}-{name}")
-        model.save(tmp)
-        os.replace(tmp, self.file(name))
+        try:
+            model.save(tmp)
+            os.replace(tmp, self.file(name))
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise _write_error(self.file(name), e) from None
 
 
 def _jsonable(obj):
@@ -297,12 +323,16 @@ def _resume_classes() -> dict:
             final = os.path.join(self.backup_dir, f"{_SNAPSHOT_PREFIX}{self._current_epoch:04d}")
             tmp = f"{final}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            self._point_at(tmp)
-            super()._save_model()
-            atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)  # the commit point
+            try:
+                os.makedirs(tmp)
+                self._point_at(tmp)
+                super()._save_model()
+                atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)  # the commit point
+            except OSError as e:  # a full disk: keep the previous checkpoint, stop with one line
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise _write_error(final, e) from None
             self._point_at(final)
             for name in os.listdir(self.backup_dir):  # older checkpoints and stale temporaries
                 if name != os.path.basename(final):
