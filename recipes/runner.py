@@ -137,8 +137,8 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
 
     from kzoo import data as kdata
     from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
-    from kzoo.plots import plot_curves
     from kzoo.data.core import make_epoch_dataset
+    from kzoo.plots import plot_curves
     from kzoo.runs import BACKUP, latest_snapshot, resume_callbacks
 
     seed_everything(recipe.seed, recipe.deterministic)

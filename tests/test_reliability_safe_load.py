@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from kzoo.safe_load import ModelFileError, UnsafeModelError, layers_with_code, load_model, load_weights
+from kzoo.safe_load import (
+    ModelFileError,
+    UnsafeModelError,
+    layers_with_code,
+    load_model,
+    load_weights,
+)
 
 
 def _lambda_model(marker_path):
