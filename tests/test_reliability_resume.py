@@ -132,7 +132,7 @@ def test_second_run_into_a_directory_in_use_refuses(tmp_path, cli):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / LOCK).write_text(str(holder.pid))
-        code, _, err = cli("run", "mlp-digits", "--epochs", 1, "--out", out, "--quiet")
+        code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
         assert code == 2 and f"in use by another kzoo process (pid {holder.pid})" in err
         assert err.count("\n") == 1 and "Traceback" not in err
         assert sorted(os.listdir(out)) == [LOCK]  # nothing started
@@ -158,7 +158,7 @@ def test_unfinished_run_of_another_recipe_is_not_resumed(tmp_path, cli):
     (out / BACKUP / "epoch-0001").mkdir(parents=True)
     (out / BACKUP / "epoch-0001" / "history.json").write_text("[]")
     (out / "recipe.toml").write_text('name = "something-else"\n')
-    code, _, err = cli("run", "mlp-digits", "--epochs", 1, "--out", out, "--quiet")
+    code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
     assert code == 2 and "unfinished run of a different recipe" in err and "--overwrite" in err
     assert not (out / "metrics.json").exists()
 
@@ -167,7 +167,7 @@ def test_finished_run_is_never_overwritten_without_flag(tmp_path, cli):
     out = tmp_path / "run"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
-    code, _, err = cli("run", "mlp-digits", "--epochs", 1, "--out", out, "--quiet")
+    code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
     assert code == 2 and "--overwrite" in err
     assert (out / "metrics.json").read_text() == "{}"
 
