@@ -52,6 +52,14 @@ def _remove_quietly(path: str):
         pass
 
 
+def _fsync(path: str):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_error(path: str, e: OSError) -> RunDirError:
     return RunDirError(
         f"Could not write {os.path.basename(path)} ({e.strerror or e}); its previous version is "
@@ -304,7 +312,13 @@ def _resume_classes() -> dict:
             self.rows, self.restored_epoch = [], 0
             if snapshot is not None:
                 self._point_at(snapshot.path)
-                self._load_model()
+                try:
+                    self._load_model()
+                except (OSError, ValueError) as e:
+                    raise RunDirError(
+                        f"The checkpoint {snapshot.path} cannot be restored ({str(e).splitlines()[0]}). "
+                        "Pass --overwrite to start again."
+                    ) from None
                 self.rows, self.restored_epoch = list(snapshot.rows), snapshot.epoch
                 self._current_epoch = snapshot.epoch
 
@@ -327,6 +341,8 @@ def _resume_classes() -> dict:
                 os.makedirs(tmp)
                 self._point_at(tmp)
                 super()._save_model()
+                for written in (self._weights_path, self._training_metadata_path):
+                    _fsync(written)  # on disk before the rename, not just in the page cache
                 atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(tmp, final)  # the commit point
