@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -150,24 +150,49 @@ def test_folder_with_awkward_images_trains_end_to_end(tmp_path, cli):
     assert (out / "metrics.json").exists()
 
 
-# A property: whatever arrays an .npz holds, loading either gives clean splits or one DataError.
-_labels = hnp.arrays(np.int64, st.integers(1, 30), elements=st.integers(-2, 6))
-_features = st.integers(1, 30).flatmap(lambda n: hnp.arrays(
-    np.float32, (n, 3), elements=st.floats(-1e3, 1e3, width=32) | st.sampled_from([np.nan, np.inf])))
+# A property: a clean .npz loads into valid splits; the same data with any one defect is refused
+# with one line before a model is built.
+DEFECTS = ["none", "nan", "inf", "negative_label", "one_based_labels", "fractional_label", "length", "single_class"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(x=_features, y=_labels)
-def test_any_npz_loads_cleanly_or_is_refused_in_one_line(tmp_path, x, y):
+@st.composite
+def npz_arrays(draw):
+    n = draw(st.integers(12, 40))
+    k = draw(st.integers(2, 4))
+    x = draw(hnp.arrays(np.float32, (n, 3), elements=st.floats(-1e3, 1e3, width=32)))
+    y = np.asarray(draw(st.permutations(list(np.arange(n) % k))), dtype="int64")
+    defect = draw(st.sampled_from(DEFECTS))
+    row = draw(st.integers(0, n - 1))
+    if defect in ("nan", "inf"):
+        x[row, draw(st.integers(0, 2))] = np.nan if defect == "nan" else -np.inf
+    elif defect == "negative_label":
+        y[row] = -draw(st.integers(1, 5))
+    elif defect == "one_based_labels":
+        y = y + 1
+    elif defect == "fractional_label":
+        y = y.astype("float64")
+        y[row] += 0.5
+    elif defect == "length":
+        y = y[:-1]
+    elif defect == "single_class":
+        y = np.zeros_like(y)
+    return x, y, defect
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrays=npz_arrays())
+def test_clean_npz_loads_and_any_defect_is_refused_in_one_line(tmp_path, arrays):
+    x, y, defect = arrays
+    event(defect)
     path = _npz(tmp_path, x_train=x, y_train=y)
-    try:
-        splits = load_arrays(path, validation_split=0.1, test_split=0.2)
-    except DataError as e:
-        assert "\n" not in str(e) and str(e).strip()
+    if defect != "none":
+        with pytest.raises(DataError) as info:
+            load_arrays(path, validation_split=0.1, test_split=0.2)
+        assert "\n" not in str(info.value) and "Received" in str(info.value)
         return
-    assert np.isfinite(splits.x_train).all() and np.isfinite(splits.x_test).all()
+    splits = load_arrays(path, validation_split=0.1, test_split=0.2)
     num_classes = splits.info.num_classes
-    assert num_classes >= 2
+    assert num_classes == len(np.unique(y))
     for labels in (splits.y_train, splits.y_val, splits.y_test):
         assert labels.min() >= 0 and labels.max() < num_classes
-    assert set(range(num_classes)) == set(np.unique(np.concatenate([splits.y_train, splits.y_val, splits.y_test])))
+    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == len(y)

@@ -28,7 +28,8 @@ def _wait_for_checkpoint(out, proc, timeout=180):
     backup = os.path.join(out, BACKUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if latest_snapshot(backup) is not None:
+        # A finished checkpoint's folder name is its commit; reading inside it would race the run.
+        if os.path.isdir(backup) and any(n[6:].isdigit() for n in os.listdir(backup) if n.startswith("epoch-")):
             return True
         time.sleep(0.01)
     return False

@@ -99,17 +99,17 @@ def load_tfds(name: str, data_dir=None, image_size=None, **kwargs):
 def load_npz(path: str):
     """Loads an .npz file with `x_train, y_train` and optionally `x_test, y_test`."""
     if not os.path.isfile(path):
-        raise DataError(f"No such .npz file: {path}")
+        raise DataError(f"No such .npz file. Received: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise DataError(f"Cannot read {path} as .npz: {e}") from None
+        raise DataError(f"Cannot read {path} as .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Received: {path}") from None
     missing = {"x_train", "y_train"} - set(arrays)
     if missing:
-        raise DataError(f"{path} lacks {sorted(missing)}; it needs x_train, y_train (and x_test, y_test).")
+        raise DataError(f"{path} needs x_train, y_train (and optionally x_test, y_test). Received: {sorted(arrays)}")
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"{path} has only one of x_test and y_test; give both or neither.")
+        raise DataError(f"{path} has only one of x_test and y_test; give both or neither. Received: {sorted(arrays)}")
     for key in [k for k in ("x_train", "y_train", "x_test", "y_test") if k in arrays]:
         if arrays[key].ndim == 0:
             raise DataError(f"{path}: {key} is a single value, not one row per example. Received: {key}={arrays[key]}")
@@ -117,7 +117,7 @@ def load_npz(path: str):
         if f"x_{split}" in arrays and len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
             raise DataError(
                 f"{path}: x_{split} has {len(arrays[f'x_{split}'])} rows but y_{split} has "
-                f"{len(arrays[f'y_{split}'])}."
+                f"{len(arrays[f'y_{split}'])}. Received: len(y_{split})={len(arrays[f'y_{split}'])}"
             )
     return arrays  # labels, NaN and shapes are checked for every source in `load_arrays`
 
