@@ -191,3 +191,23 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
         assert sorted(epoch) == list(range(23))  # every example once per epoch
     assert len({tuple(e) for e in full}) == 4  # and a new order every epoch
     assert not np.array_equal(epochs_of(0, seed=4), full)
+
+
+def test_dropout_masks_depend_on_epoch_only_and_never_repeat(tmp_path):
+    import keras
+
+    from kzoo.runs import resume_callbacks
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5, seed=1)])
+    reseed = resume_callbacks(str(tmp_path / BACKUP))[0]
+    reseed.set_model(model)
+    reseed.on_train_begin()
+    ones = np.ones((1, 64), "float32")
+
+    def masks(epoch, n=8):
+        reseed.on_epoch_begin(epoch)
+        return [np.asarray(model(ones, training=True) != 0).tobytes() for _ in range(n)]
+
+    drawn = [m for epoch in range(4) for m in masks(epoch)]
+    assert len(set(drawn)) == len(drawn)  # no epoch replays another epoch's masks
+    assert masks(2) == drawn[16:24]  # epoch 2 again (as after a resume): the same masks

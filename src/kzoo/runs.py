@@ -359,8 +359,10 @@ def _resume_classes() -> dict:
         epoch to a state that depends only on the generator's own seed and the epoch.
 
         Keras saves weights and optimizer state but not generator states, so without this a
-        resumed run would replay the masks of the first epoch. Epoch `e` draws from the stream
-        `[seed, e * 2**32]`, so epochs never share random numbers.
+        resumed run would replay the masks of the first epoch. Epoch `e` of a generator seeded
+        `s` draws from the stream `[hash(s, e), 0], [hash(s, e), 1], ...`: Keras's TF backend
+        reduces both numbers modulo 2**31 - 2, so the epoch goes into the first one (a counter
+        offset would wrap around onto earlier epochs' masks).
         """
 
         def on_train_begin(self, logs=None):
@@ -377,7 +379,8 @@ def _resume_classes() -> dict:
 
             for v in self._states():
                 own = self._seeds.setdefault(v.path, int(keras.ops.convert_to_numpy(v)[0]))
-                v.assign(np.array([own, epoch * 2**32], dtype=v.dtype))
+                mixed = int(np.random.SeedSequence([own % 2**32, epoch]).generate_state(1)[0]) % (2**31 - 2)
+                v.assign(np.array([mixed, 0], dtype=v.dtype))
 
     _CLASSES.update(EpochBackup=EpochBackup, EpochReseed=EpochReseed)
     return _CLASSES
