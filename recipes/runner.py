@@ -142,9 +142,11 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
         recipe = load(recipe)
     out = out or default_out(recipe.name)
     created = not os.path.exists(out)
-    run_dir = RunDir(out, overwrite=overwrite)
+    # resume=True: an unfinished run of the same recipe in `out` continues from its checkpoint.
+    run_dir = RunDir(out, overwrite=overwrite, resume=True)
     try:
         with run_dir:
+            run_dir.check_same_recipe(recipe.to_toml())
             result = _train(recipe, run_dir, verbose)
     except BaseException:
         if created and os.path.isdir(out) and not os.listdir(out):
@@ -158,8 +160,9 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
 
     from kzoo import data as kdata
     from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+    from kzoo.data.core import make_epoch_dataset
     from kzoo.plots import plot_curves
-    from kzoo.runs import history_rows
+    from kzoo.runs import BACKUP, latest_snapshot, resume_callbacks
 
     seed_everything(recipe.seed, recipe.deterministic)
     d = recipe.data
@@ -174,16 +177,27 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
                          probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
     timer = _EpochTimer()
     callbacks = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
+    # Resume: checkpoints every epoch in <out>/backup/; each epoch's shuffle and dropout masks
+    # depend only on (seed, epoch), so a resumed run ends equal to an uninterrupted one.
+    backup_dir = run_dir.file(BACKUP)
+    snapshot = latest_snapshot(backup_dir)
+    initial_epoch = snapshot.epoch if snapshot else 0
+    if snapshot and verbose:
+        print(f"Resuming {run_dir.path} after epoch {initial_epoch} of {recipe.epochs}.")
+    train = make_epoch_dataset(arrays.x_train, arrays.y_train, d.batch_size, recipe.seed, recipe.epochs,
+                               initial_epoch, d.shuffle_buffer)
+    reseed, backup = resume_callbacks(backup_dir)
+    callbacks += [reseed, backup]
     compile_model(model, recipe, steps_per_epoch, resolve_steps_per_execution(recipe, steps_per_epoch, callbacks))
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
     start = time.perf_counter()
-    history = model.fit(splits.train, validation_data=splits.val, epochs=recipe.epochs,
-                        callbacks=callbacks, verbose=verbose, shuffle=False)
+    model.fit(train, validation_data=splits.val, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
+              shuffle=False, callbacks=callbacks, verbose=verbose)  # `train` is shuffled per epoch
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 
-    rows = history_rows(history.history)
+    rows = backup.rows  # every epoch once, those before a kill included
     steady = timer.times[1:] or timer.times
     metrics = {
         "recipe": recipe.name,
@@ -213,7 +227,11 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     from kzoo.plots_dynamics import write_dynamics_plot
 
     write_dynamics_plot(callbacks, run_dir.file("dynamics.png"), title=recipe.name)
+    if initial_epoch:
+        metrics["resumed_after_epoch"] = initial_epoch
     run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
+    run_dir.remove_backup()
     from kzoo.report import write_report  # report.html with every plot (issue #9)
+
     write_report(run_dir.path)
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)

@@ -215,7 +215,72 @@ def validate_ranges(recipe: Recipe):
     for key in ("l1", "l2"):
         if key in model and isinstance(model[key], (int, float)) and model[key] < 0:
             raise RecipeError(f"model.{key} must be >= 0. Received: {key}={model[key]}")
+    _more_ranges(recipe)
     return recipe
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _more_ranges(recipe: Recipe):
+    """Further range checks (reliability issue): every check a recipe can fail runs here, before
+    any data is loaded, so a bad value never costs a download or a started training."""
+    import math
+
+    from kzoo.data.preprocessing import FLIPS, STANDARDIZE
+
+    def fail(key, value, what):
+        raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
+
+    # No NaN or infinity anywhere: `lr > 0` alone lets lr=inf through.
+    sections = [("", recipe), ("data", recipe.data), ("data.augment", recipe.data.augment),
+                ("optimizer", recipe.optimizer)]
+    for prefix, obj in sections:
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f"{prefix}.{f.name}".lstrip("."), value, "a finite number")
+    for table, entries in [("model", recipe.model), ("schedule", recipe.schedule)] + [
+            (f"callbacks.{name}", kwargs) for name, kwargs in recipe.callbacks.items()]:
+        for key, value in entries.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f"{table}.{key}", value, "a finite number")
+    for key in ("seed", "data.split_seed"):
+        value = recipe.seed if key == "seed" else recipe.data.split_seed
+        if not 0 <= value < 2**32:
+            fail(key, value, "in [0, 2**32)")
+    opt, aug, model = recipe.optimizer, recipe.data.augment, recipe.model
+    for key in ("beta_1", "beta_2", "rho"):
+        if not 0 <= getattr(opt, key) < 1:
+            fail(f"optimizer.{key}", getattr(opt, key), "in [0, 1)")
+    for key in ("translation", "rotation", "zoom"):
+        if not 0 <= getattr(aug, key) < 1:
+            fail(f"data.augment.{key}", getattr(aug, key), "in [0, 1)")
+    if aug.crop < 0:
+        fail("data.augment.crop", aug.crop, ">= 0")
+    for key, value, valid in (("data.augment.flip", aug.flip, FLIPS),
+                              ("data.standardize", recipe.data.standardize, STANDARDIZE)):
+        if value not in valid:
+            raise RecipeError(f"{key} must be one of {', '.join(valid)}. Received: {key.rsplit('.', 1)[-1]}={value!r}")
+    if _number(model.get("bn_momentum")) and not 0 <= model["bn_momentum"] < 1:
+        fail("model.bn_momentum", model["bn_momentum"], "in [0, 1)")
+    for key in ("kernel_size", "convs_per_stage"):
+        if _number(model.get(key)) and model[key] < 1:
+            fail(f"model.{key}", model[key], "at least 1")
+    if isinstance(model.get("filters"), list) and (
+            not model["filters"] or any(not _number(f) or f < 1 for f in model["filters"])):
+        fail("model.filters", model["filters"], "a non-empty list of positive integers")
+    sched = recipe.schedule
+    # A warm-up as long as a run shortened with --epochs is clamped by the schedule, not refused.
+    if _number(sched.get("warmup_epochs")) and sched["warmup_epochs"] < 0:
+        fail("schedule.warmup_epochs", sched["warmup_epochs"], ">= 0")
+    if _number(sched.get("decay_rate")) and not 0 < sched["decay_rate"] <= 1:
+        fail("schedule.decay_rate", sched["decay_rate"], "in (0, 1]")
+    for name, kwargs in recipe.callbacks.items():
+        for key in ("patience", "min_delta", "start_from_epoch"):
+            if _number(kwargs.get(key)) and kwargs[key] < 0:
+                fail(f"callbacks.{name}.{key}", kwargs[key], ">= 0")
 
 
 def component_names_exist(recipe: Recipe, raw: dict | None = None):
