@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import zlib
+
 import keras
 
 from kzoo.zoo import activations, initializers, norms
 from kzoo.zoo.layers import MCDropout, StochasticDepth
+
+
+def layer_seed(seed, name: str):
+    """A seed of its own for each named layer, derived from the model's seed.
+
+    Keras's seeded initializers and dropout layers repeat their draws for the same seed, so
+    one seed shared by every layer would start same-shaped layers with identical weights and
+    drop the same units in each of them at every step.
+    """
+    if seed is None:
+        return None
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1)
 
 
 def weight_regularizer(l1: float = 0.0, l2: float = 0.0):
@@ -33,7 +47,7 @@ def model_inputs(input_shape, preprocessing=None, gaussian_noise: float = 0.0, s
     if gaussian_noise:
         if gaussian_noise < 0:
             raise ValueError(f"gaussian_noise must be >= 0. Received: gaussian_noise={gaussian_noise}")
-        x = keras.layers.GaussianNoise(gaussian_noise, seed=seed, name="stem_noise")(x)
+        x = keras.layers.GaussianNoise(gaussian_noise, seed=layer_seed(seed, "stem_noise"), name="stem_noise")(x)
     return inputs, x
 
 
@@ -71,8 +85,8 @@ def kernel_constraint(max_norm: float = 0.0, axis=0):
 def dropout_layer(rate, name, seed=None, mc_dropout: bool = False):
     """Keras's inverted Dropout, or `MCDropout` (also active at inference) with `mc_dropout`."""
     if mc_dropout:
-        return MCDropout(rate, seed=seed, name=name)
-    return keras.layers.Dropout(rate, seed=seed, name=name)
+        return MCDropout(rate, seed=layer_seed(seed, name), name=name)
+    return keras.layers.Dropout(rate, seed=layer_seed(seed, name), name=name)
 
 
 def dense_unit(x, units, name, *, activation="relu", normalization="batch", norm_position="before",
@@ -86,7 +100,7 @@ def dense_unit(x, units, name, *, activation="relu", normalization="batch", norm
     """
     x = keras.layers.Dense(
         units * activations.width_factor(activation),
-        kernel_initializer=initializers.get(initializer, seed=seed),
+        kernel_initializer=initializers.get(initializer, seed=layer_seed(seed, f"{name}_dense")),
         kernel_regularizer=weight_regularizer(l1, l2),
         kernel_constraint=kernel_constraint(max_norm, axis=0),
         use_bias=normalization in ("none", None) or norm_position == "after",
@@ -111,7 +125,7 @@ def conv_unit(x, filters, name, *, kernel_size=3, strides=1, activation="relu", 
         kernel_size,
         strides=strides,
         padding="same",
-        kernel_initializer=initializers.get(initializer, seed=seed),
+        kernel_initializer=initializers.get(initializer, seed=layer_seed(seed, f"{name}_conv")),
         kernel_regularizer=weight_regularizer(l1, l2),
         kernel_constraint=kernel_constraint(max_norm, axis=[0, 1, 2]),
         use_bias=normalization in ("none", None) or norm_position == "after",
@@ -127,7 +141,7 @@ def residual_add(shortcut, branch, name, stochastic_depth: float = 0.0, seed=Non
     """`shortcut + branch` as `{name}_add`; with `stochastic_depth > 0` the branch is dropped
     per example with that probability in training (`StochasticDepth`, Huang et al. 2016)."""
     if stochastic_depth:
-        return StochasticDepth(stochastic_depth, seed=seed, name=f"{name}_add")([shortcut, branch])
+        return StochasticDepth(stochastic_depth, seed=layer_seed(seed, f"{name}_add"), name=f"{name}_add")([shortcut, branch])
     return keras.layers.Add(name=f"{name}_add")([shortcut, branch])
 
 
@@ -139,7 +153,7 @@ def classifier_head(x, num_classes, dropout=0.0, initializer="glorot_uniform", l
     return keras.layers.Dense(
         num_classes,
         activation="softmax",
-        kernel_initializer=initializers.get(initializer, seed=seed),
+        kernel_initializer=initializers.get(initializer, seed=layer_seed(seed, "head_dense")),
         kernel_regularizer=weight_regularizer(l1, l2),
         kernel_constraint=kernel_constraint(max_norm, axis=0),
         dtype="float32",

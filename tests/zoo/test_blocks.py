@@ -126,3 +126,21 @@ def test_every_block_is_a_recipe_field():
         load("mlp-digits", ["model.activation=maxot"])
     with pytest.raises(RecipeError, match="max_norm"):
         load("cnn-digits", ["model.max_norm=big"])
+
+
+def test_same_shaped_layers_start_different_and_drop_different_units():
+    """One model seed must not give every layer the same initial weights or dropout masks."""
+    import numpy as np
+
+    from kzoo.zoo import create_model
+
+    model = create_model("mlp", (8, 8, 1), 10, depth=3, width=32, dropout=0.5, seed=0)
+    k1 = model.get_layer("stage1_block0_dense").kernel.numpy()
+    k2 = model.get_layer("stage2_block0_dense").kernel.numpy()
+    assert k1.shape == k2.shape and not np.allclose(k1, k2)
+    ones = np.ones((4, 32), "float32")
+    m1 = model.get_layer("stage1_block0_dropout")(ones, training=True).numpy()
+    m2 = model.get_layer("stage2_block0_dropout")(ones, training=True).numpy()
+    assert not np.array_equal(m1 == 0, m2 == 0)
+    again = create_model("mlp", (8, 8, 1), 10, depth=3, width=32, dropout=0.5, seed=0)
+    np.testing.assert_array_equal(again.get_layer("stage1_block0_dense").kernel.numpy(), k1)

@@ -68,21 +68,23 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
     wanted = flip != "none" or translation or rotation or zoom or crop
     if wanted and len(input_shape) != 3:
         raise RecipeError(f"data.augment needs image inputs (H, W, C). Received: input_shape={tuple(input_shape)}")
+    from kzoo.zoo.blocks import layer_seed
+
     layers = []
     if crop:
         # Pad-and-crop is a whole-pixel shift of up to `crop` pixels with zero fill; Keras's
         # RandomCrop would rescale the padded image at inference, so shift instead.
         h, w = input_shape[0], input_shape[1]
         layers.append(keras.layers.RandomTranslation(
-            crop / h, crop / w, fill_mode="constant", interpolation="nearest", seed=seed, name="augment_crop"))
+            crop / h, crop / w, fill_mode="constant", interpolation="nearest", seed=layer_seed(seed, "augment_crop"), name="augment_crop"))
     if flip != "none":
-        layers.append(keras.layers.RandomFlip(flip, seed=seed, name="augment_flip"))
+        layers.append(keras.layers.RandomFlip(flip, seed=layer_seed(seed, "augment_flip"), name="augment_flip"))
     if translation:
-        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=seed, name="augment_translate"))
+        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=layer_seed(seed, "augment_translate"), name="augment_translate"))
     if rotation:
-        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed, name="augment_rotate"))
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=layer_seed(seed, "augment_rotate"), name="augment_rotate"))
     if zoom:
-        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="augment_zoom"))
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=layer_seed(seed, "augment_zoom"), name="augment_zoom"))
     return [_training_only(layer) for layer in layers]
 
 
