@@ -283,7 +283,7 @@ def _pretrain(recipe, run_dir, verbose):
     model.fit(train, validation_data=val, epochs=p.epochs, verbose=verbose)
     _, accuracy = model.evaluate(test, verbose=0)
     run_dir.save_model(model, "pretrained.keras")
-    return model, float(accuracy)
+    return model, round(float(accuracy), 6)
 
 
 def _scratch(recipe, arrays, train, val, test, steps_per_epoch, verbose):
@@ -370,6 +370,7 @@ def run_staged(recipe, run_dir, verbose=2):
         "stages": [s.spelling() for s in parse_stages(ft.stages)],
         "stage_boundaries": boundaries,
         "train_seconds": round(seconds, 3),
+        "samples_per_second": round(arrays.info.num_train * len(rows) / max(seconds, 1e-9), 1),
         "num_train": arrays.info.num_train,
         "num_val": arrays.info.num_val,
         "num_test": arrays.info.num_test,
