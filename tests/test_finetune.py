@@ -8,13 +8,13 @@ import os
 import keras
 import numpy as np
 import pytest
+from kzoo.recipes.schema import build_recipe
+from kzoo.zoo import create_model
 
 import kzoo  # noqa: F401
 from kzoo.errors import RecipeError, UserError
 from kzoo.finetune import freeze, model_structure, parse_stages, with_group_learning_rates
 from kzoo.finetune.staged import compile_stage, group_multipliers, prepare_arrays
-from kzoo.recipes.schema import build_recipe
-from kzoo.zoo import create_model
 
 
 # ---------------------------------------------------------------- stage plans
@@ -151,8 +151,9 @@ def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
 
 # ---------------------------------------------------------------- staged runs
 def test_staged_recipe_writes_one_history_with_a_stage_column(tmp_path, monkeypatch):
-    from kzoo import plots
     from kzoo.recipes import load, run
+
+    from kzoo import plots
 
     drawn = {}
     original = plots.plot_curves
@@ -233,9 +234,10 @@ def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
 
 # ---------------------------------------------------------------- keras.applications backbones
 def test_application_backbone_takes_a_local_weights_file_and_keeps_its_structure(tmp_path):
+    from kzoo.zoo.backbones import build_application
+
     from kzoo.data import load_arrays
     from kzoo.finetune import build_finetune_model
-    from kzoo.zoo.backbones import build_application
 
     app = build_application("MobileNetV3Small", (32, 32, 3))
     path = str(tmp_path / "mnv3.weights.h5")
@@ -246,16 +248,15 @@ def test_application_backbone_takes_a_local_weights_file_and_keeps_its_structure
     for a, b in zip(inner.get_weights(), app.get_weights()):
         np.testing.assert_array_equal(a, b)
     structure = model_structure(model)
-    assert len(structure.stages) == 3 and [l.name for l in structure.head] == ["head_pool", "head_dense"]
-    grouped = {l.name for _, layers in structure.groups() for l in layers}
-    assert all(l.name in grouped for l in inner.layers if l.weights)
+    assert len(structure.stages) == 3 and [lyr.name for lyr in structure.head] == ["head_pool", "head_dense"]
+    grouped = {lyr.name for _, layers in structure.groups() for lyr in layers}
+    assert all(lyr.name in grouped for lyr in inner.layers if lyr.weights)
     model.save(tmp_path / "ft.keras")
     assert model_structure(keras.models.load_model(tmp_path / "ft.keras")).names() == structure.names()
 
 
 def test_imagenet_weights_offline_is_one_line_naming_the_fix(monkeypatch):
     from keras.src.utils import file_utils
-
     from kzoo.zoo.backbones import build_application
 
     def offline(*args, **kwargs):

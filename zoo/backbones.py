@@ -50,7 +50,7 @@ class BackboneRegistry(Registry):
             return super().meta(name)
         meta = self._zoo().meta(name)
         return {"description": meta["description"], "source": "kzoo zoo",
-                "stages": "stem_, stage{i}_..., head_"}
+                "stages": "stage{i}_* (stem_*, head_*)"}
 
     def get(self, name):
         if self.is_application(name) or name not in self._zoo():
@@ -69,8 +69,9 @@ def _register_application(name, app, preprocess, stem, stages, min_size, descrip
 
     build.__name__ = name
     build.__doc__ = description
+    shown = " | ".join(",".join(p.strip("^$") for p in group) for group in stages)
     BACKBONES.register(build, name=name, source="keras.applications", preprocess=preprocess,
-                       min_size=min_size, stages=len(stages))
+                       min_size=min_size, stages=f"{len(stages)} ({shown})")
     _TABLES[name] = (tuple(stem), tuple(tuple(s) for s in stages))
 
 

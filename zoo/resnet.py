@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-
 from kzoo.zoo import activations, initializers, norms
 from kzoo.zoo.blocks import classifier_head, model_inputs, record_structure, weight_regularizer
 from kzoo.zoo.registry import register_model

@@ -7,10 +7,10 @@ covered without writing a test for it.
 import keras
 import numpy as np
 import pytest
+from kzoo.zoo import create_model, list_models
 
 import kzoo  # noqa: F401  (registers the models)
 from kzoo.finetune import model_structure
-from kzoo.zoo import create_model, list_models
 
 # Slow here: the deep CIFAR ResNets (per-layer overhead; resnet20/32 run the same builder by default)
 # and the full-width ImageNet-style ones (100-300 MB to save; a narrow variant runs by default).

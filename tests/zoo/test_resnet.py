@@ -5,11 +5,11 @@ import re
 import keras
 import numpy as np
 import pytest
+from kzoo.zoo import create_model
+from kzoo.zoo.resnet import PadShortcut, StochasticDepth
 
 import kzoo  # noqa: F401  (registers the models and layers)
 from kzoo.finetune import model_structure
-from kzoo.zoo import create_model
-from kzoo.zoo.resnet import PadShortcut, StochasticDepth
 
 
 def trainable_params(model):
@@ -45,7 +45,7 @@ def test_layer_names_follow_stem_stage_block_head(name, stages):
         assert pattern.match(layer.name), layer.name
     structure = model_structure(model)
     assert len(structure.stages) == stages
-    assert {l.name.split("_")[0] for l in structure.stages[-1]} == {f"stage{stages - 1}"}
+    assert {lyr.name.split("_")[0] for lyr in structure.stages[-1]} == {f"stage{stages - 1}"}
     assert structure.head[-1].name == "head_dense"
     assert model.get_layer("head_dense").units == 10
 
@@ -53,10 +53,10 @@ def test_layer_names_follow_stem_stage_block_head(name, stages):
 def test_identity_shortcuts_pad_and_projection_shortcuts_convolve():
     a = create_model("resnet20", (16, 16, 3), 10, shortcut="identity")
     b = create_model("resnet20", (16, 16, 3), 10, shortcut="projection")
-    pads = [l for l in a.layers if isinstance(l, PadShortcut)]
-    convs = [l.name for l in b.layers if l.name.endswith("shortcut_conv")]
+    pads = [lyr for lyr in a.layers if isinstance(lyr, PadShortcut)]
+    convs = [lyr.name for lyr in b.layers if lyr.name.endswith("shortcut_conv")]
     # The two stages that double the channels and halve the resolution start with a shortcut that changes shape.
-    assert [l.name for l in pads] == ["stage1_block0_shortcut_pad", "stage2_block0_shortcut_pad"]
+    assert [lyr.name for lyr in pads] == ["stage1_block0_shortcut_pad", "stage2_block0_shortcut_pad"]
     assert convs == ["stage1_block0_shortcut_conv", "stage2_block0_shortcut_conv"]
     assert b.count_params() > a.count_params()
     x = np.random.default_rng(0).normal(size=(2, 16, 16, 16)).astype("float32")
@@ -89,7 +89,7 @@ def test_stochastic_depth_drops_whole_examples_in_training_only():
     assert np.all(y.min(axis=1) == y.max(axis=1))  # an example keeps or drops its whole branch
     assert 0.45 < (y[:, 0] == 0).mean() < 0.55
     model = create_model("resnet20", (8, 8, 1), 10, stochastic_depth=0.2, width=0.25)
-    rates = [l.rate for l in model.layers if isinstance(l, StochasticDepth)]
+    rates = [lyr.rate for lyr in model.layers if isinstance(lyr, StochasticDepth)]
     assert len(rates) == 9 and rates == sorted(rates) and rates[-1] == pytest.approx(0.2)  # linear in depth
 
 
@@ -128,16 +128,16 @@ def test_structure_and_custom_layers_survive_save_and_load(tmp_path):
     recorded = model.kzoo_structure
     derived = model_structure(loaded)
     for prefixes, layers in zip(recorded["stages"], derived.stages):
-        assert all(l.name.startswith(tuple(prefixes)) for l in layers)
+        assert all(lyr.name.startswith(tuple(prefixes)) for lyr in layers)
     x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
 
 
 def test_resnet20_cifar10_recipe_runs_on_mock_data(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
+    from kzoo.recipes import load, run
 
     from kzoo.data import sources
-    from kzoo.recipes import load, run
 
     # kzoo's offline guard probes the download host; mock_data serves the examples without it.
     monkeypatch.setattr(sources, "can_download", lambda builder, timeout=3.0: True)
@@ -148,4 +148,4 @@ def test_resnet20_cifar10_recipe_runs_on_mock_data(tmp_path, monkeypatch):
         result = run(recipe, out=str(tmp_path / "r"), verbose=0)
     assert result.metrics["epochs_run"] == 1
     assert result.model.input_shape[1:] == (32, 32, 3)
-    assert [l.name for l in result.model.layers[1:3]] == ["augment_crop", "augment_flip"]
+    assert [lyr.name for lyr in result.model.layers[1:3]] == ["augment_crop", "augment_flip"]

@@ -87,7 +87,7 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
     """
     import keras
 
-    first = next((l for l in model.layers if l.name.startswith("head_")), None)
+    first = next((lyr for lyr in model.layers if lyr.name.startswith("head_")), None)
     if first is None:
         raise UserError(f"The backbone has no head_* layers to replace. Received: model={model.name!r}")
     features = keras.Model(model.inputs, first.input, name="backbone")
@@ -168,8 +168,8 @@ def build_finetune_model(recipe, arrays, pretrained=None):
         BACKBONES.get(backbone)  # unknown name: the closest-name error
         recipe = _recipe_with_model(recipe, backbone)
     if ft.weights == "imagenet":
-        raise UserError(f"Zoo models have no ImageNet weights; use 'none', a weights file or backbone=PATH. "
-                        f"Received: weights='imagenet'")
+        raise UserError("Zoo models have no ImageNet weights; use 'none', a weights file or backbone=PATH. "
+                        "Received: weights='imagenet'")
     model = build_model(recipe, arrays)
     if ft.weights not in ("", "none"):
         if not os.path.isfile(ft.weights):

@@ -36,8 +36,8 @@ class Structure:
 
     def names(self) -> dict:
         """Layer names per group: `{"stem": [...], "stages": [[...], ...], "head": [...]}`."""
-        return {"stem": [l.name for l in self.stem], "stages": [[l.name for l in s] for s in self.stages],
-                "head": [l.name for l in self.head]}
+        return {"stem": [lyr.name for lyr in self.stem], "stages": [[lyr.name for lyr in s] for s in self.stages],
+                "head": [lyr.name for lyr in self.head]}
 
 
 def _is_model(layer) -> bool:
