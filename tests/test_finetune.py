@@ -147,6 +147,15 @@ def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
     assert int(loaded.optimizer.iterations) == 1
     loaded.train_on_batch(x, y)
     assert int(loaded.optimizer.iterations) == 2
+    # A fresh process that imports only kzoo loads it too (the optimizer classes are registered).
+    import subprocess
+    import sys
+
+    code = ("import kzoo, keras, sys; m = keras.models.load_model(sys.argv[1]); "
+            "print(type(m.optimizer).__name__, len(m.optimizer.lr_multipliers))")
+    done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["GroupLRAdam", str(len(model.optimizer.lr_multipliers))]
 
 
 # ---------------------------------------------------------------- staged runs
@@ -274,3 +283,23 @@ def test_list_backbones_shows_applications_and_zoo_models(cli):
     for name in ("ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny", "resnet20", "cnn"):
         assert f"\n{name} " in out
     assert "preprocess=caffe" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"])
+def test_every_application_stage_table_splits_it_into_nonempty_ordered_stages(name):
+    from kzoo.finetune.structure import Structure, _assign_application
+    from kzoo.zoo.backbones import BACKBONES, build_application
+
+    app = build_application(name, (32, 32, 3))
+    groups = {}
+    _assign_application(app, name, groups)
+    structure = Structure(stem=groups.get(("stem", 0), []),
+                          stages=[groups[("stage", i)] for i in range(len(groups) - 1)])
+    assert structure.stem and all(structure.stages)
+    assert BACKBONES.meta(name)["stages"].startswith(f"{len(structure.stages)} ")
+    order = {lyr.name: i for i, lyr in enumerate(app.layers)}
+    spans = [(order[g[0].name], order[g[-1].name]) for g in [structure.stem] + structure.stages]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # groups follow one another
+    weighted = {lyr.name for lyr in app.layers if lyr.weights}
+    assert weighted <= {lyr.name for g in [structure.stem] + structure.stages for lyr in g}

@@ -17,5 +17,6 @@ from kzoo import zoo  # noqa: E402,F401  (registers models, layers, activations,
 from kzoo import callbacks  # noqa: E402,F401
 from kzoo import data  # noqa: E402,F401
 from kzoo import recipes  # noqa: E402,F401
+from kzoo import finetune  # noqa: E402,F401  (registers the per-group learning-rate optimizers)
 
-__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "recipes", "zoo"]
+__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "recipes", "zoo"]
