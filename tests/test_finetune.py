@@ -260,6 +260,11 @@ def test_application_backbone_takes_a_local_weights_file_and_keeps_its_structure
     assert len(structure.stages) == 3 and [lyr.name for lyr in structure.head] == ["head_pool", "head_dense"]
     grouped = {lyr.name for _, layers in structure.groups() for lyr in layers}
     assert all(lyr.name in grouped for lyr in inner.layers if lyr.weights)
+    # Rates reach the nested application's variables: every one below the head learns slower.
+    (stage,) = parse_stages("all:1@1e-4..1e-2")
+    compile_stage(model, recipe, stage, structure, steps_per_epoch=1)
+    factors = [model.optimizer.multiplier(v) for v in inner.trainable_variables]
+    assert factors and max(factors) < 1 and min(factors) == pytest.approx(0.01)
     model.save(tmp_path / "ft.keras")
     assert model_structure(keras.models.load_model(tmp_path / "ft.keras")).names() == structure.names()
 
