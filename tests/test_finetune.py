@@ -205,6 +205,9 @@ def test_cli_finetunes_a_zoo_model_then_an_earlier_run(cli, tmp_path):
     assert model.get_layer("backbone").get_layer("stage0_block0_dense") is not None
     first_model = keras.models.load_model(first / "model.keras")
     assert len(model_structure(model).stages) == len(model_structure(first_model).stages)
+    code, out, err = cli("finetune", "--backbone", first, "--data", "digits", "--stages", "head:1@1e-3",
+                         "--set", "finetune.pad=2", "--out", tmp_path / "third")
+    assert code == 2 and "Received: input_shape=(12, 12, 1)" in err
 
 
 def test_cli_bad_stage_plan_is_one_line_exit_2(cli):

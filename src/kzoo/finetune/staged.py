@@ -90,8 +90,12 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
     first = next((lyr for lyr in model.layers if lyr.name.startswith("head_")), None)
     if first is None:
         raise UserError(f"The backbone has no head_* layers to replace. Received: model={model.name!r}")
+    expected = tuple(model.input_shape[1:])
+    if input_shape is not None and tuple(input_shape) != expected:
+        raise UserError(f"The backbone takes inputs of shape {expected}; bring the data to it with "
+                        f"finetune.resize / finetune.pad or data.image_size. Received: input_shape={tuple(input_shape)}")
     features = keras.Model(model.inputs, first.input, name="backbone")
-    inputs = keras.Input(shape=tuple(input_shape or model.input_shape[1:]), name="input")
+    inputs = keras.Input(shape=tuple(input_shape or expected), name="input")
     x = inputs
     for layer in front:
         x = layer(x)
