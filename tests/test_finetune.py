@@ -296,8 +296,9 @@ def test_list_backbones_shows_applications_and_zoo_models(cli):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"])
 def test_every_application_stage_table_splits_it_into_nonempty_ordered_stages(name):
-    from kzoo.finetune.structure import Structure, _assign_application
     from kzoo.zoo.backbones import BACKBONES, build_application
+
+    from kzoo.finetune.structure import Structure, _assign_application
 
     app = build_application(name, (32, 32, 3))
     groups = {}
