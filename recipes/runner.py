@@ -147,7 +147,12 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
     try:
         with run_dir:
             run_dir.check_same_recipe(recipe.to_toml())
-            result = _train(recipe, run_dir, verbose)
+            if recipe.finetune.stages:  # staged fine-tuning (kzoo.finetune); single-stage runs below
+                from kzoo.finetune.staged import run_staged
+
+                result = run_staged(recipe, run_dir, verbose)
+            else:
+                result = _train(recipe, run_dir, verbose)
     except BaseException:
         if created and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)  # leave nothing behind for a run that never started

@@ -60,6 +60,60 @@ class OptimizerConfig:
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 
 
+# --- [finetune]: staged fine-tuning (kzoo.finetune) -------------------------------------------
+@dataclass
+class PretrainConfig:
+    """[finetune.pretrain]: train the recipe's [model] on another dataset first."""
+
+    dataset: str = ""
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 0  # 0: data.batch_size
+
+
+@dataclass
+class FinetuneConfig:
+    """[finetune]: a stage plan and the backbone it fine-tunes (see kzoo.finetune)."""
+
+    stages: list = field(default_factory=list)
+    backbone: str = ""  # "": the [model]; a zoo model; a keras.applications name; a model.keras path
+    weights: str = "none"  # none | imagenet | a weights file
+    train_bn: bool = False
+    head_dropout: float = 0.0
+    pixel_max: float = 0.0  # rescale target images so their largest pixel is this (0: as they are)
+    resize: list = field(default_factory=list)  # [H, W] before padding
+    pad: int = 0
+    labels_per_class: int = 0  # keep this many training labels per class (0: all)
+    scratch_baseline: bool = False
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+
+def build_finetune(raw, recipe, explicit_epochs: bool = False) -> FinetuneConfig:
+    """Validates [finetune]; a stage plan may be one string ("head:3@1e-3, all:4@1e-5")."""
+    from kzoo.finetune.plan import parse_stages
+
+    raw = dict(raw or {})
+    if isinstance(raw.get("stages"), str):
+        raw["stages"] = [s.strip() for s in raw["stages"].split(",") if s.strip()]
+    cfg = build_section(FinetuneConfig, raw, "finetune")
+    if cfg.stages:
+        total = sum(s.epochs for s in parse_stages(cfg.stages))
+        if explicit_epochs and recipe.epochs != total:
+            raise RecipeError(f"With [finetune] stages, epochs is their total ({total}); change the stages instead. Received: epochs={recipe.epochs}")
+        recipe.epochs = total
+    checks = [("labels_per_class", cfg.labels_per_class >= 0), ("pad", cfg.pad >= 0), ("pixel_max", cfg.pixel_max >= 0),
+              ("head_dropout", 0 <= cfg.head_dropout < 1), ("pretrain.epochs", cfg.pretrain.epochs >= 1),
+              ("pretrain.lr", cfg.pretrain.lr > 0), ("pretrain.batch_size", cfg.pretrain.batch_size >= 0)]
+    for key, ok in checks:
+        if not ok:
+            value = getattr(cfg.pretrain, key[9:]) if key.startswith("pretrain.") else getattr(cfg, key)
+            raise RecipeError(f"finetune.{key} is out of range. Received: {key.rsplit('.', 1)[-1]}={value}")
+    if len(cfg.resize) not in (0, 2):
+        raise RecipeError(f"finetune.resize must be [height, width]. Received: resize={cfg.resize}")
+    return cfg
+# --- end [finetune] ------------------------------------------------------------------------------
+
+
 @dataclass
 class Recipe:
     """A validated, fully resolved recipe."""
@@ -77,9 +131,13 @@ class Recipe:
     schedule: dict = field(default_factory=lambda: {"name": "constant"})
     callbacks: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict:
-        return _drop_none(dataclasses.asdict(self))
+        d = _drop_none(dataclasses.asdict(self))
+        if not self.finetune.stages:
+            d.pop("finetune", None)  # single-stage recipes read as before
+        return d
 
     def to_toml(self) -> str:
         import tomli_w
@@ -320,6 +378,7 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
     model_raw = raw.pop("model", {"name": "mlp"})
     schedule_raw = raw.pop("schedule", {"name": "constant"})
     callbacks_raw = raw.pop("callbacks", {})
+    finetune_raw = raw.pop("finetune", {})
     recipe = build_section(Recipe, raw, "")
 
     if isinstance(model_raw, str):
@@ -349,6 +408,7 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
         resolved = resolve_component(f"callbacks.{cb_name}", {"name": cb_name, **cb_raw}, callback_defaults(cb_name), CALLBACKS)
         resolved.pop("name")
         recipe.callbacks[cb_name] = resolved
+    recipe.finetune = build_finetune(finetune_raw, recipe, explicit_epochs="epochs" in raw)
     validate_ranges(recipe)
     component_names_exist(recipe)
     return recipe

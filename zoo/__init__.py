@@ -1,12 +1,14 @@
 """kzoo.zoo: registered models and their building blocks (layers, activations, initializers)."""
 
-from kzoo.zoo import (  # noqa: F401  (importing registers the layers, blocks and models)
+from kzoo.zoo import (  # noqa: F401  (importing registers the layers, blocks and models)  # noqa: E402,F401  (registers ResNets and application backbones)
     activations,
+    backbones,
     cnn,
     initializers,
     layers,
     mlp,
     norms,
+    resnet,
 )
 from kzoo.zoo.fold import fold_batchnorm
 from kzoo.zoo.registry import MODELS, create_model, list_models, model_defaults, register_model

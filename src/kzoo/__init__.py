@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 from kzoo import (
     callbacks,  # noqa: E402,F401
     data,  # noqa: E402,F401
+    finetune,  # noqa: E402,F401  (registers the per-group learning-rate optimizers)
     recipes,  # noqa: E402,F401
     zoo,  # noqa: E402,F401  (registers models, layers, activations, initializers)
 )
 from kzoo.errors import DataError, RecipeError, RunDirError, UserError
 
-__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "recipes", "zoo"]
+__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "recipes", "zoo"]

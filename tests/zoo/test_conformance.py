@@ -8,7 +8,9 @@ import pytest
 
 from kzoo.testing import check_conformance, check_in_fresh_process, conformance_case
 from kzoo.zoo import activations, initializers
+from kzoo.zoo.backbones import BackbonePreprocess
 from kzoo.zoo.layers import Maxout, MCDropout, PCAWhitening, RReLU, StochasticDepth, TrainingOnly
+from kzoo.zoo.resnet import PadShortcut
 
 
 def _initializer_case(name):
@@ -27,6 +29,8 @@ LAYER_CASES = [
     conformance_case("mc_dropout", lambda: MCDropout(0.3, seed=1), (6,), training_gradient=True),
     conformance_case("stochastic_depth", lambda: StochasticDepth(0.5, seed=1), [(6,), (6,)], training_gradient=True),
     conformance_case("pca_whitening", lambda: PCAWhitening(epsilon=0.1), (6,), adapt=lambda layer, x: layer.adapt(x)),
+    conformance_case("backbone_preprocess", lambda: BackbonePreprocess("torch", 2.0), (4, 4, 1)),
+    conformance_case("pad_shortcut", lambda: PadShortcut(4, 2), (4, 4, 2)),
     conformance_case("training_only", lambda: TrainingOnly(keras.layers.GaussianNoise(0.1, seed=1)), (6,)),
 ]
 ACTIVATION_CASES = [
