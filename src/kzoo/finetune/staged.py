@@ -208,9 +208,11 @@ def _weighted(layer):
         yield from _weighted(sub)
 
 
-def compile_stage(model, recipe, stage, structure, steps_per_epoch):
+def compile_stage(model, recipe, stage, structure, steps_per_epoch, callbacks=()):
     """Freezes for `stage` and compiles with its rates; returns the trainable group names."""
     import dataclasses
+
+    from kzoo.recipes.runner import resolve_steps_per_execution
 
     from kzoo.callbacks.schedules import build_schedule
     from kzoo.finetune.optimizer import with_group_learning_rates
@@ -222,7 +224,8 @@ def compile_stage(model, recipe, stage, structure, steps_per_epoch):
     base = build_optimizer(dataclasses.replace(recipe.optimizer, lr=stage.lr), schedule)
     optimizer = with_group_learning_rates(base, group_multipliers(structure, rates))
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=recipe.jit_compile, steps_per_execution=recipe.steps_per_execution)
+                  jit_compile=recipe.jit_compile,
+                  steps_per_execution=resolve_steps_per_execution(recipe, steps_per_epoch, callbacks))
     return groups
 
 
@@ -242,12 +245,13 @@ def fit_stages(model, recipe, train, val, steps_per_epoch, callbacks=lambda: [],
         raise UserError(f"The model has no head_* layers, so no stage plan applies. Received: model={model.name!r}")
     rows, boundaries, done, seconds = [], [], 0, 0.0
     for k, stage in enumerate(stages, start=1):
-        groups = compile_stage(model, recipe, stage, structure, steps_per_epoch)
+        stage_callbacks = callbacks()
+        groups = compile_stage(model, recipe, stage, structure, steps_per_epoch, stage_callbacks)
         if verbose:
             print(f"stage {k}/{len(stages)} {stage.spelling()}: training {', '.join(groups)}")
         start = time.perf_counter()
         history = model.fit(train, validation_data=val, initial_epoch=done, epochs=done + stage.epochs,
-                            callbacks=callbacks(), verbose=verbose)
+                            callbacks=stage_callbacks, verbose=verbose)
         seconds += time.perf_counter() - start
         for i, row in enumerate(history_rows(history.history)):
             rows.append({"epoch": done + i + 1, "stage": k, "trainable": stage.trainable,
