@@ -8,7 +8,7 @@ from kzoo.zoo import (  # noqa: F401  # noqa: F401  (registers the models)
            mlp,
            norms,
 )
-from kzoo.zoo import densenet  # noqa: F401,E402  (registers densenet40, densenet_bc100; issue #10)
+from kzoo.zoo import densenet, fixup  # noqa: F401,E402  (registers DenseNets and Fixup ResNets; issue #10)
 from kzoo.zoo.registry import MODELS, create_model, list_models, model_defaults, register_model
 
 __all__ = ["MODELS", "create_model", "list_models", "model_defaults", "register_model", "activations",
