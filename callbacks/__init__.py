@@ -1,7 +1,9 @@
 """kzoo.callbacks: schedules and training-dynamics callbacks Keras lacks."""
 
-from kzoo.callbacks import schedules
-from kzoo.callbacks import momentum  # noqa: F401  (registers momentum_warmup)
+from kzoo.callbacks import (
+           momentum,  # noqa: F401  (registers momentum_warmup)
+           schedules,
+)
 from kzoo.callbacks.lr_logger import LearningRateLogger
 from kzoo.callbacks.registry import (
            CALLBACKS,

@@ -11,7 +11,13 @@ from __future__ import annotations
 import keras
 
 from kzoo.zoo import initializers
-from kzoo.zoo.blocks import classifier_head, model_inputs, norm_act, record_structure, weight_regularizer
+from kzoo.zoo.blocks import (
+    classifier_head,
+    model_inputs,
+    norm_act,
+    record_structure,
+    weight_regularizer,
+)
 from kzoo.zoo.registry import register_model
 
 
