@@ -83,7 +83,7 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        g = ops.cast(gradient, dtype)
+        g = ops.cast(ops.convert_to_tensor(gradient), dtype)  # densifies sparse (embedding) gradients
         gain, reference = self.gains[index], self.references[index]
 
         agreement = ops.multiply(g, reference)
