@@ -61,6 +61,25 @@ def test_scalar_layers_save_and_load(tmp_path):
         ScalarBias("x")
 
 
+def test_scalar_lr_multiplier_scales_the_sgd_step():
+    import keras
+
+    from kzoo.zoo.layers import ScalarBias
+
+    steps = {}
+    for multiplier in (1.0, 0.1):
+        layer = ScalarBias(0.3, lr_multiplier=multiplier)
+        model = keras.Sequential([keras.Input((2,)), layer])
+        model.compile(keras.optimizers.SGD(0.01), loss=lambda y, p: keras.ops.sum(p))
+        x = np.zeros((1, 2), "float32")
+        assert float(model(x)[0, 0]) == pytest.approx(0.3)
+        model.train_on_batch(x, x)
+        steps[multiplier] = float(model(x)[0, 0]) - 0.3
+    assert steps[1.0] == pytest.approx(-0.02, rel=1e-4)  # d(sum)/db = 2 elements
+    assert steps[0.1] == pytest.approx(0.1 * steps[1.0], rel=1e-4)
+    assert ScalarBias(lr_multiplier=0.1).get_config()["lr_multiplier"] == 0.1
+
+
 def test_fixup_digits_recipe_trains(tmp_path, cli):
     import kzoo
 
@@ -110,7 +129,8 @@ def test_fixup_resnet20_trains_on_mnist5k_within_a_point_of_batchnorm():
     from kzoo.recipes.runner import compile_model, seed_everything
     from kzoo.zoo import create_model, list_models
 
-    recipe = kzoo.recipes.load("fixup-digits", ["data.dataset=mnist-5k", "epochs=8", "data.augment.translation=0.0"])
+    recipe = kzoo.recipes.load("fixup-digits", ["data.dataset=mnist-5k", "epochs=10", "data.augment.translation=0.0",
+                                                "optimizer.name=adam", "optimizer.lr=0.003"])
     d = recipe.data
     accuracies = {}
     for name in ("fixup_resnet20", "resnet20"):

@@ -40,7 +40,7 @@ def _he(scale, seed):
 
 
 def fixup_block(x, filters, name, *, strides=1, num_branches=1, init="fixup", activation="relu",
-                l2=0.0, seed=None):
+                scalar_lr=0.1, l2=0.0, seed=None):
     """A basic residual block without normalization, with Fixup's scalar biases and multiplier.
 
     `x + b1a -> conv3x3 -> + b1b -> act -> + b2a -> conv3x3 -> * s + b2b`, added to the
@@ -54,14 +54,14 @@ def fixup_block(x, filters, name, *, strides=1, num_branches=1, init="fixup", ac
                                    kernel_initializer=initializer,
                                    kernel_regularizer=weight_regularizer(0.0, l2), name=f"{name}_{suffix}")(y)
 
-    shifted = ScalarBias(name=f"{name}_bias1a")(x)
+    shifted = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias1a")(x)
     y = conv(shifted, 3, strides, _he(branch_scale, seed), "conv1")
-    y = ScalarBias(name=f"{name}_bias1b")(y)
+    y = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias1b")(y)
     y = keras.layers.Activation(activation, name=f"{name}_act1")(y)
-    y = ScalarBias(name=f"{name}_bias2a")(y)
+    y = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias2a")(y)
     y = conv(y, 3, 1, last_init, "conv2")
-    y = ScalarMultiplier(name=f"{name}_scale")(y)
-    y = ScalarBias(name=f"{name}_bias2b")(y)
+    y = ScalarMultiplier(lr_multiplier=scalar_lr, name=f"{name}_scale")(y)
+    y = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias2b")(y)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = conv(shifted, 1, strides, _he(1.0, seed), "shortcut_conv")
@@ -71,7 +71,7 @@ def fixup_block(x, filters, name, *, strides=1, num_branches=1, init="fixup", ac
 
 def build_fixup_resnet(input_shape, num_classes, preprocessing=None, blocks_per_stage: int = 3,
                        filters: list = (16, 32, 64), init: str = "fixup", activation="relu",
-                       dropout: float = 0.0, l2: float = 0.0, seed: int = 0, name: str = "fixup_resnet"):
+                       scalar_lr: float = 0.1, dropout: float = 0.0, l2: float = 0.0, seed: int = 0, name: str = "fixup_resnet"):
     """A CIFAR ResNet (depth `6 * blocks_per_stage + 2`) with no normalization layer.
 
     A 3x3 stem conv, then one stage per entry of `filters` (stride 2 from the second on) of
@@ -86,6 +86,8 @@ def build_fixup_resnet(input_shape, num_classes, preprocessing=None, blocks_per_
             network without Fixup, which explodes at depth). Defaults to `"fixup"`.
         activation: the activation after the stem, inside each block and after each addition.
             Defaults to `"relu"`.
+        scalar_lr: learning-rate multiplier of the scalar biases and multipliers (exact for SGD;
+            see `ScalarBias`); the paper trains them at a tenth of the rate. Defaults to `0.1`.
         dropout: dropout before the head. Defaults to `0.0`.
         l2: L2 weight penalty on convs and head. Defaults to `0.0`.
 
@@ -97,21 +99,23 @@ def build_fixup_resnet(input_shape, num_classes, preprocessing=None, blocks_per_
         raise ValueError(f"blocks_per_stage must be at least 1. Received: blocks_per_stage={blocks_per_stage}")
     if not filters or min(filters) < 1:
         raise ValueError(f"filters must be a non-empty list of positive ints. Received: filters={filters}")
+    if scalar_lr <= 0:
+        raise ValueError(f"scalar_lr must be positive. Received: scalar_lr={scalar_lr}")
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
     num_branches = blocks_per_stage * len(filters)
     inputs, x = model_inputs(input_shape, preprocessing)
     x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, kernel_initializer=_he(1.0, seed),
                             kernel_regularizer=weight_regularizer(0.0, l2), name="stem_conv")(x)
-    x = ScalarBias(name="stem_bias")(x)
+    x = ScalarBias(lr_multiplier=scalar_lr, name="stem_bias")(x)
     x = keras.layers.Activation(activation, name="stem_act")(x)
     for i, f in enumerate(filters):
         for j in range(blocks_per_stage):
             strides = 2 if i > 0 and j == 0 and min(x.shape[1], x.shape[2]) >= 2 else 1
             x = fixup_block(x, f, f"stage{i}_block{j}", strides=strides, num_branches=num_branches,
-                            init=init, activation=activation, l2=l2, seed=seed)
+                            init=init, activation=activation, scalar_lr=scalar_lr, l2=l2, seed=seed)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = ScalarBias(name="head_bias")(x)
+    x = ScalarBias(lr_multiplier=scalar_lr, name="head_bias")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout,
                               initializer="zeros" if init == "fixup" else "glorot_uniform", l2=l2, seed=seed)
     model = keras.Model(inputs, outputs, name=name)
