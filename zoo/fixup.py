@@ -87,7 +87,8 @@ def build_fixup_resnet(input_shape, num_classes, preprocessing=None, blocks_per_
         activation: the activation after the stem, inside each block and after each addition.
             Defaults to `"relu"`.
         scalar_lr: learning-rate multiplier of the scalar biases and multipliers (exact for SGD;
-            see `ScalarBias`); the paper trains them at a tenth of the rate. Defaults to `0.1`.
+            see `ScalarBias`): a scalar's gradient sums over a whole feature map, so it is
+            trained slower than the convs. Defaults to `0.1`.
         dropout: dropout before the head. Defaults to `0.0`.
         l2: L2 weight penalty on convs and head. Defaults to `0.0`.
 

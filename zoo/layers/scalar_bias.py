@@ -16,9 +16,8 @@ class ScalarBias(keras.layers.Layer):
     Args:
         initial_value: the starting value of `b`. Defaults to `0.0`.
         lr_multiplier: scales the learning rate of this scalar under SGD (with or without
-            momentum) by storing it as `sqrt(lr_multiplier) * w`; Fixup trains its scalars at a
-            tenth of the rate (`0.1`). Adaptive optimizers (Adam) see `sqrt(lr_multiplier)`.
-            Defaults to `1.0`.
+            momentum) by storing it as `sqrt(lr_multiplier) * w`; the Fixup models use `0.1`.
+            Adaptive optimizers (Adam) scale its steps by `sqrt(lr_multiplier)`. Defaults to `1.0`.
 
     Example:
         >>> y = ScalarBias(name="block0_bias1a")(x)

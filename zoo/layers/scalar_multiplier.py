@@ -16,9 +16,8 @@ class ScalarMultiplier(keras.layers.Layer):
     Args:
         initial_value: the starting value of `s`. Defaults to `1.0`.
         lr_multiplier: scales the learning rate of this scalar under SGD (with or without
-            momentum) by storing it as `sqrt(lr_multiplier) * w`; Fixup trains its scalars at a
-            tenth of the rate (`0.1`). Adaptive optimizers (Adam) see `sqrt(lr_multiplier)`.
-            Defaults to `1.0`.
+            momentum) by storing it as `sqrt(lr_multiplier) * w`; the Fixup models use `0.1`.
+            Adaptive optimizers (Adam) scale its steps by `sqrt(lr_multiplier)`. Defaults to `1.0`.
 
     Example:
         >>> y = ScalarMultiplier(name="block0_scale")(x)
