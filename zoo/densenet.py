@@ -18,13 +18,14 @@ from kzoo.zoo.blocks import (
     record_structure,
     weight_regularizer,
 )
+from kzoo.zoo.fixup import layer_seed
 from kzoo.zoo.registry import register_model
 
 
 def _conv(x, filters, kernel_size, name, initializer, l2, seed):
     return keras.layers.Conv2D(
         filters, kernel_size, padding="same", use_bias=False,
-        kernel_initializer=initializers.get(initializer, seed=seed),
+        kernel_initializer=initializers.get(initializer, seed=layer_seed(seed, name)),
         kernel_regularizer=weight_regularizer(0.0, l2), name=name,
     )(x)
 

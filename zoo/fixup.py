@@ -16,6 +16,8 @@ Reference:
 
 from __future__ import annotations
 
+import zlib
+
 import keras
 
 from kzoo.zoo.blocks import classifier_head, model_inputs, record_structure, weight_regularizer
@@ -33,6 +35,12 @@ def fixup_scale(num_branches: int, branch_layers: int = 2) -> float:
     return num_branches ** (-1.0 / (2 * branch_layers - 2))
 
 
+def layer_seed(seed, name: str):
+    """A seed of its own for each layer: Keras initializers given the same integer seed draw the
+    same values, which would make every same-shaped layer start identical."""
+    return None if seed is None else (int(seed) + zlib.crc32(name.encode())) % (2**31)
+
+
 def _he(scale, seed):
     # He normal with its standard deviation multiplied by `scale` (the variance by scale**2).
     return keras.initializers.VarianceScaling(2.0 * scale**2, mode="fan_in", distribution="truncated_normal",
@@ -47,15 +55,16 @@ def fixup_block(x, filters, name, *, strides=1, num_branches=1, init="fixup", ac
     shortcut (a 1x1 strided projection of `x + b1a` when the shape changes), then the activation.
     """
     branch_scale = fixup_scale(num_branches) if init == "fixup" else 1.0
-    last_init = "zeros" if init == "fixup" else _he(1.0, seed)
+    def last_init(layer_seed_value):
+        return keras.initializers.Zeros() if init == "fixup" else _he(1.0, layer_seed_value)
 
     def conv(y, kernel, stride, initializer, suffix):
         return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                                   kernel_initializer=initializer,
+                                   kernel_initializer=initializer(layer_seed(seed, f"{name}_{suffix}")),
                                    kernel_regularizer=weight_regularizer(0.0, l2), name=f"{name}_{suffix}")(y)
 
     shifted = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias1a")(x)
-    y = conv(shifted, 3, strides, _he(branch_scale, seed), "conv1")
+    y = conv(shifted, 3, strides, lambda s: _he(branch_scale, s), "conv1")
     y = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias1b")(y)
     y = keras.layers.Activation(activation, name=f"{name}_act1")(y)
     y = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias2a")(y)
@@ -64,7 +73,7 @@ def fixup_block(x, filters, name, *, strides=1, num_branches=1, init="fixup", ac
     y = ScalarBias(lr_multiplier=scalar_lr, name=f"{name}_bias2b")(y)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv(shifted, 1, strides, _he(1.0, seed), "shortcut_conv")
+        shortcut = conv(shifted, 1, strides, lambda s: _he(1.0, s), "shortcut_conv")
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.Activation(activation, name=f"{name}_act2")(y)
 
@@ -106,7 +115,7 @@ def build_fixup_resnet(input_shape, num_classes, preprocessing=None, blocks_per_
         raise ValueError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
     num_branches = blocks_per_stage * len(filters)
     inputs, x = model_inputs(input_shape, preprocessing)
-    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, kernel_initializer=_he(1.0, seed),
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, kernel_initializer=_he(1.0, layer_seed(seed, "stem_conv")),
                             kernel_regularizer=weight_regularizer(0.0, l2), name="stem_conv")(x)
     x = ScalarBias(lr_multiplier=scalar_lr, name="stem_bias")(x)
     x = keras.layers.Activation(activation, name="stem_act")(x)
