@@ -1,6 +1,9 @@
 """kzoo.callbacks: schedules and training-dynamics callbacks Keras lacks."""
 
-from kzoo.callbacks import schedules
+from kzoo.callbacks import (
+    momentum,  # noqa: F401  (registers momentum_warmup)
+    schedules,
+)
 from kzoo.callbacks.activations import ActivationMonitor
 from kzoo.callbacks.divergence import DivergenceGuard
 from kzoo.callbacks.gradients import GradientMonitor
@@ -9,11 +12,11 @@ from kzoo.callbacks.lr_finder import LRFindResult, lr_find
 from kzoo.callbacks.lr_logger import LearningRateLogger
 from kzoo.callbacks.plateau import ReduceLROnPlateau
 from kzoo.callbacks.registry import (
-           CALLBACKS,
-           RunContext,
-           build_callbacks,
-           list_callbacks,
-           register_callback,
+    CALLBACKS,
+    RunContext,
+    build_callbacks,
+    list_callbacks,
+    register_callback,
 )
 from kzoo.callbacks.update_ratio import UpdateRatioMonitor
 

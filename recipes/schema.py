@@ -55,9 +55,15 @@ class OptimizerConfig:
     rho: float = 0.9
     clipnorm: float = 0.0
     clipvalue: float = 0.0
+    # Per-weight adaptive gains (name = "gains"): see kzoo.optimizers_gains.AdaptiveGainSGD.
+    gain_increase: float = 0.05
+    gain_decrease: float = 0.95
+    min_gain: float = 0.01
+    max_gain: float = 10.0
 
 
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZERS += ("gains",)  # per-weight adaptive gains (kzoo.optimizers_gains)
 
 
 # --- [finetune]: staged fine-tuning (kzoo.finetune) -------------------------------------------
@@ -259,6 +265,10 @@ def validate_ranges(recipe: Recipe):
     if recipe.optimizer.name not in OPTIMIZERS:
         name = recipe.optimizer.name
         raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, OPTIMIZERS)} Valid: {', '.join(OPTIMIZERS)}.")
+    if recipe.optimizer.name == "gains":
+        from kzoo.optimizers_gains import validate_gain_config
+
+        validate_gain_config(recipe.optimizer)
     if len(recipe.data.image_size) not in (0, 2) or any(
         not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in recipe.data.image_size
     ):

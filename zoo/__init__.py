@@ -1,9 +1,11 @@
 """kzoo.zoo: registered models and their building blocks (layers, activations, initializers)."""
 
-from kzoo.zoo import (  # noqa: F401  (importing registers the layers, blocks and models)  # noqa: E402,F401  (registers ResNets and application backbones)
+from kzoo.zoo import (  # noqa: F401  (importing registers the layers, blocks and models)
     activations,
     backbones,
     cnn,
+    densenet,
+    fixup,
     initializers,
     layers,
     mlp,

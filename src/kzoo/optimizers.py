@@ -32,4 +32,13 @@ def build_optimizer(cfg, learning_rate=None):
     if cfg.name == "adamw":
         return keras.optimizers.AdamW(weight_decay=cfg.weight_decay or 0.004, beta_1=cfg.beta_1,
                                       beta_2=cfg.beta_2, epsilon=cfg.epsilon, **common)
+    if cfg.name == "gains":  # per-weight adaptive gains (issue #10)
+        from kzoo.optimizers_gains import AdaptiveGainSGD
+
+        return AdaptiveGainSGD(momentum=cfg.momentum, **{k: getattr(cfg, k) for k in GAIN_FIELDS if hasattr(cfg, k)},
+                               **common)
     raise ValueError(f"Unknown optimizer. Received: name={cfg.name!r}")
+
+
+# [optimizer] keys only the `gains` optimizer reads.
+GAIN_FIELDS = ("gain_increase", "gain_decrease", "min_gain", "max_gain")

@@ -9,7 +9,16 @@ import pytest
 from kzoo.testing import check_conformance, check_in_fresh_process, conformance_case
 from kzoo.zoo import activations, initializers
 from kzoo.zoo.backbones import BackbonePreprocess
-from kzoo.zoo.layers import Maxout, MCDropout, PCAWhitening, RReLU, StochasticDepth, TrainingOnly
+from kzoo.zoo.layers import (
+    Maxout,
+    MCDropout,
+    PCAWhitening,
+    RReLU,
+    ScalarBias,
+    ScalarMultiplier,
+    StochasticDepth,
+    TrainingOnly,
+)
 from kzoo.zoo.resnet import PadShortcut
 
 
@@ -30,6 +39,8 @@ LAYER_CASES = [
     conformance_case("stochastic_depth", lambda: StochasticDepth(0.5, seed=1), [(6,), (6,)], training_gradient=True),
     conformance_case("pca_whitening", lambda: PCAWhitening(epsilon=0.1), (6,), adapt=lambda layer, x: layer.adapt(x)),
     conformance_case("backbone_preprocess", lambda: BackbonePreprocess("torch", 2.0), (4, 4, 1)),
+    conformance_case("scalar_bias", lambda: ScalarBias(0.5, lr_multiplier=0.1), (6,)),
+    conformance_case("scalar_multiplier", lambda: ScalarMultiplier(1.5, lr_multiplier=0.1), (6,)),
     conformance_case("pad_shortcut", lambda: PadShortcut(4, 2), (4, 4, 2)),
     conformance_case("training_only", lambda: TrainingOnly(keras.layers.GaussianNoise(0.1, seed=1)), (6,)),
 ]

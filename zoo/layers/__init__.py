@@ -4,7 +4,10 @@ from kzoo.zoo.layers.maxout import Maxout
 from kzoo.zoo.layers.mc_dropout import MCDropout, mc_predict
 from kzoo.zoo.layers.pca_whitening import PCAWhitening
 from kzoo.zoo.layers.rrelu import RReLU
+from kzoo.zoo.layers.scalar_bias import ScalarBias
+from kzoo.zoo.layers.scalar_multiplier import ScalarMultiplier
 from kzoo.zoo.layers.stochastic_depth import StochasticDepth
 from kzoo.zoo.layers.training_only import TrainingOnly
 
-__all__ = ["Maxout", "MCDropout", "PCAWhitening", "RReLU", "StochasticDepth", "TrainingOnly", "mc_predict"]
+__all__ = ["Maxout", "MCDropout", "PCAWhitening", "RReLU", "ScalarBias", "ScalarMultiplier", "StochasticDepth",
+           "TrainingOnly", "mc_predict"]

@@ -212,11 +212,10 @@ def compile_stage(model, recipe, stage, structure, steps_per_epoch, callbacks=()
     """Freezes for `stage` and compiles with its rates; returns the trainable group names."""
     import dataclasses
 
-    from kzoo.recipes.runner import resolve_steps_per_execution
-
     from kzoo.callbacks.schedules import build_schedule
     from kzoo.finetune.optimizer import with_group_learning_rates
     from kzoo.optimizers import build_optimizer
+    from kzoo.recipes.runner import resolve_steps_per_execution
 
     rates = stage.rates(len(structure.stages))
     groups = freeze(model, structure, len(rates), recipe.finetune.train_bn)
