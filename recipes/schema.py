@@ -62,8 +62,16 @@ class OptimizerConfig:
     max_gain: float = 10.0
 
 
-OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
-OPTIMIZERS += ("gains",)  # per-weight adaptive gains (kzoo.optimizers_gains)
+# Optimizer names a recipe may use, with the line `kzoo list optimizers` shows for each.
+OPTIMIZER_DESCRIPTIONS = {
+    "sgd": "SGD, optionally with momentum and Nesterov momentum (Sutskever et al. 2013)",
+    "adagrad": "Adagrad: per-weight rates from accumulated squared gradients (Duchi et al. 2011)",
+    "rmsprop": "RMSprop: a moving average of squared gradients (Tieleman & Hinton 2012)",
+    "adam": "Adam: momentum plus RMSprop scaling with bias correction (Kingma & Ba 2014)",
+    "adamw": "AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2017)",
+    "gains": "SGD with per-weight adaptive gains, delta-bar-delta (Jacobs 1988; kzoo.optimizers_gains)",
+}
+OPTIMIZERS = tuple(OPTIMIZER_DESCRIPTIONS)
 
 
 # --- [finetune]: staged fine-tuning (kzoo.finetune) -------------------------------------------

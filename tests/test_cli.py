@@ -16,6 +16,10 @@ def test_list_recipes_shows_shipped_recipes(cli):
     ("initializers", ["he_normal", "lecun_normal"]),
     ("activations", ["relu", "selu"]),
     ("norms", ["batch", "group"]),
+    ("optimizers", ["sgd", "adamw", "gains"]),
+    ("models", ["resnet20", "resnet50", "densenet40", "fixup_resnet20"]),
+    ("backbones", ["MobileNetV2", "resnet20"]),
+    ("callbacks", ["update_ratio", "divergence_guard", "momentum_warmup", "early_stopping"]),
 ])
 def test_list_registries(cli, what, expected):
     code, out, _ = cli("list", what)

@@ -68,7 +68,7 @@ def load_recipe_from_args(args):
 
 
 LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "norms", "schedules", "callbacks",
-            "backbones")
+            "backbones", "optimizers")
 
 
 @arguments(lambda p: p.add_argument("what", nargs="?", default="recipes", choices=LISTABLE,
@@ -83,6 +83,11 @@ def cmd_list(args):
             r = recipes.load(name)
             rows.append([name, r.description, r.model["name"], r.data.dataset, str(r.epochs)])
         print_table(rows, ["name", "description", "model", "dataset", "epochs"])
+        return
+    if args.what == "optimizers":
+        from kzoo.recipes.schema import OPTIMIZER_DESCRIPTIONS
+
+        print_table([[k, v] for k, v in OPTIMIZER_DESCRIPTIONS.items()], ["name", "description"])
         return
     registries = {
         "models": zoo.MODELS, "datasets": data.core.DATASETS, "activations": zoo.activations.ACTIVATIONS,
