@@ -70,6 +70,33 @@ def _timings(models, x, repeats):
     return [(float(np.median(r)), float(np.min(r))) for r in times]
 
 
+def measure(quick=False):
+    """Result rows for `python -m benchmarks`: folded vs unfolded latency at batch 1 (goal 1.2x)
+    and throughput at batch 256, per model."""
+    import keras
+
+    from benchmarks.harness import Result
+    from kzoo.zoo import fold_batchnorm
+
+    keras.utils.set_random_seed(0)
+    repeats = 30 if quick else 100
+    results = []
+    for batch, goal in ((1, 1.2), (256, None)):
+        for name, model, x in _models(batch):
+            _randomize_bn(model)
+            folded = fold_batchnorm(model)
+            (orig, _), (fold, _) = _timings([model, folded], x, repeats)
+            if batch == 1:
+                results.append(Result(f"inference latency {name}, batch 1", "ms per batch, folded vs unfolded",
+                                      fold * 1e3, orig * 1e3, "ms", goal=goal, higher_is_better=False,
+                                      note="baseline: the same trained model unfolded"))
+            else:
+                results.append(Result(f"inference throughput {name}, batch {batch}", "samples/s, folded vs unfolded",
+                                      batch / fold, batch / orig, "samples/s", goal=goal,
+                                      note="baseline: the same trained model unfolded"))
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)

@@ -180,3 +180,47 @@ def depth_scaling(recipe, arrays, models=("resnet20", "resnet32", "resnet56"), e
         rows.append((name, model.count_params(), len(arrays.x_train) * epochs / (time.perf_counter() - start)))
     set_determinism(False)
     return rows
+
+
+def monitor_overhead(recipe, arrays, epochs=2, repeats=3):
+    """Throughput of `kzoo run`'s training with the three monitors on (update ratio, gradients,
+    activations at their default sampling) over throughput with none, alternating in one process.
+
+    With monitors the runner keeps `steps_per_execution` at 1 (they hook every step); without, it
+    runs a whole epoch per call. `details` also gives the ratio at equal `steps_per_execution=1`,
+    which isolates the monitors' own cost.
+    """
+    from kzoo.callbacks import RunContext, build_callbacks
+    from kzoo.data.core import make_dataset
+    from kzoo.recipes.runner import build_model, compile_model, resolve_steps_per_execution
+
+    d = recipe.data
+    steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
+    ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed)
+    context = RunContext(recipe=recipe, steps_per_epoch=steps,
+                         probe=(arrays.x_train[:256].astype("float32"), arrays.y_train[:256]))
+    set_determinism(recipe.deterministic)
+    setups = {}
+    for name, with_monitors, spe in (("on", True, None), ("off", False, None), ("off_spe1", False, 1)):
+        callbacks = build_callbacks({"update_ratio": {}, "gradients": {}, "activations": {}}, context) if with_monitors else []
+        model = build_model(recipe, arrays)
+        compile_model(model, recipe, steps, spe or resolve_steps_per_execution(recipe, steps, callbacks))
+        model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)  # warm-up
+        setups[name] = (model, callbacks)
+
+    def timed(model, callbacks):
+        def go():
+            start = time.perf_counter()
+            model.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks)
+            return len(arrays.x_train) * epochs / (time.perf_counter() - start)
+        return go
+
+    values = alternate({k: timed(*v) for k, v in setups.items()}, repeats)
+    set_determinism(False)
+    on, off, off1 = (median(values[k]) for k in ("on", "off", "off_spe1"))
+    return Result(
+        f"monitor overhead, {recipe.name}", "samples/s, monitors on vs off", on, off, "samples/s", goal=0.95,
+        note=(f"at equal steps_per_execution=1 the ratio is {on / off1:.2f}; the rest is the per-step hooks "
+              "forcing steps_per_execution=1"),
+        details={"on": values["on"], "off": values["off"], "off_spe1": values["off_spe1"]},
+    )

@@ -250,7 +250,7 @@ def fit_stages(model, recipe, train, val, steps_per_epoch, callbacks=lambda: [],
             print(f"stage {k}/{len(stages)} {stage.spelling()}: training {', '.join(groups)}")
         start = time.perf_counter()
         history = model.fit(train, validation_data=val, initial_epoch=done, epochs=done + stage.epochs,
-                            callbacks=stage_callbacks, verbose=verbose)
+                            callbacks=stage_callbacks, verbose=verbose, shuffle=False)
         seconds += time.perf_counter() - start
         for i, row in enumerate(history_rows(history.history)):
             rows.append({"epoch": done + i + 1, "stage": k, "trainable": stage.trainable,
@@ -287,7 +287,7 @@ def _pretrain(recipe, run_dir, verbose):
     compile_model(model, plain, int(np.ceil(len(arrays.x_train) / batch)))
     if verbose:
         print(f"pretraining {recipe.model['name']} on {p.dataset} for {p.epochs} epochs")
-    model.fit(train, validation_data=val, epochs=p.epochs, verbose=verbose)
+    model.fit(train, validation_data=val, epochs=p.epochs, verbose=verbose, shuffle=False)  # shuffled dataset
     _, accuracy = model.evaluate(test, verbose=0)
     run_dir.save_model(model, "pretrained.keras")
     return model, round(float(accuracy), 6)
@@ -306,7 +306,7 @@ def _scratch(recipe, arrays, train, val, test, steps_per_epoch, verbose):
     compile_model(model, recipe, steps_per_epoch)
     if verbose:
         print(f"baseline: {recipe.model['name']} from scratch for {recipe.epochs} epochs")
-    model.fit(train, validation_data=val, epochs=recipe.epochs, verbose=verbose)
+    model.fit(train, validation_data=val, epochs=recipe.epochs, verbose=verbose, shuffle=False)  # shuffled dataset
     _, accuracy = model.evaluate(test, verbose=0)
     return float(accuracy)
 
