@@ -6,7 +6,8 @@ a worker that died mid-trial; a worker waits an hour for a chief that is not the
 the same servicer with its own loop:
 
 - the chief polls every `poll_seconds` and exits once the search is over and no trial is out;
-- it gives up with an error when no worker connected within `wait_workers` seconds;
+- it gives up with an error (the search stays resumable) when no trial is out and no worker
+  asked for one within `wait_workers` seconds: none connected, or all died between trials;
 - a trial with no result after `trial_timeout` seconds is handed out again (once), then
   marked failed, and its worker is forgotten, so a killed worker never blocks the end;
 - workers bound every call to the chief by `connect_timeout` seconds.
@@ -108,8 +109,8 @@ def serve(oracle, host: str, port: int, poll_seconds: float = 2.0, wait_workers:
         oracle: the chief's oracle (a `kzoo.tuning.search` bookkeeping oracle).
         host, port: where to listen.
         poll_seconds: how often to check for the end and for stale trials. Defaults to `2.0`.
-        wait_workers: give up when no worker asked for a trial within this many seconds.
-            Defaults to `600.0`.
+        wait_workers: give up when no trial is out and no worker asked for one within this many
+            seconds. Defaults to `600.0`.
         trial_timeout: seconds after which a trial with no result is handed out again (then
             failed). Defaults to `3600.0`.
     """
@@ -133,10 +134,13 @@ def serve(oracle, host: str, port: int, poll_seconds: float = 2.0, wait_workers:
             time.sleep(poll_seconds)
             for line in oracle.expire_stale(trial_timeout):
                 log(line)
-            if not oracle.kzoo_seen_tuners and time.monotonic() - start > wait_workers:
-                raise DistributedError(f"No worker connected to {host}:{port} within {wait_workers:g} s. "
-                                       f"Received: wait_workers={wait_workers:g}")
             finished = servicer.stop_triggered or oracle.kzoo_search_over()
+            last = oracle.kzoo_last_contact or start
+            if not finished and not oracle.ongoing_trials and time.monotonic() - last > wait_workers:
+                what = "connected" if oracle.kzoo_last_contact is None else "asked for a trial"
+                raise DistributedError(f"No worker {what} at {host}:{port} for {wait_workers:g} s; "
+                                       f"{len(oracle.end_order)} trial(s) finished. Run the chief again to resume. "
+                                       f"Received: wait_workers={wait_workers:g}")
             if finished and not oracle.ongoing_trials:
                 if not oracle.tuner_ids:
                     break

@@ -56,10 +56,12 @@ class _TrialBook:
         self.kzoo_seen_tuners = set()
         self.kzoo_reporter = None
         self.kzoo_handouts = {}  # trial_id -> times handed out again after a timeout
+        self.kzoo_last_contact = None  # monotonic time of the last trial request
 
     @synchronized
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
+        self.kzoo_last_contact = time.monotonic()
         if trial.status == trial_module.TrialStatus.RUNNING:
             self.kzoo_seen_tuners.add(tuner_id)
             self.kzoo_extras.setdefault(trial.trial_id, {})
@@ -126,6 +128,7 @@ class _TrialBook:
 
     def set_state(self, state):
         super().set_state(state)
+        self.kzoo_last_contact = None
         kzoo = state.get("kzoo", {})
         self.kzoo_extras = kzoo.get("extras", {})
         self.kzoo_handouts = kzoo.get("handouts", {})
@@ -209,10 +212,10 @@ class KzooTuner(keras_tuner.Tuner):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         if self._is_worker() and self.kzoo_verbose:
-            score = trial.score if trial.score is not None else trial.metrics.get_best_value(
-                self.oracle.objective.name) if trial.status == "COMPLETED" else None
+            settled = self.oracle.get_trial(trial.trial_id)  # the chief holds the score
+            score = settled.score if settled.status == "COMPLETED" else None
             what = f"{self.oracle.objective.name}={score:.4f}" if score is not None else \
-                f"{trial.status}" + (f": {failure_reason(trial.message)}" if trial.message else "")
+                f"{settled.status}" + (f": {failure_reason(settled.message)}" if settled.message else "")
             print(f"{self.tuner_id}: trial {trial.trial_id} {format_values(trial.hyperparameters.values)}  {what}",
                   flush=True)
 
