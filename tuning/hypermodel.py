@@ -64,9 +64,10 @@ class RecipeHyperModel(keras_tuner.HyperModel):
             raise TrialFailed(f"bad combination: {e}") from None
 
     def build(self, hp):
-        from kzoo import data as kdata
         from kzoo.recipes.runner import build_model, compile_model, seed_everything
         from kzoo.tuning.strategy import global_batch_size
+
+        from kzoo import data as kdata
 
         recipe, values = self.trial_recipe(hp)
         seed_everything(recipe.seed, recipe.deterministic)
@@ -85,7 +86,6 @@ class RecipeHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         """Trains the model `build` returned, as `kzoo run` would; raises `TrialFailed` on NaN loss."""
         import numpy as np
-
         from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
 
         recipe, splits = self._trial

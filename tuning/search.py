@@ -193,7 +193,6 @@ class KzooTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         import keras
         import tensorflow as tf
-
         from kzoo.tuning.hypermodel import TrialFailed
 
         hp = trial.hyperparameters
@@ -456,10 +455,11 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         >>> result.best["val_accuracy"], result.best_recipe.optimizer.lr
     """
     from kzoo.recipes.loader import load
-    from kzoo.runs import RunDir, atomic_write
     from kzoo.tuning import distributed
     from kzoo.tuning.hypermodel import RecipeHyperModel
     from kzoo.tuning.strategy import apply_precision, make_strategy
+
+    from kzoo.runs import RunDir, atomic_write
 
     if isinstance(recipe, str):
         recipe = load(recipe)
@@ -547,6 +547,11 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
                     if verbose:
                         print(f"{tuner_id}: the chief at {host}:{port} is gone; the search is over", flush=True)
                 return SearchResult(out_dir=directory, objective=objective)
+            if verbose:
+                where = type(dist or tf.distribute.get_strategy()).__name__
+                replicas = (dist or tf.distribute.get_strategy()).num_replicas_in_sync
+                print(f"search: {tuner} over {', '.join(recipe.tune)}; {total or 'hyperband'} trials; "
+                      f"{objective} ({direction}); {where} with {replicas} replica(s) -> {out}", flush=True)
             progress = Progress(out, total, verbose)
             if on_trial_end is not None:
                 progress.callbacks.append(on_trial_end)

@@ -5,7 +5,6 @@ import re
 
 import keras_tuner
 import pytest
-
 from kzoo.tuning.distributed import DistributedError, parse_address
 from kzoo.tuning.search import oracle_class
 
