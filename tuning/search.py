@@ -349,6 +349,9 @@ def plot_trials(rows: list[dict], objective: str, direction: str, path: str, tit
     if failed:
         floor = min(ys) if ys else 0.0
         ax.plot(failed, [floor] * len(failed), "x", color="tab:red", label="failed")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(objective)
     ax.grid(alpha=0.3)
@@ -574,7 +577,8 @@ def _finish(kt, hypermodel, out, objective, direction, export, verbose) -> Searc
     best_rows = ranked(rows, objective, direction)
     if rows:
         plot_trials(rows, objective, direction, os.path.join(out, "trials.png"),
-                    title=f"{hypermodel.recipe.name}: {len(rows)} trials")
+                    title=f"{hypermodel.recipe.name}: {len(rows)} trials" +
+                    (f", best {objective} {best_rows[0][objective]:.4f}" if best_rows else ""))
     result = SearchResult(trials=best_rows + [r for r in rows if r not in best_rows], out_dir=out,
                           objective=objective)
     if best_rows:

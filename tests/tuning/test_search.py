@@ -26,7 +26,7 @@ def rss_mb():
 
 def test_search_reports_each_trial_and_best_export_reproduces(tiny_recipe, tmp_path, capsys):
     rss = []
-    result = search(tiny_recipe(epochs=2), max_trials=4, out=str(tmp_path / "s"),
+    result = search(tiny_recipe(epochs=1), max_trials=4, out=str(tmp_path / "s"),
                     export=str(tmp_path / "best.toml"), on_trial_end=lambda row: rss.append(rss_mb()))
     out = capsys.readouterr().out
     # one line per finished trial with i/N, values, score, best so far, elapsed and ETA
@@ -72,7 +72,7 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_search_goes_on(tin
 
 
 def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_interrupted_one(tiny_recipe, tmp_path, cli):
-    path = tiny_recipe(epochs=4)
+    path = tiny_recipe(epochs=3)
     out_dir = tmp_path / "r"
     proc = kzoo_process("tune", path, "--max-trials", 3, "--out", out_dir)
     try:
