@@ -82,7 +82,8 @@ class _TrialBook:
             extra["seconds"] = round(time.monotonic() - extra.pop("clock"), 2)
         stored = self.trials[trial.trial_id]
         if stored.status != trial_module.TrialStatus.COMPLETED:
-            extra["reason"] = failure_reason(stored.message)
+            extra["reason"] = failure_reason(stored.message) if stored.message else \
+                f"failed on {extra.get('tuner', 'a worker')} (the reason is in its log)"
         self.save()
         if self.kzoo_reporter is not None:
             self.kzoo_reporter(self, stored)
@@ -213,8 +214,9 @@ class KzooTuner(keras_tuner.Tuner):
         if self._is_worker() and self.kzoo_verbose:
             settled = self.oracle.get_trial(trial.trial_id)  # the chief holds the score
             score = settled.score if settled.status == "COMPLETED" else None
+            # the reason stays here: KerasTuner's gRPC messages carry no trial message
             what = f"{self.oracle.objective.name}={score:.4f}" if score is not None else \
-                f"{settled.status}" + (f": {failure_reason(settled.message)}" if settled.message else "")
+                f"{settled.status}" + (f": {failure_reason(trial.message)}" if trial.message else "")
             print(f"{self.tuner_id}: trial {trial.trial_id} {format_values(trial.hyperparameters.values)}  {what}",
                   flush=True)
 
@@ -459,10 +461,7 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
     """
     from kzoo.recipes.loader import load
     from kzoo.tuning import distributed
-    from kzoo.tuning.hypermodel import RecipeHyperModel
     from kzoo.tuning.strategy import apply_precision, make_strategy
-
-    from kzoo.runs import RunDir, atomic_write
 
     if isinstance(recipe, str):
         recipe = load(recipe)
@@ -504,9 +503,27 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         _check_resumable(out, recipe, settings, overwrite)
 
     dist = make_strategy(strategy_name) if strategy_name != "default" else None
+    import keras
     import tensorflow as tf
 
+    previous_policy = keras.mixed_precision.global_policy()
     apply_precision(recipe.mixed_precision, dist or tf.distribute.get_strategy())
+    try:
+        return _search(recipe, tuner, max_trials, objective, out, overwrite, role, tuner_id, export, verbose,
+                       poll_seconds, wait_workers, trial_timeout, connect_timeout, on_trial_end, dist, host, port,
+                       settings, directory)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _search(recipe, tuner, max_trials, objective, out, overwrite, role, tuner_id, export, verbose, poll_seconds,
+            wait_workers, trial_timeout, connect_timeout, on_trial_end, dist, host, port, settings, directory):
+    import tensorflow as tf
+    from kzoo.tuning import distributed
+    from kzoo.tuning.hypermodel import RecipeHyperModel
+
+    from kzoo.runs import RunDir, atomic_write
+
     hypermodel = RecipeHyperModel(recipe, strategy=dist)
     direction = _infer_direction(objective)
     kt_objective = keras_tuner.Objective(objective, direction)
