@@ -88,6 +88,19 @@ class _TrialBook:
         if self.kzoo_reporter is not None:
             self.kzoo_reporter(self, stored)
 
+    def populate_space(self, trial_id):
+        # The first trial of a random or Bayesian search is the recipe as written (every space's
+        # default), so the search's best is never worse than the untuned recipe.
+        if getattr(self, "kzoo_default_first", False) and not self._tried_so_far:
+            values = {}
+            hps = keras_tuner.HyperParameters()
+            for hp in self.hyperparameters.space:
+                hps.merge([hp])
+                if hps.is_active(hp):
+                    hps.values[hp.name] = values[hp.name] = hp.default
+            return {"status": trial_module.TrialStatus.RUNNING, "values": values}
+        return super().populate_space(trial_id)
+
     @synchronized
     def expire_stale(self, timeout: float) -> list[str]:
         """Hands out again (once), then fails, trials with no result after `timeout` seconds."""
@@ -150,7 +163,8 @@ def oracle_class(kind: str):
             base.__init__(self, *args, **kwargs)
             self._kzoo_init()
 
-        _ORACLE_CLASSES[kind] = type(f"Kzoo{base.__name__}", (_TrialBook, base), {"__init__": __init__})
+        attrs = {"__init__": __init__, "kzoo_default_first": kind in ("random", "bayesian")}
+        _ORACLE_CLASSES[kind] = type(f"Kzoo{base.__name__}", (_TrialBook, base), attrs)
     return _ORACLE_CLASSES[kind]
 
 

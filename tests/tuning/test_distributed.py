@@ -92,3 +92,11 @@ def test_worker_gives_up_when_no_chief_answers(tiny_recipe, tmp_path, cli):
     code, _, err = cli("tune", tiny_recipe(), "--out", tmp_path / "w", "--role", "worker",
                        "--oracle", f"127.0.0.1:{port}", "--connect-timeout", 1)
     assert code == 2 and "No kzoo tune chief answered" in err
+
+
+def test_first_random_trial_is_the_recipe_as_written(tmp_path):
+    oracle = make_oracle(tmp_path)
+    first = oracle.create_trial("t")
+    assert first.hyperparameters.values == {"optimizer.lr": pytest.approx(1e-3)}  # the space's default
+    second = oracle.create_trial("u")
+    assert second.hyperparameters.values["optimizer.lr"] != pytest.approx(1e-3)
