@@ -198,7 +198,8 @@ def train_multiworker(recipe, strategy, verbose: int = 2):
             loss = tf.nn.compute_average_loss(loss_fn(y, probs), global_batch_size=batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer under mixed_float16; else the loss
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1), tf.cast(y, tf.int64)), tf.float32))
         return loss, correct
