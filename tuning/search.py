@@ -62,6 +62,12 @@ class _TrialBook:
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
         self.kzoo_last_contact = time.monotonic()
+        if trial.status == trial_module.TrialStatus.STOPPED and (self.ongoing_trials or self._retry_queue):
+            # Other trials are still out, and one may come back for a retry (its worker may have
+            # died): keep this worker asking instead of letting it go.
+            self.tuner_ids.add(tuner_id)
+            return trial_module.Trial(self.get_space(), trial_id=trial.trial_id,
+                                      status=trial_module.TrialStatus.IDLE)
         if trial.status == trial_module.TrialStatus.RUNNING:
             self.kzoo_seen_tuners.add(tuner_id)
             self.kzoo_extras.setdefault(trial.trial_id, {})
@@ -204,6 +210,16 @@ class KzooTuner(keras_tuner.Tuner):
         hp = self.oracle.get_space()
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
+
+    def pre_create_trial(self):
+        # KerasTuner asks again at once when the oracle answers IDLE; pace those requests.
+        if getattr(self, "_kzoo_waiting", False):
+            time.sleep(1.0)
+        self._kzoo_waiting = True
+
+    def on_trial_begin(self, trial):
+        self._kzoo_waiting = False
+        super().on_trial_begin(trial)
 
     def run_trial(self, trial, *args, **kwargs):
         import keras

@@ -100,3 +100,53 @@ def test_first_random_trial_is_the_recipe_as_written(tmp_path):
     assert first.hyperparameters.values == {"optimizer.lr": pytest.approx(1e-3)}  # the space's default
     second = oracle.create_trial("u")
     assert second.hyperparameters.values["optimizer.lr"] != pytest.approx(1e-3)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_does_not_hold_up_the_chief(tiny_recipe, tmp_path):
+    import os
+    import signal
+    import time
+
+    path = tiny_recipe(epochs=3)
+    (port,) = free_ports(1)
+    out = tmp_path / "k"
+    common = ("tune", path, "--max-trials", 3, "--out", out, "--oracle", f"127.0.0.1:{port}")
+    chief = kzoo_process(*common, "--role", "chief", "--poll-seconds", 0.5, "--wait-workers", 120,
+                         "--trial-timeout", 30)
+    doomed = kzoo_process(*common, "--role", "worker", "--tuner-id", "doomed")
+    survivor = None
+    try:
+        first = out / "search" / "trial_0" / "trial.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not first.exists():
+            time.sleep(0.2)
+        assert first.exists()
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.communicate(timeout=30)
+        survivor = kzoo_process(*common, "--role", "worker", "--tuner-id", "survivor")
+        survivor_out = survivor.communicate(timeout=300)[0]
+        chief_out = chief.communicate(timeout=60)[0]
+    finally:
+        for proc in (chief, doomed, survivor):
+            if proc is not None:
+                proc.kill()
+    assert chief.returncode == 0 and survivor.returncode == 0, chief_out[-2000:] + survivor_out[-2000:]
+    assert "gave no result in 30 s; handing it out again" in chief_out
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["trial_id"] for r in rows) == ["0", "1", "2"]
+    assert {r["status"] for r in rows} == {"completed"} and {r["worker"] for r in rows} == {"survivor"}
+
+
+def test_a_worker_waits_while_a_trial_that_may_come_back_is_out(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=2)
+    lost = oracle.create_trial("dead")
+    finish(oracle, oracle.create_trial("alive"), 0.5)
+    assert oracle.create_trial("alive").status == "IDLE"  # not STOPPED: "dead" may never report
+    oracle.expire_stale(0)
+    again = oracle.create_trial("alive")
+    assert again.status == "RUNNING" and again.trial_id == lost.trial_id
+    finish(oracle, again, 0.7)
+    assert oracle.create_trial("alive").status == "STOPPED"
+    assert not oracle.tuner_ids and not oracle.ongoing_trials
