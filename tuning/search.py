@@ -77,7 +77,11 @@ class _TrialBook:
     @synchronized
     def end_trial(self, trial):
         if trial.trial_id in self.end_order:
-            return  # a late report from a worker whose trial was already settled elsewhere
+            # a second report of a settled trial (it was handed out twice): keep the first
+            for tuner_id, ongoing in list(self.ongoing_trials.items()):
+                if ongoing.trial_id == trial.trial_id:
+                    self.ongoing_trials.pop(tuner_id)
+            return
         if trial.trial_id in self._retry_queue:
             self._retry_queue.remove(trial.trial_id)  # the presumed-dead worker finished after all
         super().end_trial(trial)
@@ -118,6 +122,8 @@ class _TrialBook:
                 continue
             self.ongoing_trials.pop(tuner_id)
             self.tuner_ids.discard(tuner_id)
+            if trial.trial_id in self.end_order:
+                continue  # settled meanwhile by the worker it was first given to
             handed = self.kzoo_handouts.get(trial.trial_id, 0)
             if handed < 1:
                 self.kzoo_handouts[trial.trial_id] = handed + 1

@@ -11,7 +11,7 @@ from kzoo.tuning.search import oracle_class
 from .conftest import free_ports, kzoo_process
 
 
-def make_oracle(tmp_path, max_trials=3):
+def make_oracle(tmp_path, max_trials=4):
     oracle = oracle_class("random")(objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=max_trials,
                                     seed=1, max_consecutive_failed_trials=10**9)
     oracle._set_project_dir(str(tmp_path), "search")
@@ -39,6 +39,14 @@ def test_a_trial_of_a_vanished_worker_is_handed_out_again_then_failed(tmp_path):
     finish(oracle, lost, 0.1)  # the presumed-dead worker reports late: ignored
     assert oracle.end_order == [lost.trial_id]
     assert oracle.trials[lost.trial_id].score == pytest.approx(0.9)
+
+    slow = oracle.create_trial("w5")
+    oracle.expire_stale(0)
+    rerun = oracle.create_trial("w6")
+    finish(oracle, slow, 0.3)  # the first worker was only slow: its result counts
+    finish(oracle, rerun, 0.4)  # the second report is dropped, and w6 is free again
+    assert oracle.end_order.count(slow.trial_id) == 1 and "w6" not in oracle.ongoing_trials
+    assert oracle.trials[slow.trial_id].score == pytest.approx(0.3)
 
     stuck = oracle.create_trial("w3")
     oracle.expire_stale(0)
