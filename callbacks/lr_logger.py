@@ -6,11 +6,13 @@ import keras
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Puts `learning_rate` (the optimizer's current rate, schedules included) into epoch logs,
-    so History, CSVLogger and `history.csv` record it."""
+    """Puts `learning_rate` into epoch logs: the rate of the epoch's last step, with the schedule
+    and any multiplier a plateau or adaptive callback applied, so History, CSVLogger and
+    `history.csv` record the rate the optimizer really used."""
 
     def on_epoch_end(self, epoch, logs=None):
+        from kzoo.callbacks.lr_control import learning_rate_at
+
         if logs is None or "learning_rate" in logs:
             return
-        lr = self.model.optimizer.learning_rate
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        logs["learning_rate"] = learning_rate_at(self.model.optimizer)

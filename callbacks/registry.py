@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 
+from kzoo.errors import RecipeError, UserError
 from kzoo.registry import Registry
 
 CALLBACKS = Registry("callback")
@@ -38,8 +39,15 @@ def callback_defaults(name: str) -> dict:
 
 
 def build_callbacks(specs: dict, context: RunContext) -> list:
-    """Builds every callback a recipe's [callbacks] section names, in its order."""
-    return [CALLBACKS.get(name)(context, **dict(kwargs)) for name, kwargs in specs.items()]
+    """Builds every callback a recipe's [callbacks] section names, in its order, plus the ones
+    its schedule implies (one_cycle's momentum)."""
+    callbacks = [CALLBACKS.get(name)(context, **dict(kwargs)) for name, kwargs in specs.items()]
+    schedule = getattr(context.recipe, "schedule", None) or {}
+    if schedule.get("name") == "one_cycle":
+        from kzoo.callbacks.lr_control import ScheduleMomentum
+
+        callbacks.append(ScheduleMomentum())
+    return callbacks
 
 
 def list_callbacks(pattern="*"):
@@ -53,3 +61,81 @@ def early_stopping(context, monitor: str = "val_loss", patience: int = 10, min_d
     return keras.callbacks.EarlyStopping(
         monitor=monitor, patience=patience, min_delta=min_delta,
         restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch)
+
+
+def _monitors(context) -> list:
+    """The monitors built so far for this run, shared by reference with the divergence guard."""
+    return context.extras.setdefault("monitors", [])
+
+
+def _probe(context, probe_size):
+    if context.probe is None:
+        raise UserError("This callback needs a probe batch; run it from a recipe, or pass one.")
+    x, y = context.probe
+    return x[:probe_size], y[:probe_size]
+
+
+@register_callback
+def update_ratio(context, every_n_steps: int = 10, adaptive: bool = False, target: float = 1e-3,
+                 band: list = (1e-4, 1e-2), patience: int = 3, tolerance: float = 1.5,
+                 max_change: float = 4.0):
+    """Update/weight ratio per layer (about 1e-3 is healthy); adaptive mode steers the learning rate."""
+    from kzoo.callbacks.update_ratio import UpdateRatioMonitor
+
+    try:
+        monitor = UpdateRatioMonitor(every_n_steps, adaptive, target, band, patience, tolerance, max_change)
+    except ValueError as e:
+        raise RecipeError(f"callbacks.update_ratio: {e}") from None
+    _monitors(context).append(monitor)
+    return monitor
+
+
+@register_callback
+def gradients(context, every_n_steps: int = 100, vanishing: float = 1e-3, exploding: float = 1e3,
+              probe_size: int = 64):
+    """Per-layer gradient norms on a probe batch; flags vanishing and exploding gradients."""
+    from kzoo.callbacks.gradients import GradientMonitor
+
+    try:
+        monitor = GradientMonitor(_probe(context, probe_size), every_n_steps, vanishing, exploding)
+    except ValueError as e:
+        raise RecipeError(f"callbacks.gradients: {e}") from None
+    _monitors(context).append(monitor)
+    return monitor
+
+
+@register_callback
+def activations(context, every_n_steps: int = 100, dead_warning: float = 0.5, probe_size: int = 64):
+    """Per-layer activation mean/std, dead ReLU and saturated tanh/sigmoid fractions."""
+    from kzoo.callbacks.activations import ActivationMonitor
+
+    try:
+        monitor = ActivationMonitor(_probe(context, probe_size), every_n_steps, dead_warning)
+    except ValueError as e:
+        raise RecipeError(f"callbacks.activations: {e}") from None
+    _monitors(context).append(monitor)
+    return monitor
+
+
+@register_callback
+def divergence_guard(context, factor: float = 10.0, min_steps: int = 3, restore_best_weights: bool = True):
+    """Stop on a non-finite or exploding loss, restore the best weights, diagnose (metrics: stopped=diverged)."""
+    from kzoo.callbacks.divergence import DivergenceGuard
+
+    try:
+        return DivergenceGuard(factor, min_steps, restore_best_weights, monitors=_monitors(context))
+    except ValueError as e:
+        raise RecipeError(f"callbacks.divergence_guard: {e}") from None
+
+
+@register_callback
+def reduce_lr_on_plateau(context, monitor: str = "val_loss", factor: float = 0.1, patience: int = 5,
+                         min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+    """Keras ReduceLROnPlateau that also works with a schedule (scales the schedule)."""
+    from kzoo.callbacks.plateau import ReduceLROnPlateau
+
+    try:
+        return ReduceLROnPlateau(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
+                                 cooldown=cooldown, min_lr=min_lr, verbose=1)
+    except ValueError as e:
+        raise RecipeError(f"callbacks.reduce_lr_on_plateau: {e}") from None

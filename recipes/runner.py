@@ -59,7 +59,19 @@ def build_model(recipe: Recipe, arrays):
                              seed=recipe.seed, **kwargs)
     except ValueError as e:
         raise RecipeError(f"model: {e}") from None
+    lsuv_if_asked(model, recipe, arrays)
     return model
+
+
+def lsuv_if_asked(model, recipe: Recipe, arrays):
+    """With `model.initializer = "lsuv"` the model was built orthonormal; LSUV then rescales each
+    Dense/Conv layer to unit output variance on a training batch (Mishkin & Matas 2015)."""
+    spec = recipe.model.get("initializer")
+    if (spec.get("name") if isinstance(spec, dict) else spec) != "lsuv":
+        return
+    from kzoo.zoo.initializers import lsuv_init
+
+    lsuv_init(model, arrays.x_train[:256].astype("float32"), seed=recipe.seed)
 
 
 class _EpochTimer:
@@ -81,7 +93,18 @@ class _EpochTimer:
         return EpochTimer()
 
 
-def compile_model(model, recipe: Recipe, steps_per_epoch: int):
+def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=()) -> int:
+    """Steps run per call into the compiled graph. `0` (auto): one epoch's worth, at most 32,
+    which removes most per-step Python overhead on small models; 1 when a callback needs to see
+    every step (it sets `needs_every_step = True`)."""
+    if recipe.steps_per_execution:
+        return recipe.steps_per_execution
+    if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
+        return 1
+    return max(1, min(32, steps_per_epoch))
+
+
+def compile_model(model, recipe: Recipe, steps_per_epoch: int, steps_per_execution: int | None = None):
     from kzoo.callbacks.schedules import build_schedule
     from kzoo.optimizers import build_optimizer
 
@@ -91,7 +114,7 @@ def compile_model(model, recipe: Recipe, steps_per_epoch: int):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=recipe.jit_compile,
-        steps_per_execution=recipe.steps_per_execution,
+        steps_per_execution=steps_per_execution or resolve_steps_per_execution(recipe, steps_per_epoch),
     )
     return model
 
@@ -120,10 +143,17 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
         recipe = load(recipe)
     out = out or default_out(recipe.name)
     created = not os.path.exists(out)
-    run_dir = RunDir(out, overwrite=overwrite)
+    # resume=True: an unfinished run of the same recipe in `out` continues from its checkpoint.
+    run_dir = RunDir(out, overwrite=overwrite, resume=True)
     try:
         with run_dir:
-            result = _train(recipe, run_dir, verbose)
+            run_dir.check_same_recipe(recipe.to_toml())
+            if recipe.finetune.stages:  # staged fine-tuning (kzoo.finetune); single-stage runs below
+                from kzoo.finetune.staged import run_staged
+
+                result = run_staged(recipe, run_dir, verbose)
+            else:
+                result = _train(recipe, run_dir, verbose)
     except BaseException:
         if created and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)  # leave nothing behind for a run that never started
@@ -136,8 +166,9 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
 
     from kzoo import data as kdata
     from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+    from kzoo.data.core import make_epoch_dataset
     from kzoo.plots import plot_curves
-    from kzoo.runs import history_rows
+    from kzoo.runs import BACKUP, latest_snapshot, resume_callbacks
 
     strategy = _distribution(recipe)  # None on the default single-device path
     if strategy is not None and recipe.strategy == "multiworker":
@@ -146,26 +177,40 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     d = recipe.data
     batch_size = d.batch_size if strategy is None else _global_batch_size(recipe, strategy)
     splits = kdata.load(d.dataset, batch_size, d.data_dir or None, d.validation_split, d.test_split,
-                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer)
+                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer,
+                        d.eval_batch_size or None)
     arrays = splits.arrays
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(recipe, arrays)
-        steps_per_epoch = int(np.ceil(arrays.info.num_train / batch_size))
-        compile_model(model, recipe, steps_per_epoch)
+    steps_per_epoch = int(np.ceil(arrays.info.num_train / batch_size))
     probe_n = min(len(arrays.x_train), 256)
     context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
                          probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
     timer = _EpochTimer()
     callbacks = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
+    # Resume: checkpoints every epoch in <out>/backup/; each epoch's shuffle and dropout masks
+    # depend only on (seed, epoch), so a resumed run ends equal to an uninterrupted one.
+    backup_dir = run_dir.file(BACKUP)
+    snapshot = latest_snapshot(backup_dir)
+    initial_epoch = snapshot.epoch if snapshot else 0
+    if snapshot and verbose:
+        print(f"Resuming {run_dir.path} after epoch {initial_epoch} of {recipe.epochs}.")
+    train = make_epoch_dataset(arrays.x_train, arrays.y_train, batch_size, recipe.seed, recipe.epochs,
+                               initial_epoch, d.shuffle_buffer)
+    reseed, backup = resume_callbacks(backup_dir)
+    callbacks += [reseed, backup]
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        compile_model(model, recipe, steps_per_epoch,
+                      resolve_steps_per_execution(recipe, steps_per_epoch, callbacks))
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
     start = time.perf_counter()
-    history = model.fit(splits.train, validation_data=splits.val, epochs=recipe.epochs,
-                        callbacks=callbacks, verbose=verbose)
+    model.fit(train, validation_data=splits.val, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
+              shuffle=False, callbacks=callbacks, verbose=verbose)  # `train` is shuffled per epoch
     train_seconds = time.perf_counter() - start
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 
-    rows = history_rows(history.history)
+    rows = backup.rows  # every epoch once, those before a kill included
     steady = timer.times[1:] or timer.times
     metrics = {
         "recipe": recipe.name,
@@ -191,7 +236,17 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     run_dir.write_csv("history.csv", rows)
     run_dir.save_model(model)
     plot_curves(rows, run_dir.file("curves.png"), title=f"{recipe.name}: test accuracy {test_accuracy:.4f}")
+    # Training-dynamics monitors (kzoo.callbacks) draw dynamics.png when any of them sampled.
+    from kzoo.plots_dynamics import write_dynamics_plot
+
+    write_dynamics_plot(callbacks, run_dir.file("dynamics.png"), title=recipe.name)
+    if initial_epoch:
+        metrics["resumed_after_epoch"] = initial_epoch
     run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
+    run_dir.remove_backup()
+    from kzoo.report import write_report  # report.html with every plot (issue #9)
+
+    write_report(run_dir.path)
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)
 
 

@@ -30,6 +30,7 @@ class DataConfig:
     dataset: str = "digits"
     data_dir: str = ""
     batch_size: int = 64
+    eval_batch_size: int = 0
     validation_split: float = 0.1
     test_split: float = 0.2
     split_seed: int = 0
@@ -59,6 +60,60 @@ class OptimizerConfig:
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 
 
+# --- [finetune]: staged fine-tuning (kzoo.finetune) -------------------------------------------
+@dataclass
+class PretrainConfig:
+    """[finetune.pretrain]: train the recipe's [model] on another dataset first."""
+
+    dataset: str = ""
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 0  # 0: data.batch_size
+
+
+@dataclass
+class FinetuneConfig:
+    """[finetune]: a stage plan and the backbone it fine-tunes (see kzoo.finetune)."""
+
+    stages: list = field(default_factory=list)
+    backbone: str = ""  # "": the [model]; a zoo model; a keras.applications name; a model.keras path
+    weights: str = "none"  # none | imagenet | a weights file
+    train_bn: bool = False
+    head_dropout: float = 0.0
+    pixel_max: float = 0.0  # rescale target images so their largest pixel is this (0: as they are)
+    resize: list = field(default_factory=list)  # [H, W] before padding
+    pad: int = 0
+    labels_per_class: int = 0  # keep this many training labels per class (0: all)
+    scratch_baseline: bool = False
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+
+def build_finetune(raw, recipe, explicit_epochs: bool = False) -> FinetuneConfig:
+    """Validates [finetune]; a stage plan may be one string ("head:3@1e-3, all:4@1e-5")."""
+    from kzoo.finetune.plan import parse_stages
+
+    raw = dict(raw or {})
+    if isinstance(raw.get("stages"), str):
+        raw["stages"] = [s.strip() for s in raw["stages"].split(",") if s.strip()]
+    cfg = build_section(FinetuneConfig, raw, "finetune")
+    if cfg.stages:
+        total = sum(s.epochs for s in parse_stages(cfg.stages))
+        if explicit_epochs and recipe.epochs != total:
+            raise RecipeError(f"With [finetune] stages, epochs is their total ({total}); change the stages instead. Received: epochs={recipe.epochs}")
+        recipe.epochs = total
+    checks = [("labels_per_class", cfg.labels_per_class >= 0), ("pad", cfg.pad >= 0), ("pixel_max", cfg.pixel_max >= 0),
+              ("head_dropout", 0 <= cfg.head_dropout < 1), ("pretrain.epochs", cfg.pretrain.epochs >= 1),
+              ("pretrain.lr", cfg.pretrain.lr > 0), ("pretrain.batch_size", cfg.pretrain.batch_size >= 0)]
+    for key, ok in checks:
+        if not ok:
+            value = getattr(cfg.pretrain, key[9:]) if key.startswith("pretrain.") else getattr(cfg, key)
+            raise RecipeError(f"finetune.{key} is out of range. Received: {key.rsplit('.', 1)[-1]}={value}")
+    if len(cfg.resize) not in (0, 2):
+        raise RecipeError(f"finetune.resize must be [height, width]. Received: resize={cfg.resize}")
+    return cfg
+# --- end [finetune] ------------------------------------------------------------------------------
+
+
 @dataclass
 class Recipe:
     """A validated, fully resolved recipe."""
@@ -68,7 +123,7 @@ class Recipe:
     seed: int = 0
     epochs: int = 10
     deterministic: bool = True
-    steps_per_execution: int = 1
+    steps_per_execution: int = 0
     jit_compile: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=lambda: {"name": "mlp"})
@@ -76,6 +131,7 @@ class Recipe:
     schedule: dict = field(default_factory=lambda: {"name": "constant"})
     callbacks: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     # Distribution (kzoo.tuning.strategy): auto, default, mirrored, tpu or multiworker.
     strategy: str = "default"
     # off, auto (mixed_float16 on GPU, mixed_bfloat16 on TPU, off on CPU), mixed_float16, mixed_bfloat16.
@@ -84,7 +140,10 @@ class Recipe:
     scale_batch_with_replicas: bool = False
 
     def to_dict(self) -> dict:
-        return _drop_none(dataclasses.asdict(self))
+        d = _drop_none(dataclasses.asdict(self))
+        if not self.finetune.stages:
+            d.pop("finetune", None)  # single-stage recipes read as before
+        return d
 
     def to_toml(self) -> str:
         import tomli_w
@@ -177,7 +236,8 @@ def validate_ranges(recipe: Recipe):
     """Range checks a type check cannot make, each naming the key and the bad value."""
     checks = [
         ("epochs", recipe.epochs, recipe.epochs >= 1, "at least 1"),
-        ("steps_per_execution", recipe.steps_per_execution, recipe.steps_per_execution >= 1, "at least 1"),
+        ("steps_per_execution", recipe.steps_per_execution, recipe.steps_per_execution >= 0, ">= 0 (0: auto)"),
+        ("data.eval_batch_size", recipe.data.eval_batch_size, recipe.data.eval_batch_size >= 0, ">= 0 (0: auto)"),
         ("data.batch_size", recipe.data.batch_size, recipe.data.batch_size >= 1, "at least 1"),
         ("data.validation_split", recipe.data.validation_split, 0 <= recipe.data.validation_split < 1, "in [0, 1)"),
         ("data.test_split", recipe.data.test_split, 0 <= recipe.data.test_split < 1, "in [0, 1)"),
@@ -197,6 +257,11 @@ def validate_ranges(recipe: Recipe):
     for key, value, ok, what in checks:
         if not ok:
             raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
+    if recipe.jit_compile and recipe.deterministic:
+        raise RecipeError(
+            "jit_compile = true needs deterministic = false: Keras turns XLA off under TensorFlow's "
+            "deterministic ops. Received: jit_compile=true, deterministic=true"
+        )
     if recipe.optimizer.name not in OPTIMIZERS:
         name = recipe.optimizer.name
         raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, OPTIMIZERS)} Valid: {', '.join(OPTIMIZERS)}.")
@@ -214,7 +279,72 @@ def validate_ranges(recipe: Recipe):
     for key in ("l1", "l2"):
         if key in model and isinstance(model[key], (int, float)) and model[key] < 0:
             raise RecipeError(f"model.{key} must be >= 0. Received: {key}={model[key]}")
+    _more_ranges(recipe)
     return recipe
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _more_ranges(recipe: Recipe):
+    """Further range checks (reliability issue): every check a recipe can fail runs here, before
+    any data is loaded, so a bad value never costs a download or a started training."""
+    import math
+
+    from kzoo.data.preprocessing import FLIPS, STANDARDIZE
+
+    def fail(key, value, what):
+        raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
+
+    # No NaN or infinity anywhere: `lr > 0` alone lets lr=inf through.
+    sections = [("", recipe), ("data", recipe.data), ("data.augment", recipe.data.augment),
+                ("optimizer", recipe.optimizer)]
+    for prefix, obj in sections:
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f"{prefix}.{f.name}".lstrip("."), value, "a finite number")
+    for table, entries in [("model", recipe.model), ("schedule", recipe.schedule)] + [
+            (f"callbacks.{name}", kwargs) for name, kwargs in recipe.callbacks.items()]:
+        for key, value in entries.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f"{table}.{key}", value, "a finite number")
+    for key in ("seed", "data.split_seed"):
+        value = recipe.seed if key == "seed" else recipe.data.split_seed
+        if not 0 <= value < 2**32:
+            fail(key, value, "in [0, 2**32)")
+    opt, aug, model = recipe.optimizer, recipe.data.augment, recipe.model
+    for key in ("beta_1", "beta_2", "rho"):
+        if not 0 <= getattr(opt, key) < 1:
+            fail(f"optimizer.{key}", getattr(opt, key), "in [0, 1)")
+    for key in ("translation", "rotation", "zoom"):
+        if not 0 <= getattr(aug, key) < 1:
+            fail(f"data.augment.{key}", getattr(aug, key), "in [0, 1)")
+    if aug.crop < 0:
+        fail("data.augment.crop", aug.crop, ">= 0")
+    for key, value, valid in (("data.augment.flip", aug.flip, FLIPS),
+                              ("data.standardize", recipe.data.standardize, STANDARDIZE)):
+        if value not in valid:
+            raise RecipeError(f"{key} must be one of {', '.join(valid)}. Received: {key.rsplit('.', 1)[-1]}={value!r}")
+    if _number(model.get("bn_momentum")) and not 0 <= model["bn_momentum"] < 1:
+        fail("model.bn_momentum", model["bn_momentum"], "in [0, 1)")
+    for key in ("kernel_size", "convs_per_stage"):
+        if _number(model.get(key)) and model[key] < 1:
+            fail(f"model.{key}", model[key], "at least 1")
+    if isinstance(model.get("filters"), list) and (
+            not model["filters"] or any(not _number(f) or f < 1 for f in model["filters"])):
+        fail("model.filters", model["filters"], "a non-empty list of positive integers")
+    sched = recipe.schedule
+    # A warm-up as long as a run shortened with --epochs is clamped by the schedule, not refused.
+    if _number(sched.get("warmup_epochs")) and sched["warmup_epochs"] < 0:
+        fail("schedule.warmup_epochs", sched["warmup_epochs"], ">= 0")
+    if _number(sched.get("decay_rate")) and not 0 < sched["decay_rate"] <= 1:
+        fail("schedule.decay_rate", sched["decay_rate"], "in (0, 1]")
+    for name, kwargs in recipe.callbacks.items():
+        for key in ("patience", "min_delta", "start_from_epoch"):
+            if _number(kwargs.get(key)) and kwargs[key] < 0:
+                fail(f"callbacks.{name}.{key}", kwargs[key], ">= 0")
 
 
 def component_names_exist(recipe: Recipe, raw: dict | None = None):
@@ -227,6 +357,8 @@ def component_names_exist(recipe: Recipe, raw: dict | None = None):
             continue
         spec = recipe.model[key]
         name = spec.get("name") if isinstance(spec, dict) else spec
+        if key == "activation" and activations.exists(name):
+            continue  # registered here, or one of Keras's own activation functions
         if key == "initializer" and name not in registry:
             try:
                 import keras
@@ -252,6 +384,7 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
     model_raw = raw.pop("model", {"name": "mlp"})
     schedule_raw = raw.pop("schedule", {"name": "constant"})
     callbacks_raw = raw.pop("callbacks", {})
+    finetune_raw = raw.pop("finetune", {})
     recipe = build_section(Recipe, raw, "")
 
     if isinstance(model_raw, str):
@@ -281,9 +414,11 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
         resolved = resolve_component(f"callbacks.{cb_name}", {"name": cb_name, **cb_raw}, callback_defaults(cb_name), CALLBACKS)
         resolved.pop("name")
         recipe.callbacks[cb_name] = resolved
+    recipe.finetune = build_finetune(finetune_raw, recipe, explicit_epochs="epochs" in raw)
     validate_ranges(recipe)
     component_names_exist(recipe)
-    _validate_distribution_and_tune(recipe, raw, model_raw, schedule_raw, callbacks_raw)
+    _validate_distribution_and_tune(recipe, {**raw, "finetune": finetune_raw}, model_raw, schedule_raw,
+                                    callbacks_raw)
     return recipe
 
 

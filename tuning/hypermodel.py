@@ -64,44 +64,55 @@ class RecipeHyperModel(keras_tuner.HyperModel):
             raise TrialFailed(f"bad combination: {e}") from None
 
     def build(self, hp):
-        from kzoo.recipes.runner import build_model, compile_model, seed_everything
-        from kzoo.tuning.strategy import global_batch_size
-
         from kzoo import data as kdata
+        from kzoo.recipes.runner import build_model, seed_everything
+        from kzoo.tuning.strategy import global_batch_size
 
         recipe, values = self.trial_recipe(hp)
         seed_everything(recipe.seed, recipe.deterministic)
         d = recipe.data
         batch_size = global_batch_size(recipe, self.strategy) if self.strategy is not None else d.batch_size
         splits = kdata.load(d.dataset, batch_size, d.data_dir or None, d.validation_split, d.test_split,
-                            d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer)
+                            d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer,
+                            d.eval_batch_size or None)
         try:
             model = build_model(recipe, splits.arrays)
         except UserError as e:
             raise TrialFailed(f"bad combination: {e}") from None
-        compile_model(model, recipe, math.ceil(splits.arrays.info.num_train / batch_size))
-        self._trial = (recipe, splits)
+        self._trial = (recipe, splits, batch_size)
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
-        """Trains the model `build` returned, as `kzoo run` would; raises `TrialFailed` on NaN loss."""
-        import numpy as np
-        from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+        """Compiles and trains the model `build` returned, in the order `kzoo run` does (same
+        per-epoch shuffles, same per-epoch dropout seeds); raises `TrialFailed` on a NaN loss."""
+        import contextlib
 
-        recipe, splits = self._trial
+        import keras
+        import numpy as np
+
+        from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+        from kzoo.data.core import make_epoch_dataset
+        from kzoo.recipes.runner import compile_model, resolve_steps_per_execution
+        from kzoo.runs import _resume_classes
+
+        recipe, splits, batch_size = self._trial
         self._trial = None  # hold no datasets between trials
-        arrays = splits.arrays
-        steps = math.ceil(arrays.info.num_train / recipe.data.batch_size)
+        arrays, d = splits.arrays, recipe.data
+        steps = math.ceil(arrays.info.num_train / batch_size)
         probe_n = min(len(arrays.x_train), 256)
         context = RunContext(recipe=recipe, out_dir=self.trial_dir, steps_per_epoch=steps,
                              probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
-        import keras
-
-        nan_guard = keras.callbacks.TerminateOnNaN()
-        all_callbacks = [LearningRateLogger()] + build_callbacks(recipe.callbacks, context) + \
-            list(callbacks or []) + [nan_guard]
-        history = model.fit(splits.train, validation_data=splits.val, epochs=recipe.epochs,
-                            callbacks=all_callbacks, verbose=self.verbose)
+        all_callbacks = [LearningRateLogger()] + build_callbacks(recipe.callbacks, context)
+        train = make_epoch_dataset(arrays.x_train, arrays.y_train, batch_size, recipe.seed, recipe.epochs, 0,
+                                   d.shuffle_buffer)
+        # `kzoo run` reseeds dropout and augmentation each epoch (no backup here: a trial that
+        # is interrupted runs again from scratch)
+        all_callbacks += [_resume_classes()["EpochReseed"]()]
+        all_callbacks += list(callbacks or []) + [keras.callbacks.TerminateOnNaN()]
+        with self.strategy.scope() if self.strategy is not None else contextlib.nullcontext():
+            compile_model(model, recipe, steps, resolve_steps_per_execution(recipe, steps, all_callbacks))
+        history = model.fit(train, validation_data=splits.val, epochs=recipe.epochs, steps_per_epoch=steps,
+                            shuffle=False, callbacks=all_callbacks, verbose=self.verbose)
         losses = history.history.get("loss", [])
         if not losses or not np.isfinite(losses[-1]):
             raise TrialFailed(f"loss became NaN or inf at epoch {len(losses)}")

@@ -230,6 +230,7 @@ class KzooTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         import keras
         import tensorflow as tf
+
         from kzoo.tuning.hypermodel import TrialFailed
 
         hp = trial.hyperparameters
@@ -555,10 +556,10 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
 def _search(recipe, tuner, max_trials, objective, out, overwrite, role, tuner_id, export, verbose, poll_seconds,
             wait_workers, trial_timeout, connect_timeout, on_trial_end, dist, host, port, settings, directory):
     import tensorflow as tf
-    from kzoo.tuning import distributed
-    from kzoo.tuning.hypermodel import RecipeHyperModel
 
     from kzoo.runs import RunDir, atomic_write
+    from kzoo.tuning import distributed
+    from kzoo.tuning.hypermodel import RecipeHyperModel
 
     hypermodel = RecipeHyperModel(recipe, strategy=dist)
     direction = _infer_direction(objective)

@@ -160,9 +160,9 @@ def train_multiworker(recipe, strategy, verbose: int = 2):
     import keras
     import numpy as np
     import tensorflow as tf
-    from kzoo.recipes.runner import build_model, compile_model, seed_everything
 
     from kzoo import data as kdata
+    from kzoo.recipes.runner import build_model, compile_model, seed_everything
 
     seed_everything(recipe.seed, recipe.deterministic)
     d = recipe.data

@@ -1,9 +1,17 @@
 """kzoo.zoo: registered models and their building blocks (layers, activations, initializers)."""
 
+from kzoo.zoo import (  # noqa: F401  (importing registers the layers, blocks and models)  # noqa: E402,F401  (registers ResNets and application backbones)
+    activations,
+    backbones,
+    cnn,
+    initializers,
+    layers,
+    mlp,
+    norms,
+    resnet,
+)
+from kzoo.zoo.fold import fold_batchnorm
 from kzoo.zoo.registry import MODELS, create_model, list_models, model_defaults, register_model
-from kzoo.zoo import layers  # noqa: F401  (registers the custom layers)
-from kzoo.zoo import activations, initializers, norms  # noqa: F401
-from kzoo.zoo import cnn, mlp  # noqa: F401  (registers the models)
 
 __all__ = ["MODELS", "create_model", "list_models", "model_defaults", "register_model", "activations",
-           "initializers", "norms"]
+           "initializers", "norms", "fold_batchnorm"]

@@ -1,7 +1,8 @@
 """Activations by name: Keras's own, plus the ones Keras lacks (registered under kzoo.zoo.layers).
 
 `get(spec)` takes a name (`"relu"`) or a table (`{name = "leaky_relu", negative_slope = 0.2}`)
-and returns a fresh Keras layer, so each use in a model is a named layer.
+and returns a fresh Keras layer, so each use in a model is a named layer. Names not registered
+here fall back to Keras's own activation functions.
 """
 
 from __future__ import annotations
@@ -59,8 +60,64 @@ def prelu(name=None):
     return keras.layers.PReLU(shared_axes=None, name=name)
 
 
+@register_activation(width_factor="num_pieces")
+def maxout(name=None, num_pieces: int = 2):
+    """Maxout: max over `num_pieces` linear pieces per unit (Goodfellow et al. 2013)."""
+    from kzoo.zoo.layers import Maxout
+
+    return Maxout(num_pieces=num_pieces, name=name)
+
+
+@register_activation
+def rrelu(name=None, lower: float = 1.0 / 8.0, upper: float = 1.0 / 3.0, seed: int | None = None):
+    """Randomized leaky ReLU: leak ~ U(lower, upper) in training, the mean at test (Xu et al. 2015)."""
+    from kzoo.zoo.layers import RReLU
+
+    return RReLU(lower=lower, upper=upper, seed=seed, name=name)
+
+
+def spec_name(spec) -> str:
+    """The activation name of a name or a `{name = ...}` table."""
+    return spec.get("name") if isinstance(spec, dict) else spec
+
+
+def width_factor(spec) -> int:
+    """How many linear outputs an activation consumes per unit: `num_pieces` for maxout, else 1.
+
+    `dense_unit` and `conv_unit` multiply the width of their linear layer by it, so a unit
+    keeps its width whatever the activation.
+    """
+    key = spec_name(spec)
+    if key not in ACTIVATIONS or "width_factor" not in ACTIVATIONS.meta(key):
+        return 1
+    arg = ACTIVATIONS.meta(key)["width_factor"]
+    if isinstance(spec, dict) and arg in spec:
+        return int(spec[arg])
+    return int(ACTIVATIONS.parameters(key)[arg].default)
+
+
+def exists(name) -> bool:
+    """True if `name` is registered here or is one of Keras's activation functions."""
+    if name in ACTIVATIONS:
+        return True
+    try:
+        keras.activations.get(name)
+        return isinstance(name, str)
+    except (ValueError, TypeError):
+        return False
+
+
 def get(spec="relu", name=None):
-    """Returns a new activation layer for a name or a `{name = ..., **kwargs}` table."""
+    """Returns a new activation layer for a name or a `{name = ..., **kwargs}` table.
+
+    Names not registered here fall back to Keras's own activation functions
+    (`keras.activations.get`), wrapped in a `keras.layers.Activation` layer.
+
+    Example:
+        >>> get("relu"), get({"name": "maxout", "num_pieces": 3}), get("hard_sigmoid")
+    """
+    if isinstance(spec, keras.layers.Layer):
+        return spec
     if isinstance(spec, dict):
         spec = dict(spec)
         key = spec.pop("name", None)
@@ -68,6 +125,8 @@ def get(spec="relu", name=None):
             raise UserError(f"An activation table needs a 'name'. Received: {spec}")
     else:
         key, spec = spec, {}
+    if key not in ACTIVATIONS and not spec and exists(key):
+        return keras.layers.Activation(key, name=name)
     builder = ACTIVATIONS.get(key)
     try:
         return builder(name=name, **spec)

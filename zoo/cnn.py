@@ -12,7 +12,8 @@ def build_cnn(input_shape, num_classes, preprocessing=None, filters: list = (32,
               convs_per_stage: int = 2, kernel_size: int = 3, pooling: str = "max",
               activation="relu", normalization="batch", norm_position: str = "before",
               dropout: float = 0.0, initializer="he_normal", l1: float = 0.0, l2: float = 0.0,
-              bn_momentum: float = 0.9, head_pooling: str = "avg", seed: int = 0, name: str = "cnn"):
+              bn_momentum: float = 0.9, head_pooling: str = "avg", seed: int = 0, name: str = "cnn",
+              gaussian_noise: float = 0.0, max_norm: float = 0.0, mc_dropout: bool = False):
     """A VGG-style CNN: for each entry of `filters`, a stage of `convs_per_stage` conv units,
     then 2x2 pooling (except after the last stage), then global pooling and a softmax head.
 
@@ -23,8 +24,12 @@ def build_cnn(input_shape, num_classes, preprocessing=None, filters: list = (32,
         pooling: `max` or `avg` pooling between stages. Defaults to `"max"`.
         head_pooling: `avg` or `max` global pooling before the head. Defaults to `"avg"`.
         dropout: dropout before the head. Defaults to `0.0`.
+        gaussian_noise, max_norm, mc_dropout: as for `mlp` (max-norm applies to each filter).
         Other arguments as for `mlp`.
     """
+    from kzoo.zoo.mlp import _check_regularization
+
+    _check_regularization(dropout, gaussian_noise, max_norm, mc_dropout)
     filters = list(filters)
     if not filters or min(filters) < 1:
         raise ValueError(f"filters must be a non-empty list of positive ints. Received: filters={filters}")
@@ -34,18 +39,20 @@ def build_cnn(input_shape, num_classes, preprocessing=None, filters: list = (32,
         raise ValueError(f"head_pooling must be 'max' or 'avg'. Received: head_pooling={head_pooling!r}")
     if convs_per_stage < 1:
         raise ValueError(f"convs_per_stage must be at least 1. Received: convs_per_stage={convs_per_stage}")
-    inputs, x = model_inputs(input_shape, preprocessing)
+    inputs, x = model_inputs(input_shape, preprocessing, gaussian_noise=gaussian_noise, seed=seed)
     pool = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
     for i, f in enumerate(filters):
         for j in range(convs_per_stage):
             x = conv_unit(x, f, f"stage{i}_block{j}", kernel_size=kernel_size, activation=activation,
                           normalization=normalization, norm_position=norm_position,
-                          initializer=initializer, l1=l1, l2=l2, bn_momentum=bn_momentum, seed=seed)
+                          initializer=initializer, l1=l1, l2=l2, bn_momentum=bn_momentum, seed=seed,
+                          max_norm=max_norm)
         if i < len(filters) - 1 and min(x.shape[1], x.shape[2]) >= 2:
             x = pool(2, name=f"stage{i}_pool")(x)
     gp = keras.layers.GlobalAveragePooling2D if head_pooling == "avg" else keras.layers.GlobalMaxPooling2D
     x = gp(name="head_pool")(x)
-    outputs = classifier_head(x, num_classes, dropout=dropout, initializer="glorot_uniform", l1=l1, l2=l2, seed=seed)
+    outputs = classifier_head(x, num_classes, dropout=dropout, initializer="glorot_uniform", l1=l1, l2=l2, seed=seed,
+                              max_norm=max_norm, mc_dropout=mc_dropout)
     model = keras.Model(inputs, outputs, name=name)
     return record_structure(model, [], [[f"stage{i}_"] for i in range(len(filters))], ["head_"])
 

@@ -27,13 +27,13 @@ def batch(name=None, momentum=0.9, **kwargs):
 
 @register_norm
 def layer(name=None, momentum=0.9, **kwargs):
-    """Layer normalization over the features of each example (Ba et al. 2016)."""
+    """Layer normalization over the last axis of each example (Ba et al. 2016); on conv features, per position."""
     return keras.layers.LayerNormalization(name=name, **kwargs)
 
 
 @register_norm
 def instance(name=None, momentum=0.9, **kwargs):
-    """Instance normalization: each channel of each example on its own (Ulyanov et al. 2016)."""
+    """Instance normalization: each channel of each example over its spatial axes (Ulyanov et al. 2016)."""
     return keras.layers.GroupNormalization(groups=-1, name=name, **kwargs)
 
 

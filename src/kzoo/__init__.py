@@ -11,11 +11,13 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
+from kzoo import (
+    callbacks,  # noqa: E402,F401
+    data,  # noqa: E402,F401
+    finetune,  # noqa: E402,F401  (registers the per-group learning-rate optimizers)
+    recipes,  # noqa: E402,F401
+    zoo,  # noqa: E402,F401  (registers models, layers, activations, initializers)
+)
 from kzoo.errors import DataError, RecipeError, RunDirError, UserError
 
-from kzoo import zoo  # noqa: E402,F401  (registers models, layers, activations, initializers)
-from kzoo import callbacks  # noqa: E402,F401
-from kzoo import data  # noqa: E402,F401
-from kzoo import recipes  # noqa: E402,F401
-
-__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "recipes", "zoo"]
+__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "recipes", "zoo"]

@@ -67,7 +67,8 @@ def load_recipe_from_args(args):
     return load(args.recipe, overrides)
 
 
-LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "norms", "schedules", "callbacks")
+LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "norms", "schedules", "callbacks",
+            "backbones")
 
 
 @arguments(lambda p: p.add_argument("what", nargs="?", default="recipes", choices=LISTABLE,
@@ -87,6 +88,7 @@ def cmd_list(args):
         "models": zoo.MODELS, "datasets": data.core.DATASETS, "activations": zoo.activations.ACTIVATIONS,
         "initializers": zoo.initializers.INITIALIZERS, "norms": zoo.norms.NORMS,
         "schedules": callbacks.schedules.SCHEDULES, "callbacks": callbacks.CALLBACKS,
+        "backbones": zoo.backbones.BACKBONES,
     }
     registry = registries[args.what]
     rows = []

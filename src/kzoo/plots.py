@@ -40,7 +40,7 @@ def plot_curves(rows: list[dict], path: str, title: str = "", boundaries=()):
                 ax.plot(epochs, values, style, markersize=3, label=name if key != "learning_rate" else None)
         ax.set_title(label)
         ax.set_xlabel("epoch")
-        if log:
+        if log and all((r.get(key) or 0) > 0 for r in rows):
             ax.set_yscale("log")
         if key != "learning_rate":
             ax.legend()

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
+from dataclasses import dataclass
 
 from kzoo.errors import RunDirError
 
@@ -25,14 +27,44 @@ def default_out(recipe_name: str, root: str = "runs") -> str:
 
 
 def atomic_write(path: str, data: str | bytes):
-    """Writes to a temporary file beside `path`, then renames it over `path`."""
+    """Writes to a temporary file beside `path`, then renames it over `path`.
+
+    A kill or a full disk leaves the previous version of `path` (or none) and no temporary
+    file; a failed write raises `RunDirError`.
+    """
     tmp = f"{path}.tmp-{os.getpid()}"
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove_quietly(tmp)
+        raise _write_error(path, e) from None
+
+
+def _remove_quietly(path: str):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _fsync(path: str):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: str, e: OSError) -> RunDirError:
+    return RunDirError(
+        f"Could not write {os.path.basename(path)} ({e.strerror or e}); its previous version is "
+        f"intact. Free space or fix permissions, then re-run the same command to resume. Received: {path}"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -85,7 +117,30 @@ class RunDir:
         if self.overwrite:
             for name in existing:
                 os.remove(self.file(name))
+            self.remove_backup()
         return self
+
+    def check_same_recipe(self, recipe_toml: str):
+        """Refuses to resume an unfinished run of a different recipe (or other overrides)."""
+        path = self.file("recipe.toml")
+        has_backup = os.path.isdir(self.file(BACKUP))
+        if not os.path.exists(path) and not has_backup:
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                same = f.read() == recipe_toml
+        except OSError:
+            same = False
+        if not same:
+            raise RunDirError(
+                f"{self.path} holds an unfinished run of a different recipe; re-run the same "
+                "command to resume it, or pass --overwrite to start again. "
+                f"Received: --out {self.path}"
+            )
+
+    def remove_backup(self):
+        """Deletes the checkpoints once the run's artifacts are written."""
+        shutil.rmtree(self.file(BACKUP), ignore_errors=True)
 
     def _lock(self):
         lock = self.file(LOCK)
@@ -143,8 +198,12 @@ class RunDir:
 
     def save_model(self, model, name: str = "model.keras"):
         tmp = self.file(f"tmp-{os.getpid()}-{name}")
-        model.save(tmp)
-        os.replace(tmp, self.file(name))
+        try:
+            model.save(tmp)
+            os.replace(tmp, self.file(name))
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise _write_error(self.file(name), e) from None
 
 
 def _jsonable(obj):
@@ -173,3 +232,155 @@ def history_rows(history: dict) -> list[dict]:
                 row[key] = float(values[i])
         rows.append(row)
     return rows
+
+
+# --- Resume after a kill -------------------------------------------------------------------
+#
+# A run checkpoints into `<out>/backup/` at the end of every epoch. Each checkpoint is a folder
+# `epoch-NNNN` holding the weights (optimizer state included), Keras's training metadata and
+# the history rows so far; it is written as `epoch-NNNN.tmp` and renamed when complete, so a
+# kill at any moment leaves either the previous checkpoint or the new one, never a mixture.
+
+BACKUP = "backup"
+_SNAPSHOT_PREFIX = "epoch-"
+
+
+@dataclass
+class Snapshot:
+    """The newest complete checkpoint in a backup folder: the epochs finished and their rows."""
+
+    path: str
+    epoch: int
+    rows: list
+
+
+def latest_snapshot(backup_dir: str) -> Snapshot | None:
+    """The newest complete checkpoint in `backup_dir`, or `None` when there is none."""
+    if not os.path.isdir(backup_dir):
+        return None
+    done = []
+    for name in os.listdir(backup_dir):
+        suffix = name[len(_SNAPSHOT_PREFIX):]
+        if name.startswith(_SNAPSHOT_PREFIX) and suffix.isdigit():
+            done.append((int(suffix), os.path.join(backup_dir, name)))
+    if not done:
+        return None
+    epoch, path = max(done)
+    try:
+        with open(os.path.join(path, "history.json"), encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"The checkpoint {path} is damaged ({e}). Pass --overwrite to start again.") from None
+    return Snapshot(path=path, epoch=epoch, rows=rows[:epoch])
+
+
+def resume_callbacks(backup_dir: str) -> list:
+    """`[EpochReseed(), EpochBackup(backup_dir)]`: put them last in the callback list, so the
+    backup records the logs the other callbacks wrote."""
+    classes = _resume_classes()
+    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir)]
+
+
+_CLASSES: dict = {}
+
+
+def _resume_classes() -> dict:
+    """Builds the Keras callbacks on first use, so `kzoo.runs` imports without TensorFlow."""
+    if _CLASSES:
+        return _CLASSES
+    import keras
+
+    class EpochBackup(keras.callbacks.BackupAndRestore):
+        """Keras's `BackupAndRestore` with crash-consistent checkpoints and the history rows.
+
+        Keras writes the weights and then the epoch number in place, so a kill between the two
+        would resume from the wrong epoch; here both go into a fresh folder that is renamed into
+        place only when complete. `rows` holds one dict per finished epoch, restored ones
+        included, so a resumed run can write a `history.csv` with every epoch once.
+
+        Args:
+            backup_dir: the folder for checkpoints; the newest complete one is restored.
+        """
+
+        def __init__(self, backup_dir):
+            super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+            self.rows = []
+            self.restored_epoch = 0
+
+        def on_train_begin(self, logs=None):
+            snapshot = latest_snapshot(self.backup_dir)
+            self.rows, self.restored_epoch = [], 0
+            if snapshot is not None:
+                self._point_at(snapshot.path)
+                try:
+                    self._load_model()
+                except (OSError, ValueError) as e:
+                    raise RunDirError(
+                        f"The checkpoint {snapshot.path} cannot be restored ({str(e).splitlines()[0]}). "
+                        "Pass --overwrite to start again."
+                    ) from None
+                self.rows, self.restored_epoch = list(snapshot.rows), snapshot.epoch
+                self._current_epoch = snapshot.epoch
+
+        def _point_at(self, folder):
+            self._weights_path = os.path.join(folder, "latest.weights.h5")
+            self._training_metadata_path = os.path.join(folder, "training_metadata.json")
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1}
+            row.update({k: float(v) for k, v in (logs or {}).items()})
+            self.rows = self.rows[:epoch] + [row]
+            super().on_epoch_end(epoch, logs)
+
+        def _save_model(self):
+            os.makedirs(self.backup_dir, exist_ok=True)
+            final = os.path.join(self.backup_dir, f"{_SNAPSHOT_PREFIX}{self._current_epoch:04d}")
+            tmp = f"{final}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                os.makedirs(tmp)
+                self._point_at(tmp)
+                super()._save_model()
+                for written in (self._weights_path, self._training_metadata_path):
+                    _fsync(written)  # on disk before the rename, not just in the page cache
+                atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)  # the commit point
+            except OSError as e:  # a full disk: keep the previous checkpoint, stop with one line
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise _write_error(final, e) from None
+            self._point_at(final)
+            for name in os.listdir(self.backup_dir):  # older checkpoints and stale temporaries
+                if name != os.path.basename(final):
+                    shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
+
+    class EpochReseed(keras.callbacks.Callback):
+        """Sets every random generator in the model (dropout, augmentation) at the start of each
+        epoch to a state that depends only on the generator's own seed and the epoch.
+
+        Keras saves weights and optimizer state but not generator states, so without this a
+        resumed run would replay the masks of the first epoch. Epoch `e` of a generator seeded
+        `s` draws from the stream `[hash(s, e), 0], [hash(s, e), 1], ...`: Keras's TF backend
+        reduces both numbers modulo 2**31 - 2, so the epoch goes into the first one (a counter
+        offset would wrap around onto earlier epochs' masks).
+        """
+
+        def on_train_begin(self, logs=None):
+            # A generator's first element is its seed; `next()` only advances the second.
+            self._seeds = {}
+            for v in self._states():
+                self._seeds[v.path] = int(keras.ops.convert_to_numpy(v)[0])
+
+        def _states(self):
+            return [v for v in self.model.variables if v.name == "seed_generator_state"]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            import numpy as np
+
+            for v in self._states():
+                own = self._seeds.setdefault(v.path, int(keras.ops.convert_to_numpy(v)[0]))
+                mixed = int(np.random.SeedSequence([own % 2**32, epoch]).generate_state(1)[0]) % (2**31 - 2)
+                v.assign(np.array([mixed, 0], dtype=v.dtype))
+
+    _CLASSES.update(EpochBackup=EpochBackup, EpochReseed=EpochReseed)
+    return _CLASSES

@@ -1,5 +1,10 @@
 """Custom Keras layers of kzoo, each registered with `register_keras_serializable(package="kzoo")`."""
 
+from kzoo.zoo.layers.maxout import Maxout
+from kzoo.zoo.layers.mc_dropout import MCDropout, mc_predict
 from kzoo.zoo.layers.pca_whitening import PCAWhitening
+from kzoo.zoo.layers.rrelu import RReLU
+from kzoo.zoo.layers.stochastic_depth import StochasticDepth
+from kzoo.zoo.layers.training_only import TrainingOnly
 
-__all__ = ["PCAWhitening"]
+__all__ = ["Maxout", "MCDropout", "PCAWhitening", "RReLU", "StochasticDepth", "TrainingOnly", "mc_predict"]

@@ -4,7 +4,7 @@ Every source yields numpy arrays; `load` splits them (stratified, seeded) and wr
 tf.data pipelines (cache, shuffle, batch, prefetch).
 """
 
-from kzoo.data.core import DatasetInfo, Splits, list_datasets, load, load_arrays, register_dataset
 from kzoo.data import sources as _sources  # noqa: F401  (registers the built-in datasets)
+from kzoo.data.core import DatasetInfo, Splits, list_datasets, load, load_arrays, register_dataset
 
 __all__ = ["DatasetInfo", "Splits", "list_datasets", "load", "load_arrays", "register_dataset"]

@@ -37,6 +37,7 @@ class DatasetInfo:
     num_val: int = 0
     num_test: int = 0
     source: str = ""
+    skipped_files: int = 0  # unreadable files a folder source skipped
 
 
 @dataclass
@@ -90,7 +91,11 @@ def _stratified_split(x, y, fraction, seed):
     try:
         xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
     except ValueError:
-        xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed)
+        try:
+            xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed)
+        except ValueError:
+            raise DataError(f"{len(x)} examples are too few to hold out a fraction of "
+                            f"{fraction:.3g}. Received: {len(x)} examples") from None
     return xa, ya, xb, yb
 
 
@@ -114,24 +119,34 @@ def load_arrays(
     loader, display_name, source = _resolve_source(name)
     kwargs = {"image_size": tuple(image_size)} if image_size else {}
     raw = loader(data_dir=data_dir, **kwargs)
-    x = np.asarray(raw["x_train"])
-    y = np.asarray(raw["y_train"]).astype("int64").reshape(-1)
-    if x.ndim == 3:
-        x = x[..., None]
-    if len(x) != len(y):
-        raise DataError(f"Dataset '{name}': {len(x)} training inputs but {len(y)} labels.")
-    if "x_test" in raw and raw["x_test"] is not None:
-        x_test = np.asarray(raw["x_test"])
-        y_test = np.asarray(raw["y_test"]).astype("int64").reshape(-1)
-        if x_test.ndim == 3:
-            x_test = x_test[..., None]
+    class_names = list(raw.get("class_names") or [])
+    x = _inputs(name, "x_train", raw["x_train"])
+    y = _labels(name, "y_train", raw["y_train"], len(x), len(class_names))
+    has_test = "x_test" in raw and raw["x_test"] is not None
+    if has_test:
+        x_test = _inputs(name, "x_test", raw["x_test"])
+        y_test = _labels(name, "y_test", raw["y_test"], len(x_test), len(class_names))
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"Dataset '{name}': test inputs have shape {x_test.shape[1:]} but training inputs "
+                f"{x.shape[1:]}. Received: x_test.shape={x_test.shape}"
+            )
+    if not len(x):
+        raise DataError(f"Dataset '{name}' has no training examples. Received: x_train.shape={x.shape}")
+    _check_classes(name, y, y_test if has_test else y[:0], class_names)
+    n_total = len(x) + (len(x_test) if has_test else 0)
+    if has_test:
         val_fraction = validation_split
     else:
         x, y, x_test, y_test = _stratified_split(x, y, test_split, split_seed)
         # validation_split is a fraction of all examples; rescale it to the remaining part.
         val_fraction = validation_split / (1 - test_split) if test_split < 1 else 0
     x_train, y_train, x_val, y_val = _stratified_split(x, y, val_fraction, split_seed)
-    class_names = list(raw.get("class_names") or [])
+    if not len(x_train) or not len(x_test):
+        raise DataError(
+            f"Dataset '{name}' is too small to split into train, validation and test. "
+            f"Received: {n_total} examples"
+        )
     num_classes = len(class_names) or int(max(y_train.max(), y_test.max() if len(y_test) else 0) + 1)
     info = DatasetInfo(
         name=display_name,
@@ -142,8 +157,73 @@ def load_arrays(
         num_val=len(x_val),
         num_test=len(x_test),
         source=source,
+        skipped_files=int(raw.get("skipped", 0) or 0),
     )
     return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test, info)
+
+
+def _inputs(name, key, values):
+    """Inputs as a numeric array of at least 2 dimensions, finite everywhere."""
+    x = np.asarray(values)
+    if x.ndim < 2:
+        raise DataError(f"Dataset '{name}': {key} needs one row per example (2 or more dimensions). "
+                        f"Received: {key}.shape={x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"Dataset '{name}': {key} must hold numbers. Received: {key}.dtype={x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.complexfloating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"Dataset '{name}': {key} holds {int(bad.sum())} NaN or infinite value(s), "
+                            f"the first in row {row}. Received: {key}[{row}] not finite")
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _labels(name, key, values, n, num_class_names):
+    """Labels as int64 class indices, one per input row."""
+    y = np.asarray(values)
+    if y.ndim > 1 and y.shape[1:] == (1,) * (y.ndim - 1):
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise DataError(f"Dataset '{name}': {key} must hold one class index per example. "
+                        f"Received: {key}.shape={y.shape}")
+    if len(y) != n:
+        raise DataError(f"Dataset '{name}': {n} inputs but {len(y)} labels in {key}. Received: len({key})={len(y)}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)) or y.dtype == bool:
+        raise DataError(f"Dataset '{name}': {key} must hold integer class indices. Received: {key}.dtype={y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DataError(f"Dataset '{name}': {key} must hold integer class indices. "
+                            f"Received: {key}[{int(np.argmax(bad))}]={y[bad][0]}")
+    y = y.astype("int64")
+    if len(y) and y.min() < 0:
+        raise DataError(f"Dataset '{name}': class indices must be >= 0. Received: {key} min={int(y.min())}")
+    if num_class_names and len(y) and y.max() >= num_class_names:
+        raise DataError(f"Dataset '{name}': {key} has class {int(y.max())} but only {num_class_names} "
+                        f"class names. Received: {key} max={int(y.max())}")
+    return y
+
+
+def _check_classes(name, y, y_test, class_names):
+    """At least 2 classes; without class names, training labels must be exactly 0..K-1."""
+    if class_names:
+        num_classes = len(class_names)
+    else:
+        num_classes = int(y.max()) + 1 if len(y) else 0
+        missing = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+        if missing:
+            raise DataError(
+                f"Dataset '{name}': labels must be 0..K-1 with every class in the training data; "
+                f"class(es) {missing[:5]} have no example. Received: y_train max={num_classes - 1}"
+            )
+        if len(y_test) and y_test.max() >= num_classes:
+            raise DataError(f"Dataset '{name}': y_test has class {int(y_test.max())}, which y_train lacks. "
+                            f"Received: y_test max={int(y_test.max())}")
+    if len(np.unique(y)) < 2:
+        raise DataError(f"Dataset '{name}' has a single class; a classifier needs at least 2. "
+                        f"Received: classes={np.unique(y).tolist()}")
+    return num_classes
 
 
 def make_dataset(x, y, batch_size, shuffle=False, seed=0, cache=True, shuffle_buffer=10000):
@@ -158,6 +238,45 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0, cache=True, shuffle_bu
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def make_epoch_dataset(x, y, batch_size, seed=0, epochs=1, initial_epoch=0, shuffle_buffer=10000):
+    """Training batches for epochs `initial_epoch` to `epochs - 1`, one after the other.
+
+    Each epoch's order depends only on `(seed, epoch)`, not on how many epochs this process has
+    already iterated, so a run resumed at epoch `k` sees the same batches as an uninterrupted
+    one. Pass `steps_per_epoch=ceil(len(x) / batch_size)` to `fit`: Keras then keeps one
+    iterator across epochs. Batches never straddle two epochs.
+
+    Args:
+        x, y: training inputs and labels (numpy).
+        batch_size: examples per batch.
+        seed: the run's seed. Defaults to `0`.
+        epochs: the epoch to stop before. Defaults to `1`.
+        initial_epoch: the first epoch to produce. Defaults to `0`.
+        shuffle_buffer: shuffle buffer size, capped at `len(x)`. Defaults to `10000`.
+    """
+    import tensorflow as tf
+
+    base = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+    buffer = max(min(int(shuffle_buffer), len(x)), 1)
+    steps = -(-len(x) // batch_size)
+    epochs_list = range(int(initial_epoch), int(epochs))
+    per_epoch = [
+        base.shuffle(buffer, seed=epoch_seed(seed, e), reshuffle_each_iteration=False).batch(batch_size)
+        for e in epochs_list
+    ]
+    if not per_epoch:
+        return base.take(0).batch(batch_size)
+    # Epoch i's `steps` batches, then epoch i + 1's: a plain sequence, no random choice.
+    order = tf.data.Dataset.range(len(per_epoch)).flat_map(
+        lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
+    return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a function of the run's seed and the epoch only."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 1) % (2**31 - 1)
+
+
 def load(
     name: str = "digits",
     batch_size: int = 64,
@@ -169,6 +288,7 @@ def load(
     image_size=None,
     cache: bool = True,
     shuffle_buffer: int = 10000,
+    eval_batch_size: int | None = None,
 ) -> Splits:
     """Loads a dataset as batched train/validation/test `tf.data.Dataset`s.
 
@@ -183,6 +303,8 @@ def load(
             Defaults to `0.2`.
         split_seed: seed of the (stratified) split. Defaults to `0`.
         seed: seed of the training shuffle. Defaults to `0`.
+        eval_batch_size: batch size of the validation and test pipelines; evaluation keeps no
+            gradients, so larger batches are cheaper. Defaults to `4 * batch_size`.
 
     Example:
         >>> splits = kzoo.data.load("digits", batch_size=32)
@@ -193,6 +315,7 @@ def load(
         raise DataError(f"data.batch_size must be at least 1. Received: batch_size={batch_size}")
     arrays = load_arrays(name, data_dir, validation_split, test_split, split_seed, image_size)
     train = make_dataset(arrays.x_train, arrays.y_train, batch_size, True, seed, cache, shuffle_buffer)
-    val = make_dataset(arrays.x_val, arrays.y_val, batch_size, cache=cache) if len(arrays.x_val) else None
-    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, cache=cache)
+    eval_batch_size = eval_batch_size or 4 * batch_size
+    val = make_dataset(arrays.x_val, arrays.y_val, eval_batch_size, cache=cache) if len(arrays.x_val) else None
+    test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, cache=cache)
     return Splits(train, val, test, arrays.info, arrays)

@@ -49,6 +49,8 @@ def preprocessing_layers(x_train, standardize="per_channel", pca_whiten=False):
 def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0):
     """Random augmentation layers (active only in training), from the recipe's [data.augment].
 
+    Each is wrapped in `TrainingOnly`, so it acts only when called with `training=True`.
+
     Args:
         flip: `none`, `horizontal`, `vertical` or `horizontal_and_vertical`.
         translation: largest shift as a fraction of height and width.
@@ -66,19 +68,30 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
     wanted = flip != "none" or translation or rotation or zoom or crop
     if wanted and len(input_shape) != 3:
         raise RecipeError(f"data.augment needs image inputs (H, W, C). Received: input_shape={tuple(input_shape)}")
+    from kzoo.zoo.blocks import layer_seed
+
     layers = []
     if crop:
         # Pad-and-crop is a whole-pixel shift of up to `crop` pixels with zero fill; Keras's
         # RandomCrop would rescale the padded image at inference, so shift instead.
         h, w = input_shape[0], input_shape[1]
         layers.append(keras.layers.RandomTranslation(
-            crop / h, crop / w, fill_mode="constant", interpolation="nearest", seed=seed, name="augment_crop"))
+            crop / h, crop / w, fill_mode="constant", interpolation="nearest", seed=layer_seed(seed, "augment_crop"), name="augment_crop"))
     if flip != "none":
-        layers.append(keras.layers.RandomFlip(flip, seed=seed, name="augment_flip"))
+        layers.append(keras.layers.RandomFlip(flip, seed=layer_seed(seed, "augment_flip"), name="augment_flip"))
     if translation:
-        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=seed, name="augment_translate"))
+        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=layer_seed(seed, "augment_translate"), name="augment_translate"))
     if rotation:
-        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed, name="augment_rotate"))
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=layer_seed(seed, "augment_rotate"), name="augment_rotate"))
     if zoom:
-        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="augment_zoom"))
-    return layers
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=layer_seed(seed, "augment_zoom"), name="augment_zoom"))
+    return [_training_only(layer) for layer in layers]
+
+
+def _training_only(layer):
+    """Wraps an augmentation layer so a plain `model(x)` never augments (only `fit` does)."""
+    from kzoo.zoo.layers import TrainingOnly
+
+    name = layer.name
+    layer.name = f"{name}_op"
+    return TrainingOnly(layer, name=name)

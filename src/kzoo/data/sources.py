@@ -99,36 +99,77 @@ def load_tfds(name: str, data_dir=None, image_size=None, **kwargs):
 def load_npz(path: str):
     """Loads an .npz file with `x_train, y_train` and optionally `x_test, y_test`."""
     if not os.path.isfile(path):
-        raise DataError(f"No such .npz file: {path}")
+        raise DataError(f"No such .npz file. Received: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise DataError(f"Cannot read {path} as .npz: {e}") from None
+        raise DataError(f"Cannot read {path} as .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Received: {path}") from None
     missing = {"x_train", "y_train"} - set(arrays)
     if missing:
-        raise DataError(f"{path} lacks {sorted(missing)}; it needs x_train, y_train (and x_test, y_test).")
+        raise DataError(f"{path} needs x_train, y_train (and optionally x_test, y_test). Received: {sorted(arrays)}")
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"{path} has only one of x_test and y_test; give both or neither.")
+        raise DataError(f"{path} has only one of x_test and y_test; give both or neither. Received: {sorted(arrays)}")
+    for key in [k for k in ("x_train", "y_train", "x_test", "y_test") if k in arrays]:
+        if arrays[key].ndim == 0:
+            raise DataError(f"{path}: {key} is a single value, not one row per example. Received: {key}={arrays[key]}")
     for split in ("train", "test"):
         if f"x_{split}" in arrays and len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
             raise DataError(
                 f"{path}: x_{split} has {len(arrays[f'x_{split}'])} rows but y_{split} has "
-                f"{len(arrays[f'y_{split}'])}."
+                f"{len(arrays[f'y_{split}'])}. Received: len(y_{split})={len(arrays[f'y_{split}'])}"
             )
-    for key in [k for k in ("x_train", "x_test") if k in arrays]:
-        if not np.all(np.isfinite(arrays[key].astype("float64"))):
-            raise DataError(f"{path}: {key} holds NaN or infinite values.")
-    return arrays
+    return arrays  # labels, NaN and shapes are checked for every source in `load_arrays`
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _read_image(path: str):
+    """The decoded image (H, W, C) as uint8, or `None` when the file is not a readable image."""
+    import tensorflow as tf
+
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
+        return image.numpy()
+    except (tf.errors.OpError, ValueError):
+        return None
+
+
+def _to_channels(image, channels: int):
+    if image.shape[-1] in (2, 4):  # drop the alpha channel
+        image = image[..., :-1]
+    if channels == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    if channels == 1 and image.shape[-1] == 3:  # only reached if every image is grayscale
+        image = image[..., :1]
+    return image
 
 
 def load_folder(path: str, image_size=(64, 64), **kwargs):
-    """Loads a folder of class sub-folders with `keras.utils.image_dataset_from_directory`.
+    """Loads a folder of class sub-folders (one per class) into memory.
 
-    A folder with `train/` and `test/` sub-folders keeps that split. Images are resized to
-    `image_size` and kept as float arrays in memory.
+    A folder with `train/` and `test/` sub-folders keeps that split. What happens to awkward
+    input:
+
+    - unreadable or corrupt image files are skipped, with a warning giving their count;
+    - images of different sizes are all resized (bilinear) to `image_size`;
+    - grayscale images mixed with color ones are converted to RGB; an all-grayscale folder
+      stays one channel; alpha channels are dropped;
+    - a class folder with no readable image, fewer than 2 classes, or a `test/` folder whose
+      classes differ from `train/`'s are refused with a `DataError`.
+
+    Args:
+        path: the folder.
+        image_size: `(height, width)` every image is resized to. Defaults to `(64, 64)`.
+
+    Returns:
+        A dict with `x_train`, `y_train` (and `x_test`, `y_test`), `class_names` and
+        `skipped`, the number of files that could not be read.
     """
-    import keras
+    import warnings
+
+    import tensorflow as tf
 
     if not os.path.isdir(path):
         raise DataError(f"No such data folder: {path}")
@@ -136,25 +177,45 @@ def load_folder(path: str, image_size=(64, 64), **kwargs):
     parts = {"train": path}
     if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
         parts = {"train": os.path.join(path, "train"), "test": os.path.join(path, "test")}
-    out, class_names = {}, None
+    class_names, images, skipped = None, {}, []
     for split, folder in parts.items():
         classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-        if len(classes) < 2:
-            raise DataError(f"{folder} needs at least 2 class sub-folders; found {len(classes)}.")
-        try:
-            ds = keras.utils.image_dataset_from_directory(
-                folder, labels="inferred", class_names=class_names or classes,
-                image_size=image_size, batch_size=None, shuffle=False, verbose=False,
-            )
-        except ValueError as e:
-            raise DataError(f"Cannot read images in {folder}: {e}") from None
-        class_names = ds.class_names
-        xs, ys = [], []
-        for x, y in ds.as_numpy_iterator():
-            xs.append(x)
-            ys.append(y)
-        if not xs:
-            raise DataError(f"No images found in {folder}.")
-        out[f"x_{split}"], out[f"y_{split}"] = np.stack(xs), np.asarray(ys)
-    out["class_names"] = class_names
+        if class_names is None:
+            if len(classes) < 2:
+                raise DataError(
+                    f"{folder} needs one sub-folder per class and at least 2 classes; found "
+                    f"{len(classes)}. Received: {folder}"
+                )
+            class_names = classes
+        elif classes != class_names:
+            raise DataError(f"The class folders of {folder} differ from train's {class_names}. Received: {classes}")
+        images[split] = []
+        for label, name in enumerate(class_names):
+            class_dir = os.path.join(folder, name)
+            files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+            read = 0
+            for file in files:
+                image = _read_image(os.path.join(class_dir, file))
+                if image is None or image.ndim != 3 or 0 in image.shape:
+                    skipped.append(os.path.join(class_dir, file))
+                    continue
+                images[split].append((image, label))
+                read += 1
+            if not read:
+                raise DataError(
+                    f"Class folder {class_dir} holds no readable image ({', '.join(IMAGE_EXTENSIONS)}); "
+                    f"add images or remove the folder. Received: {class_dir}"
+                )
+    if skipped:
+        shown = ", ".join(os.path.relpath(p, path) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        warnings.warn(f"kzoo: skipped {len(skipped)} unreadable image file(s) in {path}: {shown}", stacklevel=2)
+    everything = [im for split in images.values() for im, _ in split]
+    channels = 3 if any(im.shape[-1] >= 3 for im in everything) else 1
+    out = {"class_names": class_names, "skipped": len(skipped)}
+    for split, pairs in images.items():
+        resized = [
+            tf.image.resize(_to_channels(im, channels).astype("float32"), image_size).numpy() for im, _ in pairs
+        ]
+        out[f"x_{split}"] = np.stack(resized)
+        out[f"y_{split}"] = np.asarray([label for _, label in pairs], dtype="int64")
     return out

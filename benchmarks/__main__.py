@@ -1,0 +1,122 @@
+"""`python -m benchmarks [--quick] [--only NAME ...]`: kzoo vs plain Keras, side by side.
+
+Writes `benchmarks/results.json`, `benchmarks/results.md` and `benchmarks/scaling.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECTIONS = ("throughput", "time_to_accuracy", "monitors", "inference", "scaling", "tuning")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and cases (under 3 minutes)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--out", default=HERE, help="folder for results.json, results.md, scaling.png")
+    args = parser.parse_args(argv)
+
+    import kzoo
+    from benchmarks import harness, training
+
+    quick = args.quick
+    wanted = set(args.only or SECTIONS)
+    results, tables, started = [], {}, time.perf_counter()
+
+    def report(result):
+        results.append(result)
+        goal = "" if result.goal is None else ("  [goal met]" if result.meets_goal else "  [goal NOT met]")
+        print(f"{result.benchmark}: kzoo {result.kzoo:.4g} {result.unit}, Keras {result.baseline:.4g} {result.unit}, "
+              f"ratio {result.ratio:.2f}{goal}  {result.note}", flush=True)
+
+    digits = kzoo.data.load_arrays("digits")
+    if "throughput" in wanted:
+        repeats, epochs = (3, 2) if quick else (5, 3)
+        for name in ("mlp-digits", "cnn-digits"):
+            report(training.throughput(name, kzoo.recipes.load(name), digits, epochs, repeats))
+        if "resnet20" in kzoo.zoo.list_models():
+            recipe = kzoo.recipes.load("cnn-digits", ["model.name=resnet20", "data.augment.translation=0.0"])
+            recipe.model = {"name": "resnet20"}
+            report(training.throughput("resnet20 (32x32 synthetic)", recipe, training.synthetic_arrays(1024 if quick else 2048),
+                                       1 if quick else 2, 3))
+    if "time_to_accuracy" in wanted:
+        report(training.time_to_accuracy(kzoo.recipes.load("cnn-digits"), digits, 0.98, 20 if quick else 40))
+    if "monitors" in wanted:
+        try:
+            from benchmarks import monitor_overhead
+        except ImportError:
+            print("monitors: benchmarks/monitor_overhead.py not present; skipped")
+        else:
+            report(monitor_overhead.measure(quick=quick))
+    if "inference" in wanted:
+        try:
+            from benchmarks import fold_batchnorm
+        except ImportError:
+            print("inference: benchmarks/fold_batchnorm.py not present; skipped")
+        else:
+            for result in fold_batchnorm.measure(quick=quick):
+                report(result)
+    if "scaling" in wanted:
+        cnn = kzoo.recipes.load("cnn-digits")
+        sizes = (32, 128, 512) if quick else (32, 64, 128, 256, 512, 1024)
+        tables["batch"] = training.batch_scaling(cnn, digits, sizes)
+        if not quick:
+            tables["depth"] = training.depth_scaling(cnn, training.synthetic_arrays(1024))
+        for key, rows in tables.items():
+            print(f"scaling by {key}: " + ", ".join(" ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in row) for row in rows))
+        plot_scaling(tables, os.path.join(args.out, "scaling.png"))
+    if "tuning" in wanted and not quick:
+        try:
+            from benchmarks import tuning_throughput
+        except ImportError:
+            print("tuning: benchmarks/tuning_throughput.py not present; skipped")
+        else:
+            report(tuning_throughput.measure())
+
+    payload = {
+        "machine": harness.machine(),
+        "mode": "quick" if quick else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": [r.to_dict() for r in results],
+        "scaling": {k: [list(row) for row in rows] for k, rows in tables.items()},
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(payload, f, indent=2)
+    md = f"Machine: {payload['machine']}; mode: {payload['mode']}; {payload['date']}; {payload['seconds']} s\n\n"
+    md += harness.markdown_table(results) + "\n"
+    for key, rows in tables.items():
+        md += f"\nThroughput by {key} (kzoo pipeline, samples/s):\n\n"
+        md += "| " + " | ".join(str(r[0]) for r in rows) + " |\n|" + "---|" * len(rows) + "\n"
+        md += "| " + " | ".join(f"{r[-1]:.0f}" for r in rows) + " |\n"
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(md)
+    print(f"\nwrote {args.out}/results.json and results.md in {payload['seconds']} s")
+    return 0
+
+
+def plot_scaling(tables, path):
+    from kzoo.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6), squeeze=False)
+    for ax, (key, rows) in zip(axes[0], tables.items()):
+        labels = [str(r[0]) for r in rows]
+        ax.bar(labels, [r[-1] for r in rows], color="tab:blue")
+        ax.set_title(f"Training throughput by {key}")
+        ax.set_ylabel("samples/s")
+        ax.set_xlabel("batch size" if key == "batch" else "model")
+        ax.grid(alpha=0.3, axis="y")
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Timing helpers shared by the benchmarks: alternating pairs, medians, result rows."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Result:
+    """One line of the results table."""
+
+    benchmark: str
+    metric: str
+    kzoo: float
+    baseline: float
+    unit: str
+    goal: float | None = None
+    higher_is_better: bool = True
+    note: str = ""
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.kzoo / self.baseline if self.baseline else float("nan")
+        return self.baseline / self.kzoo if self.kzoo else float("nan")
+
+    @property
+    def meets_goal(self):
+        return None if self.goal is None else self.ratio >= self.goal
+
+    def to_dict(self):
+        return {**asdict(self), "ratio": round(self.ratio, 3), "meets_goal": self.meets_goal}
+
+
+def alternate(fns: dict, repeats: int):
+    """Calls each function `repeats` times in alternating order; returns name -> list of values.
+
+    Alternation spreads drift (thermal, other processes) evenly over the contenders.
+    """
+    values = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(repeats):
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            values[name].append(fns[name]())
+    return values
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def machine() -> str:
+    import os
+
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    gpus = tf.config.list_physical_devices("GPU")
+    return (f"{os.cpu_count()} CPU cores ({cpu}), {'GPU: ' + ', '.join(g.name for g in gpus) if gpus else 'no GPU'}, "
+            f"tensorflow {tf.__version__}, Python {platform.python_version()}")
+
+
+def markdown_table(results: list[Result]) -> str:
+    lines = ["| benchmark | metric | kzoo | Keras baseline | ratio | goal | note |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        goal = "" if r.goal is None else f">= {r.goal:g} ({'met' if r.meets_goal else 'NOT met'})"
+        lines.append(f"| {r.benchmark} | {r.metric} | {r.kzoo:.4g} {r.unit} | {r.baseline:.4g} {r.unit} | "
+                     f"{r.ratio:.2f} | {goal} | {r.note} |")
+    return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""Training throughput and time to target accuracy: kzoo's pipeline vs hand-written Keras."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from benchmarks.harness import Result, alternate, median
+
+
+def set_determinism(on: bool):
+    from tensorflow.python.framework import config
+
+    (config.enable_op_determinism if on else config.disable_op_determinism)()
+
+
+def synthetic_arrays(n=2048, shape=(32, 32, 3), classes=10, seed=0):
+    """Random images and labels packed like `kzoo.data.load_arrays` output (for speed only)."""
+    from kzoo.data.core import ArraySplits, DatasetInfo
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n,) + shape).astype("float32")
+    y = rng.integers(0, classes, n)
+    info = DatasetInfo("synthetic", shape, classes, [str(i) for i in range(classes)], n, 0, 0, "synthetic")
+    return ArraySplits(x, y, x[:0], y[:0], x[:0], y[:0], info)
+
+
+def kzoo_setup(recipe, arrays):
+    """The model, compiled, and the training pipeline exactly as `kzoo run` builds them."""
+    from kzoo.data.core import make_dataset
+    from kzoo.recipes.runner import build_model, compile_model, resolve_steps_per_execution
+
+    d = recipe.data
+    steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
+    model = build_model(recipe, arrays)
+    compile_model(model, recipe, steps, resolve_steps_per_execution(recipe, steps))
+    ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed, d.cache, d.shuffle_buffer)
+    return model, ds
+
+
+def baseline_setup(recipe, arrays, keras_defaults=False):
+    """The same architecture compiled the plain Keras way, fed by from_tensor_slices().batch().
+
+    With `keras_defaults`, also Keras's defaults where a user would leave them: Adam 1e-3, no
+    schedule, batch-norm momentum 0.99, no augmentation, batch size 32.
+    """
+    import keras
+    import tensorflow as tf
+
+    from kzoo.zoo import create_model
+
+    kwargs = {k: v for k, v in recipe.model.items() if k != "name"}
+    if keras_defaults and "bn_momentum" in kwargs:
+        kwargs["bn_momentum"] = 0.99
+    from kzoo.data.preprocessing import augmentation_layers
+
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(arrays.x_train)
+    aug = recipe.data.augment
+    layers = [] if keras_defaults else augmentation_layers(
+        arrays.info.input_shape, aug.flip, aug.translation, aug.rotation, aug.zoom, aug.crop, seed=recipe.seed)
+    model = create_model(recipe.model["name"], arrays.info.input_shape, arrays.info.num_classes, layers + [norm],
+                         seed=recipe.seed, **kwargs)
+    if keras_defaults:
+        optimizer = keras.optimizers.Adam()
+    else:
+        from kzoo.callbacks.schedules import build_schedule
+        from kzoo.optimizers import build_optimizer
+
+        steps = int(np.ceil(len(arrays.x_train) / recipe.data.batch_size))
+        optimizer = build_optimizer(recipe.optimizer, build_schedule(recipe.schedule, recipe.optimizer.lr, steps, recipe.epochs))
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    batch = 32 if keras_defaults else recipe.data.batch_size
+    ds = tf.data.Dataset.from_tensor_slices((arrays.x_train, arrays.y_train)).batch(batch)
+    return model, ds
+
+
+def pipeline_seconds(ds, epochs=1):
+    """Time to iterate the input pipeline alone (no training step)."""
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for _ in ds:
+            pass
+    return (time.perf_counter() - start) / epochs
+
+
+def throughput(name, recipe, arrays, epochs=2, repeats=3):
+    """Steady-state training samples/s of kzoo's pipeline vs plain `model.fit` (warm-up excluded)."""
+    set_determinism(recipe.deterministic)
+    k_model, k_ds = kzoo_setup(recipe, arrays)
+    set_determinism(False)
+    b_model, b_ds = baseline_setup(recipe, arrays)
+    n = len(arrays.x_train)
+
+    def timed(model, ds, deterministic):
+        def go():
+            set_determinism(deterministic)
+            start = time.perf_counter()
+            model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+            return n * epochs / (time.perf_counter() - start)
+        return go
+
+    for model, ds, det in ((k_model, k_ds, recipe.deterministic), (b_model, b_ds, False)):
+        set_determinism(det)
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and compilation
+    values = alternate({"kzoo": timed(k_model, k_ds, recipe.deterministic), "baseline": timed(b_model, b_ds, False)}, repeats)
+    set_determinism(False)
+    k, b = median(values["kzoo"]), median(values["baseline"])
+    epoch_k = n / k
+    input_k = pipeline_seconds(k_ds)
+    stage = "input pipeline" if input_k > 0.5 * epoch_k else "step time"
+    return Result(
+        f"train throughput {name}", "samples/s (steady)", k, b, "samples/s", goal=1.0,
+        note=f"slowest stage: {stage} (input {input_k * 1e3:.0f} ms of {epoch_k * 1e3:.0f} ms per epoch)",
+        details={"kzoo_runs": values["kzoo"], "baseline_runs": values["baseline"],
+                 "steps_per_execution": int(k_model._steps_per_execution.numpy()) if hasattr(k_model, "_steps_per_execution") else None},
+    )
+
+
+def time_to_accuracy(recipe, arrays, target=0.98, max_epochs=40):
+    """Training seconds until test accuracy reaches `target` (evaluation time excluded)."""
+    import keras
+
+    from kzoo.data.core import make_dataset
+
+    test = make_dataset(arrays.x_test, arrays.y_test, 256)
+
+    def run(model, ds, deterministic):
+        set_determinism(deterministic)
+        spent = 0.0
+        for epoch in range(max_epochs):
+            start = time.perf_counter()
+            model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, shuffle=False)
+            spent += time.perf_counter() - start
+            if model.evaluate(test, verbose=0)[1] >= target:
+                return spent, epoch + 1
+        return float("inf"), max_epochs
+
+    keras.utils.set_random_seed(recipe.seed)
+    k_secs, k_epochs = run(*kzoo_setup(recipe, arrays), recipe.deterministic)
+    keras.utils.set_random_seed(recipe.seed)
+    b_secs, b_epochs = run(*baseline_setup(recipe, arrays, keras_defaults=True), False)
+    set_determinism(False)
+    return Result(
+        f"time to {target:.2f} test accuracy, {recipe.name}", "seconds", k_secs, b_secs, "s", goal=1.0,
+        higher_is_better=False,
+        note=f"kzoo {k_epochs} epochs, Keras defaults {b_epochs} epochs (max {max_epochs})",
+    )
+
+
+def batch_scaling(recipe, arrays, batch_sizes=(32, 64, 128, 256, 512, 1024), epochs=1):
+    """kzoo pipeline throughput per batch size: rows of (batch_size, samples/s)."""
+    rows = []
+    for bs in batch_sizes:
+        r = recipe.__class__(**{**recipe.__dict__})
+        r.data = type(recipe.data)(**{**recipe.data.__dict__, "batch_size": bs})
+        set_determinism(r.deterministic)
+        model, ds = kzoo_setup(r, arrays)
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        start = time.perf_counter()
+        model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+        rows.append((bs, len(arrays.x_train) * epochs / (time.perf_counter() - start)))
+    set_determinism(False)
+    return rows
+
+
+def depth_scaling(recipe, arrays, models=("resnet20", "resnet32", "resnet56"), epochs=1):
+    """kzoo pipeline throughput per registered model name: rows of (name, params, samples/s)."""
+    from kzoo.zoo import list_models
+
+    rows = []
+    for name in [m for m in models if m in list_models()]:
+        r = recipe.__class__(**{**recipe.__dict__, "model": {"name": name}})
+        set_determinism(r.deterministic)
+        model, ds = kzoo_setup(r, arrays)
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        start = time.perf_counter()
+        model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+        rows.append((name, model.count_params(), len(arrays.x_train) * epochs / (time.perf_counter() - start)))
+    set_determinism(False)
+    return rows

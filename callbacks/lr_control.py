@@ -1,0 +1,124 @@
+"""Reading and changing an optimizer's learning rate and momentum while it trains, schedules included.
+
+Keras lets a callback assign a new rate only when the optimizer holds a plain float; with a
+`LearningRateSchedule` the setter raises. kzoo wraps schedules in `ScaledSchedule`, and these
+helpers scale its multiplier instead, so plateau and adaptive callbacks work with any schedule.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+from keras import ops
+
+from kzoo.callbacks.schedules import OneCycle, ScaledSchedule
+
+_Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+def _schedule(optimizer):
+    lr = getattr(optimizer, "_learning_rate", None)
+    return lr if isinstance(lr, _Schedule) else None
+
+
+def learning_rate_at(optimizer, step: int | None = None) -> float:
+    """The rate the optimizer uses at `step` (by default, the last step it took)."""
+    schedule = _schedule(optimizer)
+    if schedule is None:
+        return float(ops.convert_to_numpy(optimizer.learning_rate))
+    if step is None:
+        step = max(0, int(ops.convert_to_numpy(optimizer.iterations)) - 1)
+    return float(ops.convert_to_numpy(schedule(step)))
+
+
+def can_scale_learning_rate(optimizer) -> bool:
+    schedule = _schedule(optimizer)
+    return schedule is None or isinstance(schedule, ScaledSchedule)
+
+
+def scale_learning_rate(optimizer, factor: float) -> tuple[float, float]:
+    """Multiplies the optimizer's rate by `factor` from the next step on.
+
+    Works for a float rate and for a `ScaledSchedule` (its multiplier is scaled, so the
+    schedule's shape is kept); returns the rate before and after.
+
+    Raises:
+        TypeError: for a bare schedule that is not a `ScaledSchedule`.
+    """
+    schedule = _schedule(optimizer)
+    step = int(ops.convert_to_numpy(optimizer.iterations))
+    before = learning_rate_at(optimizer, step)
+    if schedule is None:
+        optimizer.learning_rate = before * factor
+    elif isinstance(schedule, ScaledSchedule):
+        schedule.multiplier.assign(float(ops.convert_to_numpy(schedule.multiplier)) * factor)
+    else:
+        raise TypeError(
+            "The learning rate of an optimizer built with a plain LearningRateSchedule cannot change; "
+            "wrap it in kzoo.callbacks.schedules.ScaledSchedule. "
+            f"Received: learning_rate={type(schedule).__name__}")
+    return before, learning_rate_at(optimizer, step)
+
+
+def lr_multiplier(optimizer) -> float:
+    """The factor plateau/adaptive callbacks have applied so far (1.0 for a float rate)."""
+    schedule = _schedule(optimizer)
+    if isinstance(schedule, ScaledSchedule):
+        return float(ops.convert_to_numpy(schedule.multiplier))
+    return 1.0
+
+
+def find_schedule(optimizer, cls):
+    """The schedule of type `cls` the optimizer holds, looking inside a `ScaledSchedule`."""
+    schedule = _schedule(optimizer)
+    if isinstance(schedule, ScaledSchedule):
+        schedule = schedule.schedule
+    return schedule if isinstance(schedule, cls) else None
+
+
+class ScheduleMomentum(keras.callbacks.Callback):
+    """Applies a `OneCycle` schedule's momentum each step: Adam's and AdamW's `beta_1`.
+
+    Keras reads SGD's and RMSprop's momentum as a Python number when the train step is traced,
+    so it cannot move during training; for those this callback warns once and does nothing.
+    Adam's bias correction assumes a fixed beta_1; like fastai, we accept the small mismatch.
+    """
+
+    # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
+    needs_every_step = True
+
+    def on_train_begin(self, logs=None):
+        opt = self.model.optimizer
+        self._schedule = find_schedule(opt, OneCycle)
+        self._variable = None
+        if self._schedule is None:
+            return
+        if not hasattr(opt, "beta_1"):
+            warnings.warn(f"one_cycle: the momentum of {type(opt).__name__} cannot change during "
+                          "training in Keras; only the learning rate cycles.", stacklevel=2)
+            self._schedule = None
+            return
+        self._saved = float(opt.beta_1)
+        # One variable per optimizer, reused by later fits (their train step captured it);
+        # set with object.__setattr__ so the optimizer does not track it as saved state.
+        variable = getattr(opt, "_kzoo_cycled_beta_1", None)
+        if variable is None:
+            variable = keras.Variable(self._saved, dtype="float32", trainable=False, name="cycled_beta_1")
+            object.__setattr__(opt, "_kzoo_cycled_beta_1", variable)
+        self._variable = variable
+        object.__setattr__(opt, "beta_1", variable)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._variable is not None:
+            step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+            self._variable.assign(self._schedule.momentum(step))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._variable is not None and logs is not None:
+            logs["momentum"] = float(ops.convert_to_numpy(self._variable))
+
+    def on_train_end(self, logs=None):
+        if self._variable is not None:
+            object.__setattr__(self.model.optimizer, "beta_1", self._saved)  # a float again, for saving
+            self._variable = None

@@ -1,0 +1,67 @@
+"""`kzoo lr-find NAME|FILE`: the learning-rate range test on a recipe's model and data."""
+
+from __future__ import annotations
+
+import os
+
+from kzoo.cli import _add_run_flags, arguments, command, load_recipe_from_args
+
+
+def _args(p):
+    _add_run_flags(p)
+    p.add_argument("--out", help="where lr_find.png/.csv go. Defaults to runs/<recipe>-lr-find-<timestamp>")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first rate. Defaults to 1e-7")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last rate. Defaults to 10")
+    p.add_argument("--steps", type=int, default=100, help="at most this many steps. Defaults to 100")
+    p.add_argument("--apply", action="store_true",
+                   help="write a copy of the recipe with optimizer.lr set to the suggestion (<out>/recipe.toml)")
+
+
+def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
+    """Builds the recipe's data and compiled model (as `kzoo run` would) and runs `lr_find` on it."""
+    import numpy as np
+
+    from kzoo import data as kdata
+    from kzoo.callbacks import lr_find
+    from kzoo.recipes.runner import build_model, compile_model, seed_everything
+
+    seed_everything(recipe.seed, recipe.deterministic)
+    d = recipe.data
+    splits = kdata.load(d.dataset, d.batch_size, d.data_dir or None, d.validation_split, d.test_split,
+                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer)
+    model = build_model(recipe, splits.arrays)
+    compile_model(model, recipe, int(np.ceil(splits.arrays.info.num_train / d.batch_size)))
+    return lr_find(model, splits.train, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
+
+
+@arguments(_args)
+@command("lr-find", help="sweep the learning rate (range test), plot the loss and suggest a rate")
+def cmd_lr_find(args):
+    from kzoo.errors import RecipeError
+    from kzoo.runs import atomic_write, default_out
+
+    recipe = load_recipe_from_args(args)
+    if not 0 < args.start_lr < args.end_lr:
+        raise RecipeError(f"--start-lr must be positive and below --end-lr. Received: start_lr={args.start_lr}")
+    if args.steps < 5:
+        raise RecipeError(f"--steps must be at least 5. Received: steps={args.steps}")
+    out = args.out or default_out(f"{recipe.name}-lr-find")
+    os.makedirs(out, exist_ok=True)
+    result = find_lr(recipe, args.start_lr, args.end_lr, args.steps)
+
+    lines = ["step,learning_rate,loss,smoothed_loss"]
+    lines += [f"{r['step']},{r['learning_rate']:.6g},{r['loss']:.6g},{r['smoothed_loss']:.6g}" for r in result.rows()]
+    atomic_write(os.path.join(out, "lr_find.csv"), "\n".join(lines) + "\n")
+    suggestion = float(f"{result.suggestion:.2g}")
+    result.plot(os.path.join(out, "lr_find.png"),
+                title=f"{recipe.name}: {recipe.optimizer.name}, suggestion {suggestion:g}")
+    why = "the loss blew up" if result.stopped_early else "the sweep ended"
+    print(f"{recipe.name}: {len(result.lrs)} steps from {result.lrs[0]:.1e} to {result.lrs[-1]:.1e} ({why}).")
+    print(f"suggested learning rate: {suggestion:g} (steepest descent of the smoothed loss; "
+          f"recipe has {recipe.optimizer.lr:g})")
+    if args.apply:
+        recipe.optimizer.lr = suggestion
+        path = os.path.join(out, "recipe.toml")
+        atomic_write(path, recipe.to_toml())
+        print(f"wrote {path}: run it with `kzoo run {path}`")
+    print(f"artifacts: {out}/ (lr_find.png, lr_find.csv{', recipe.toml' if args.apply else ''})")

@@ -1,0 +1,215 @@
+"""Exporting a trained run for serving: TensorFlow SavedModel, TFLite (optionally quantized)
+and a serving-sized `.keras` file.
+
+kzoo models carry their preprocessing (normalization, PCA whitening) as layers, so every
+export takes raw inputs, exactly as the dataset yields them.
+
+Example:
+    >>> result = kzoo.export.export_run("runs/cnn-digits-0", "tflite", quantize="float16")
+    >>> result.path, result.keras_accuracy, result.exported_accuracy
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from kzoo.errors import RunDirError, UserError
+
+FORMATS = ("savedmodel", "tflite", "keras")
+QUANTIZATIONS = ("none", "float16", "dynamic")
+DEFAULT_NAMES = {"savedmodel": "savedmodel", "tflite": "model.tflite", "keras": "model.keras"}
+
+
+@dataclass
+class ExportResult:
+    """Where an export went and how its predictions compare with the Keras model's.
+
+    Attributes:
+        path: the exported file or directory.
+        format: `savedmodel`, `tflite` or `keras`.
+        quantize: the TFLite quantization (`none` otherwise).
+        size_bytes: size on disk.
+        keras_accuracy: the Keras model's test accuracy (None when not checked).
+        exported_accuracy: the exported model's test accuracy (None when not checked).
+        max_abs_diff: largest absolute difference between the two models' probabilities.
+    """
+
+    path: str
+    format: str
+    quantize: str = "none"
+    size_bytes: int = 0
+    keras_accuracy: float | None = None
+    exported_accuracy: float | None = None
+    max_abs_diff: float | None = None
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def export_savedmodel(model, path: str) -> str:
+    """Exports a TensorFlow SavedModel with the `serve` / `serving_default` signature: raw float32
+    inputs in, class probabilities out. It loads with `tf.saved_model.load` without kzoo.
+
+    The endpoint calls the model with `training=False`: `model.export` alone would trace it in
+    the default mode, in which Keras's random augmentation layers stay active.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="images")
+    archive.add_endpoint("serve", lambda images: model(images, training=False), input_signature=[spec])
+    archive.write_out(path, verbose=False)
+    return path
+
+
+def export_tflite(model, path: str, quantize: str = "none") -> str:
+    """Converts a Keras model to a TFLite flatbuffer (through a temporary SavedModel).
+
+    Args:
+        quantize: `none` (float32), `float16` (weights stored as float16, about half the size)
+            or `dynamic` (dynamic-range quantization: int8 weights, float activations, about a
+            quarter of the size). Defaults to `"none"`.
+
+    Reference:
+        TensorFlow Lite post-training quantization,
+        https://ai.google.dev/edge/litert/models/post_training_quantization
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZATIONS:
+        raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
+    with tempfile.TemporaryDirectory(prefix="kzoo-tflite-") as tmp:
+        saved = export_savedmodel(model, os.path.join(tmp, "savedmodel"))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        flatbuffer = converter.convert()
+    from kzoo.runs import atomic_write
+
+    atomic_write(path, flatbuffer)
+    return path
+
+
+def tflite_predict(path: str, x, batch_size: int = 256) -> np.ndarray:
+    """Runs a TFLite model on `x`, in batches, with LiteRT's interpreter where `ai-edge-litert`
+    is installed, else `tf.lite.Interpreter` (deprecated, still in TensorFlow 2.21)."""
+    interpreter = _interpreter(path)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    x = np.asarray(x, dtype=inp["dtype"])
+    outputs, current = [], None
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        if current != len(batch):
+            interpreter.resize_tensor_input(inp["index"], [len(batch), *x.shape[1:]])
+            interpreter.allocate_tensors()
+            current = len(batch)
+        interpreter.set_tensor(inp["index"], batch)
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_tensor(out["index"])))
+    return np.concatenate(outputs).astype("float64")
+
+
+def _interpreter(path: str):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            return tf.lite.Interpreter(model_path=path)
+    return Interpreter(model_path=path)
+
+
+def export_keras(model, path: str) -> str:
+    """Saves the model as `.keras` without optimizer state (smaller; for inference)."""
+    import keras
+
+    clean = keras.models.clone_model(model, clone_function=lambda layer: layer)  # shares weights, no optimizer
+    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    clean.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None, quantize: str = "none",
+               overwrite: bool = False, check: bool = True, batch_size: int = 256) -> ExportResult:
+    """Exports a finished run's model, and checks the export on the run's test split.
+
+    Args:
+        run_dir: the run directory (`recipe.toml`, `model.keras`).
+        format: `savedmodel`, `tflite` or `keras`. Defaults to `"savedmodel"`.
+        out: where to write. Defaults to `RUN_DIR/export/<savedmodel|model.tflite|model.keras>`
+            (`model-float16.tflite` etc. when quantized).
+        quantize: TFLite quantization, `none`, `float16` or `dynamic`. Defaults to `"none"`.
+        overwrite: replace an earlier export at `out`. Defaults to `False`.
+        check: predict the test split with the export and compare with the Keras model.
+            Defaults to `True`.
+    """
+    from kzoo.evaluate import accuracy, load_run, predict, test_split
+
+    if format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: format={format!r}")
+    if quantize not in QUANTIZATIONS:
+        raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
+    if quantize != "none" and format != "tflite":
+        raise UserError(f"--quantize applies to --format tflite only. Received: format={format!r}")
+    recipe, model = load_run(run_dir)
+    if out is None:
+        name = DEFAULT_NAMES[format]
+        if quantize != "none":
+            name = f"model-{quantize}.tflite"
+        out = os.path.join(run_dir, "export", name)
+    if os.path.exists(out):
+        if not overwrite:
+            raise RunDirError(f"{out} already exists. Pass --overwrite to replace it, or choose another --out.")
+        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    if format == "savedmodel":
+        export_savedmodel(model, out)
+    elif format == "tflite":
+        export_tflite(model, out, quantize)
+    else:
+        export_keras(model, out)
+    result = ExportResult(path=out, format=format, quantize=quantize, size_bytes=_size(out))
+    if check:
+        arrays = test_split(recipe)
+        x, y = arrays.x_test.astype("float32"), arrays.y_test
+        reference = predict(model, x, batch_size)
+        exported = _predict_export(out, format, x, batch_size)
+        result.keras_accuracy = round(accuracy(reference, y), 6)
+        result.exported_accuracy = round(accuracy(exported, y), 6)
+        result.max_abs_diff = float(np.abs(reference - exported).max())
+    return result
+
+
+def _predict_export(path, format, x, batch_size):
+    if format == "tflite":
+        return tflite_predict(path, x, batch_size)
+    if format == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
+        outs = [np.asarray(loaded.serve(tf.constant(x[start:start + batch_size])))
+                for start in range(0, len(x), batch_size)]
+        return np.concatenate(outs).astype("float64")
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float64")

@@ -1,0 +1,395 @@
+"""Staged fine-tuning: build the model around a backbone, then train it stage by stage with
+frozen groups and per-group learning rates, keeping one history across stages.
+
+`kzoo run <recipe with [finetune] stages>` and `kzoo finetune` both end in `run_staged`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from kzoo.errors import RecipeError, UserError
+from kzoo.finetune.plan import parse_stages
+from kzoo.finetune.structure import freeze, model_structure
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def frame_images(x, resize=(), pad=0):
+    """Resizes images to `resize` = [H, W] (bilinear) and pads `pad` zero pixels on every side.
+
+    `resize=[20, 20], pad=4` puts 8x8 digits in MNIST's framing: MNIST centres each digit in a
+    20x20 box inside a 28x28 image.
+    """
+    if resize:
+        import tensorflow as tf
+
+        x = tf.image.resize(x.astype("float32"), tuple(resize), method="bilinear").numpy()
+    if pad:
+        x = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    return x.astype("float32")
+
+
+def few_labels(x, y, per_class, seed=0):
+    """The first `per_class` examples of each class after a seeded shuffle."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    keep = np.concatenate([order[y[order] == c][:per_class] for c in np.unique(y)])
+    keep.sort()
+    return x[keep], y[keep]
+
+
+def prepare_arrays(arrays, ft, seed=0):
+    """Applies [finetune]'s `pixel_max`, `resize`, `pad` and `labels_per_class` to the splits."""
+    import dataclasses
+
+    scale = 1.0
+    if ft.pixel_max:
+        peak = float(np.max(arrays.x_train)) or 1.0
+        scale = ft.pixel_max / peak
+    out = {}
+    for split in ("train", "val", "test"):
+        x = getattr(arrays, f"x_{split}")
+        if len(x):
+            x = frame_images(x * scale, ft.resize, ft.pad)
+        out[f"x_{split}"] = x
+    x_train, y_train = out["x_train"], arrays.y_train
+    if ft.labels_per_class:
+        x_train, y_train = few_labels(x_train, y_train, ft.labels_per_class, seed)
+    info = dataclasses.replace(arrays.info, input_shape=tuple(int(d) for d in x_train.shape[1:]),
+                               num_train=len(x_train))
+    return dataclasses.replace(arrays, x_train=x_train, y_train=y_train, x_val=out["x_val"],
+                               x_test=out["x_test"], info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+def _head(x, num_classes, dropout, seed):
+    import keras
+
+    from kzoo.zoo.blocks import classifier_head
+
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif len(x.shape) > 2:
+        x = keras.layers.Flatten(name="head_flatten")(x)
+    return classifier_head(x, num_classes, dropout=dropout, seed=seed)
+
+
+def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), seed=0, name=None):
+    """A new model: `front` layers, `model` up to its head (nested as `backbone`), a new head.
+
+    The head is every layer from the first `head_*` layer on (zoo models name it so).
+    """
+    import keras
+
+    first = next((lyr for lyr in model.layers if lyr.name.startswith("head_")), None)
+    if first is None:
+        raise UserError(f"The backbone has no head_* layers to replace. Received: model={model.name!r}")
+    expected = tuple(model.input_shape[1:])
+    if input_shape is not None and tuple(input_shape) != expected:
+        raise UserError(f"The backbone takes inputs of shape {expected}; bring the data to it with "
+                        f"finetune.resize / finetune.pad or data.image_size. Received: input_shape={tuple(input_shape)}")
+    features = keras.Model(model.inputs, first.input, name="backbone")
+    inputs = keras.Input(shape=tuple(input_shape or expected), name="input")
+    x = inputs
+    for layer in front:
+        x = layer(x)
+    x = features(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout, seed), name=name or f"{model.name}_finetune")
+
+
+def _augmentation(recipe, input_shape):
+    from kzoo.data.preprocessing import augmentation_layers
+
+    a = recipe.data.augment
+    return augmentation_layers(input_shape, a.flip, a.translation, a.rotation, a.zoom, a.crop, seed=recipe.seed)
+
+
+def _recipe_with_model(recipe, model_name):
+    import dataclasses
+
+    return dataclasses.replace(recipe, model={"name": model_name})
+
+
+def _load_backbone_file(path):
+    import keras
+
+    import kzoo  # noqa: F401  (registers kzoo's layers before loading)
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    if not os.path.isfile(path):
+        raise UserError(f"No saved model at {path}. Received: backbone={path!r}")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable file is the user's to fix
+        raise UserError(f"Cannot load {path} as a Keras model: {str(e).splitlines()[0]}") from None
+
+
+def is_backbone_path(backbone: str) -> bool:
+    return backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone
+
+
+def build_finetune_model(recipe, arrays, pretrained=None):
+    """The model a [finetune] section describes, for the target data in `arrays`.
+
+    - `backbone = ""` and a zoo model name build that model (the [model] table for ""): with
+      `weights` a `.weights.h5` of the same architecture, or `none`;
+    - a `keras.applications` name builds it without its top, behind the preprocessing it
+      expects, with `weights` `imagenet`, a weights file or `none`, and a new head;
+    - a `model.keras` path (or a run directory) from an earlier `kzoo run` keeps that model up to
+      its head and adds a new head;
+    - `pretrained` (from [finetune.pretrain]) is used like a loaded `model.keras`.
+    """
+    import keras
+
+    from kzoo.recipes.runner import build_model
+    from kzoo.zoo.backbones import BACKBONES, build_application, input_layers
+
+    ft, info, seed = recipe.finetune, arrays.info, recipe.seed
+    backbone = ft.backbone
+    if pretrained is not None or is_backbone_path(backbone):
+        source = pretrained if pretrained is not None else _load_backbone_file(backbone)
+        front = _augmentation(recipe, info.input_shape)
+        return replace_head(source, info.num_classes, info.input_shape, ft.head_dropout, front, seed)
+    if backbone and BACKBONES.is_application(backbone):
+        front = _augmentation(recipe, info.input_shape)
+        pixel_max = float(np.max(arrays.x_train)) or 255.0
+        pre, shape = input_layers(backbone, info.input_shape, pixel_max)
+        app = build_application(backbone, shape, ft.weights)
+        inputs = keras.Input(shape=tuple(info.input_shape), name="input")
+        x = inputs
+        for layer in front + pre:
+            x = layer(x)
+        outputs = _head(app(x), info.num_classes, ft.head_dropout, seed)
+        return keras.Model(inputs, outputs, name=f"{backbone.lower()}_finetune")
+    if backbone:
+        BACKBONES.get(backbone)  # unknown name: the closest-name error
+        recipe = _recipe_with_model(recipe, backbone)
+    if ft.weights == "imagenet":
+        raise UserError("Zoo models have no ImageNet weights; use 'none', a weights file or backbone=PATH. "
+                        "Received: weights='imagenet'")
+    model = build_model(recipe, arrays)
+    if ft.weights not in ("", "none"):
+        if not os.path.isfile(ft.weights):
+            raise UserError(f"No such weights file. Received: weights={ft.weights!r}")
+        try:
+            model.load_weights(ft.weights)
+        except (ValueError, OSError) as e:
+            raise UserError(f"Cannot load {ft.weights} into {recipe.model['name']}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def group_multipliers(structure, rates) -> dict:
+    """`{layer name: rate / head rate}` for every layer with weights in the trainable groups."""
+    out = {}
+    for (_, layers), rate in zip(structure.groups(), rates):
+        factor = rate / rates[0]
+        if factor == 1.0:
+            continue
+        for layer in layers:
+            for sub in _weighted(layer):
+                out[sub.name] = factor
+    return out
+
+
+def _weighted(layer):
+    if layer.weights:
+        yield layer
+    for sub in getattr(layer, "_layers", []) or []:
+        yield from _weighted(sub)
+
+
+def compile_stage(model, recipe, stage, structure, steps_per_epoch):
+    """Freezes for `stage` and compiles with its rates; returns the trainable group names."""
+    import dataclasses
+
+    from kzoo.callbacks.schedules import build_schedule
+    from kzoo.finetune.optimizer import with_group_learning_rates
+    from kzoo.optimizers import build_optimizer
+
+    rates = stage.rates(len(structure.stages))
+    groups = freeze(model, structure, len(rates), recipe.finetune.train_bn)
+    schedule = build_schedule(recipe.schedule, stage.lr, steps_per_epoch, stage.epochs)
+    base = build_optimizer(dataclasses.replace(recipe.optimizer, lr=stage.lr), schedule)
+    optimizer = with_group_learning_rates(base, group_multipliers(structure, rates))
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=recipe.jit_compile, steps_per_execution=recipe.steps_per_execution)
+    return groups
+
+
+def fit_stages(model, recipe, train, val, steps_per_epoch, callbacks=lambda: [], verbose=2):
+    """Trains `model` through the recipe's stage plan.
+
+    Returns:
+        `(rows, boundaries, seconds)`: one history row per epoch, numbered across stages, with a
+        `stage` column (1, 2, ...) and the stage's `trainable` groups; the epochs after which a new
+        stage starts; the training wall time.
+    """
+    from kzoo.runs import history_rows
+
+    stages = parse_stages(recipe.finetune.stages)
+    structure = model_structure(model)
+    if not structure.head:
+        raise UserError(f"The model has no head_* layers, so no stage plan applies. Received: model={model.name!r}")
+    rows, boundaries, done, seconds = [], [], 0, 0.0
+    for k, stage in enumerate(stages, start=1):
+        groups = compile_stage(model, recipe, stage, structure, steps_per_epoch)
+        if verbose:
+            print(f"stage {k}/{len(stages)} {stage.spelling()}: training {', '.join(groups)}")
+        start = time.perf_counter()
+        history = model.fit(train, validation_data=val, initial_epoch=done, epochs=done + stage.epochs,
+                            callbacks=callbacks(), verbose=verbose)
+        seconds += time.perf_counter() - start
+        for i, row in enumerate(history_rows(history.history)):
+            rows.append({"epoch": done + i + 1, "stage": k, "trainable": stage.trainable,
+                         **{key: v for key, v in row.items() if key != "epoch"}})
+        done += len(history.history.get("loss", [])) or stage.epochs
+        if k < len(stages):
+            boundaries.append(done)
+    return rows, boundaries, seconds
+
+
+def _datasets(arrays, batch_size, seed, d):
+    from kzoo.data.core import make_dataset
+
+    train = make_dataset(arrays.x_train, arrays.y_train, batch_size, True, seed, d.cache, d.shuffle_buffer)
+    val = make_dataset(arrays.x_val, arrays.y_val, batch_size, cache=d.cache) if len(arrays.x_val) else None
+    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, cache=d.cache)
+    return train, val, test
+
+
+def _pretrain(recipe, run_dir, verbose):
+    """Trains the recipe's [model] on [finetune.pretrain]'s dataset; returns (model, test accuracy)."""
+    import dataclasses
+
+    from kzoo import data as kdata
+    from kzoo.recipes.runner import build_model, compile_model
+
+    p, d = recipe.finetune.pretrain, recipe.data
+    arrays = kdata.load_arrays(p.dataset, d.data_dir or None, d.validation_split, d.test_split, d.split_seed)
+    batch = p.batch_size or d.batch_size
+    train, val, test = _datasets(arrays, batch, recipe.seed, d)
+    plain = dataclasses.replace(recipe, data=dataclasses.replace(d, augment=type(d.augment)()), epochs=p.epochs,
+                                optimizer=dataclasses.replace(recipe.optimizer, lr=p.lr))
+    model = build_model(plain, arrays)
+    compile_model(model, plain, int(np.ceil(len(arrays.x_train) / batch)))
+    if verbose:
+        print(f"pretraining {recipe.model['name']} on {p.dataset} for {p.epochs} epochs")
+    model.fit(train, validation_data=val, epochs=p.epochs, verbose=verbose)
+    _, accuracy = model.evaluate(test, verbose=0)
+    run_dir.save_model(model, "pretrained.keras")
+    return model, round(float(accuracy), 6)
+
+
+def _scratch(recipe, arrays, train, val, test, steps_per_epoch, verbose):
+    """The same architecture trained from scratch on the same data for the plan's total epochs."""
+    from kzoo.recipes.runner import build_model, compile_model
+
+    if recipe.finetune.backbone and not _is_zoo_model(recipe.finetune.backbone):
+        raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
+                          f"Received: backbone={recipe.finetune.backbone!r}")
+    if recipe.finetune.backbone:
+        recipe = _recipe_with_model(recipe, recipe.finetune.backbone)
+    model = build_model(recipe, arrays)
+    compile_model(model, recipe, steps_per_epoch)
+    if verbose:
+        print(f"baseline: {recipe.model['name']} from scratch for {recipe.epochs} epochs")
+    model.fit(train, validation_data=val, epochs=recipe.epochs, verbose=verbose)
+    _, accuracy = model.evaluate(test, verbose=0)
+    return float(accuracy)
+
+
+def _is_zoo_model(name):
+    from kzoo.zoo import MODELS
+
+    return name in MODELS
+
+
+def run_staged(recipe, run_dir, verbose=2):
+    """Runs a recipe with [finetune] stages into an open `RunDir`; returns a `RunResult`.
+
+    Writes the usual artifacts: `history.csv` with `stage` and `trainable` columns, `curves.png`
+    with dashed lines at stage boundaries, `metrics.json` with `test_accuracy` and, when asked
+    for, `pretrain_test_accuracy` and `scratch_test_accuracy`.
+    """
+    from kzoo import data as kdata
+    from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+    from kzoo.plots import plot_curves
+    from kzoo.recipes.runner import RunResult, _EpochTimer, package_versions, seed_everything
+
+    seed_everything(recipe.seed, recipe.deterministic)
+    ft, d = recipe.finetune, recipe.data
+    extra = {}
+    pretrained = None
+    if ft.pretrain.dataset:
+        if ft.backbone:
+            raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
+                              f"Received: backbone={ft.backbone!r}")
+        pretrained, extra["pretrain_test_accuracy"] = _pretrain(recipe, run_dir, verbose)
+        extra["pretrain_dataset"] = ft.pretrain.dataset
+    raw = kdata.load_arrays(d.dataset, d.data_dir or None, d.validation_split, d.test_split, d.split_seed,
+                            d.image_size or None)
+    arrays = prepare_arrays(raw, ft, d.split_seed)
+    train, val, test = _datasets(arrays, d.batch_size, recipe.seed, d)
+    steps_per_epoch = int(np.ceil(arrays.info.num_train / d.batch_size))
+
+    if ft.scratch_baseline:
+        seed_everything(recipe.seed, recipe.deterministic)
+        extra["scratch_test_accuracy"] = round(_scratch(recipe, arrays, train, val, test, steps_per_epoch, verbose), 6)
+        seed_everything(recipe.seed, recipe.deterministic)
+    model = build_finetune_model(recipe, arrays, pretrained)
+    run_dir.write_text("recipe.toml", recipe.to_toml())
+
+    timer = _EpochTimer()
+    probe_n = min(len(arrays.x_train), 256)
+    context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
+                         probe=(arrays.x_train[:probe_n], arrays.y_train[:probe_n]))
+    made = []
+
+    def callbacks():
+        made[:] = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
+        return made
+
+    rows, boundaries, seconds = fit_stages(model, recipe, train, val, steps_per_epoch, callbacks, verbose)
+    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    metrics = {
+        "recipe": recipe.name,
+        "dataset": arrays.info.name,
+        "model": model.name,
+        "backbone": ft.backbone or recipe.model["name"],
+        "params": int(model.count_params()),
+        "test_accuracy": round(float(test_accuracy), 6),
+        "test_loss": round(float(test_loss), 6),
+        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
+        "epochs_run": len(rows),
+        "stages": [s.spelling() for s in parse_stages(ft.stages)],
+        "stage_boundaries": boundaries,
+        "train_seconds": round(seconds, 3),
+        "samples_per_second": round(arrays.info.num_train * len(rows) / max(seconds, 1e-9), 1),
+        "num_train": arrays.info.num_train,
+        "num_val": arrays.info.num_val,
+        "num_test": arrays.info.num_test,
+        "seed": recipe.seed,
+        "versions": package_versions(),
+        **extra,
+    }
+    for cb in made:
+        if getattr(cb, "kzoo_metrics", None):
+            metrics.update(cb.kzoo_metrics)
+    run_dir.write_csv("history.csv", rows)
+    run_dir.save_model(model)
+    title = f"{recipe.name}: test accuracy {test_accuracy:.4f}"
+    if "scratch_test_accuracy" in extra:
+        title += f" (from scratch {extra['scratch_test_accuracy']:.4f})"
+    plot_curves(rows, run_dir.file("curves.png"), title=title, boundaries=boundaries)
+    run_dir.write_json("metrics.json", metrics)
+    return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)

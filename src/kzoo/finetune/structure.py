@@ -1,0 +1,135 @@
+"""A model's layer groups for transfer (stem, ordered stages, head), read from layer names,
+and freezing them.
+
+The structure is never stored beside the model: it is derived from the layer names every zoo
+model follows (`stem_*`, `stage{i}_*`, `head_*`) and, for a nested `keras.applications` backbone
+(`backbone_<name>`), from that application's stage table in `kzoo.zoo.backbones`. Names are saved
+with the model, so the structure survives `model.save` / `keras.models.load_model` unchanged.
+Layers that match no pattern join the group of the layer before them; preprocessing,
+augmentation and input layers (`preprocess_*`, `augment_*`) belong to no group and never train.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import keras
+
+_STAGE = re.compile(r"^stage(\d+)_")
+_OUTSIDE = ("preprocess_", "augment_", "input")
+
+
+@dataclass
+class Structure:
+    """The layer groups of a model, each a list of layers in model order."""
+
+    stem: list = field(default_factory=list)
+    stages: list = field(default_factory=list)
+    head: list = field(default_factory=list)
+
+    def groups(self) -> list[tuple[str, list]]:
+        """`(name, layers)` from the head down: head, the last stage, ..., stage 0, stem."""
+        out = [("head", self.head)]
+        out += [(f"stage{i}", layers) for i, layers in reversed(list(enumerate(self.stages)))]
+        return out + [("stem", self.stem)]
+
+    def names(self) -> dict:
+        """Layer names per group: `{"stem": [...], "stages": [[...], ...], "head": [...]}`."""
+        return {"stem": [lyr.name for lyr in self.stem], "stages": [[lyr.name for lyr in s] for s in self.stages],
+                "head": [lyr.name for lyr in self.head]}
+
+
+def _is_model(layer) -> bool:
+    return isinstance(layer, keras.Model) and bool(getattr(layer, "layers", None))
+
+
+def _assign_zoo(layers, groups, current):
+    """Walks layers named by the zoo's pattern; returns the group the last layer joined."""
+    from kzoo.zoo.backbones import application_for
+
+    for layer in layers:
+        name = layer.name
+        if isinstance(layer, keras.layers.InputLayer) or name.startswith(_OUTSIDE):
+            continue
+        if _is_model(layer):
+            app = application_for(name)
+            current = _assign_application(layer, app, groups) if app else _assign_zoo(layer.layers, groups, current)
+            continue
+        m = _STAGE.match(name)
+        if name.startswith("stem_"):
+            current = ("stem", 0)
+        elif m:
+            current = ("stage", int(m.group(1)))
+        elif name.startswith("head_"):
+            current = ("head", 0)
+        groups.setdefault(current or ("stem", 0), []).append(layer)
+    return current
+
+
+def _assign_application(model, app, groups):
+    from kzoo.zoo.backbones import stage_patterns
+
+    stem, stages = stage_patterns(app)
+    current = ("stem", 0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if any(p.search(layer.name) for p in stem):
+            current = ("stem", 0)
+        for i, patterns in enumerate(stages):
+            if any(p.search(layer.name) for p in patterns):
+                current = ("stage", i)
+        groups.setdefault(current, []).append(layer)
+    return current
+
+
+def model_structure(model) -> Structure:
+    """The stem, ordered stages and head of a zoo model, a model with a nested application
+    backbone, or either after save/load.
+
+    Example:
+        >>> s = model_structure(kzoo.zoo.create_model("resnet20", (32, 32, 3), 10))
+        >>> len(s.stages), s.head[-1].name
+        (3, 'head_dense')
+    """
+    groups: dict = {}
+    _assign_zoo(model.layers, groups, None)
+    indices = sorted(i for kind, i in groups if kind == "stage")
+    if indices != list(range(len(indices))):
+        raise ValueError(f"Stage numbers must run 0, 1, 2, ... Received: stages={indices}")
+    return Structure(stem=groups.get(("stem", 0), []), stages=[groups[("stage", i)] for i in indices],
+                     head=groups.get(("head", 0), []))
+
+
+def freeze(model, structure: Structure, trainable_groups: int, train_bn: bool = False):
+    """Makes the top `trainable_groups` groups (head first) trainable and freezes the rest.
+
+    A frozen layer's `trainable` is False; Keras 3 then runs a BatchNormalization layer in
+    inference mode, so its moving statistics stay as they are. With `train_bn=False`, the
+    BatchNormalization layers of unfrozen groups stay frozen too (Keras's transfer-learning
+    guide); with `True` they train once their group is unfrozen. Recompile afterwards.
+
+    Returns:
+        The names of the trainable groups, head first.
+    """
+    model.trainable = True  # resets every nested layer; groups are set below
+    for layer in _outside_layers(model):
+        layer.trainable = False
+    trainable = []
+    for index, (name, layers) in enumerate(structure.groups()):
+        on = index < trainable_groups
+        if on:
+            trainable.append(name)
+        for layer in layers:
+            is_bn = isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = on and (train_bn or not is_bn)
+    return trainable
+
+
+def _outside_layers(model):
+    for layer in model.layers:
+        if _is_model(layer):
+            yield from _outside_layers(layer)
+        elif layer.name.startswith(_OUTSIDE):
+            yield layer

@@ -1,0 +1,125 @@
+"""Schedules by name: saved with the optimizer, scaled by plateau callbacks, logged as used."""
+
+import numpy as np
+import pytest
+
+SPECS = {
+    "constant": {},
+    "piecewise": {"boundaries": [1, 2], "factor": 0.1},
+    "exponential": {"decay_rate": 0.5, "decay_epochs": 1.0},
+    "inverse_time": {"decay_rate": 0.5},
+    "polynomial": {"end_factor": 0.01, "power": 2.0},
+    "cosine": {"warmup_epochs": 0.0},
+    "cosine_restarts": {"first_epochs": 1.0},
+    "warmup_cosine": {"warmup_epochs": 1.0},
+    "one_cycle": {},
+}
+STEPS_PER_EPOCH, EPOCHS = 10, 4
+
+
+def _model(optimizer):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu", name="hidden"),
+                              keras.layers.Dense(2, activation="softmax", name="out")])
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    return model
+
+
+def _data():
+    rng = np.random.RandomState(0)
+    return rng.randn(40, 3).astype("float32"), rng.randint(0, 2, 40)
+
+
+def test_every_registered_schedule_is_covered():
+    from kzoo.callbacks.schedules import list_schedules
+
+    assert sorted(SPECS) == list_schedules()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_schedule_survives_keras_save_and_load(name, tmp_path):
+    import keras
+
+    from kzoo.callbacks.schedules import build_schedule
+
+    lr = build_schedule({"name": name, **SPECS[name]}, 0.1, STEPS_PER_EPOCH, EPOCHS)
+    model = _model(keras.optimizers.SGD(lr))
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)  # 10 steps: the optimizer is built and has moved
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    a, b = model.optimizer, loaded.optimizer
+    assert int(b.iterations) == int(a.iterations) == 10
+    assert float(b.learning_rate) == pytest.approx(float(a.learning_rate), rel=1e-6)
+    if name != "constant":
+        for step in (0, 3, 10, 17, 25, 39):
+            assert float(b._learning_rate(step)) == pytest.approx(float(a._learning_rate(step)), rel=1e-6, abs=1e-12)
+        assert type(b._learning_rate.schedule) is type(a._learning_rate.schedule)
+
+
+def test_recipe_boundaries_are_epochs_converted_to_steps():
+    from kzoo.callbacks.schedules import build_schedule
+
+    s = build_schedule({"name": "piecewise", "boundaries": [2], "factor": 0.5}, 0.2, 10, 4)
+    assert float(s(19)) == pytest.approx(0.2)
+    assert float(s(21)) == pytest.approx(0.1)
+
+
+def test_one_cycle_rate_rises_then_falls_and_momentum_moves_the_other_way():
+    from kzoo.callbacks.schedules import OneCycle
+
+    s = OneCycle(1.0, 100, pct_start=0.25, div_factor=25.0, final_div_factor=1e4)
+    lrs = [float(s(t)) for t in range(101)]
+    moms = [float(s.momentum(t)) for t in range(101)]
+    peak = int(np.argmax(lrs))
+    assert peak == 25 and lrs[0] == pytest.approx(0.04) and lrs[-1] == pytest.approx(0.04 / 1e4, rel=1e-3)
+    assert all(np.diff(lrs[:26]) > 0) and all(np.diff(lrs[25:]) <= 0)
+    assert int(np.argmin(moms)) == 25 and moms[0] == pytest.approx(0.95) and moms[-1] == pytest.approx(0.95)
+
+
+def test_one_cycle_recipe_cycles_adams_beta_1_and_still_saves(tmp_path):
+    import keras
+
+    from kzoo.recipes import load, run
+
+    recipe = load("mlp-digits", ["epochs=3", "model.depth=1", "model.width=16", "schedule={name='one_cycle'}"])
+    result = run(recipe, out=str(tmp_path / "r"), verbose=0)
+    momentum = [row["momentum"] for row in result.history]
+    lrs = [row["learning_rate"] for row in result.history]
+    assert all(0.85 <= m <= 0.95 for m in momentum)
+    assert momentum[-1] > momentum[0] and lrs[-1] < lrs[0]  # past the peak: rate falls, momentum rises
+    loaded = keras.models.load_model(str(tmp_path / "r" / "model.keras"))
+    assert isinstance(loaded.optimizer.beta_1, float)
+
+
+def test_schedule_errors_name_the_bad_value():
+    from kzoo.callbacks.schedules import build_schedule
+    from kzoo.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"Received: t_mul=0.5$"):
+        build_schedule({"name": "cosine_restarts", "t_mul": 0.5}, 0.1, 10, 4)
+    with pytest.raises(RecipeError, match=r"Received: pct_start=1.5$"):
+        build_schedule({"name": "one_cycle", "pct_start": 1.5}, 0.1, 10, 4)
+
+
+def test_plateau_reduces_a_schedule_and_logs_the_rate_used():
+    import keras
+
+    from kzoo.callbacks import LearningRateLogger, ReduceLROnPlateau
+    from kzoo.callbacks.schedules import build_schedule
+
+    lr = build_schedule({"name": "exponential", "decay_rate": 0.5, "decay_epochs": 1.0}, 0.1, 5, 6)
+    model = _model(keras.optimizers.SGD(lr))
+    x, y = _data()
+    # min_delta huge: no epoch counts as an improvement, so every epoch after the first reduces
+    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=4, callbacks=[LearningRateLogger(), plateau], verbose=0)
+    logged = history.history["learning_rate"]
+    assert len(plateau.reductions) == 3
+    assert lr.multiplier.numpy() == pytest.approx(0.125)
+    # epoch e (0-based) ends with step 5(e+1)-1; the reductions at the ends of epochs 1, 2, 3
+    # apply from the next epoch on
+    expected = [0.1 * 0.5 ** ((5 * (e + 1) - 1) / 5) * 0.5 ** max(0, e - 1) for e in range(4)]
+    np.testing.assert_allclose(logged, expected, rtol=1e-5)

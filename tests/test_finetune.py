@@ -1,0 +1,312 @@
+"""Staged fine-tuning: stage plans, freezing (weights and BN statistics), per-group learning
+rates, the merged history, backbones, and the transfer recipe."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kzoo  # noqa: F401
+from kzoo.errors import RecipeError, UserError
+from kzoo.finetune import freeze, model_structure, parse_stages, with_group_learning_rates
+from kzoo.finetune.staged import compile_stage, group_multipliers, prepare_arrays
+from kzoo.recipes.schema import build_recipe
+from kzoo.zoo import create_model
+
+
+# ---------------------------------------------------------------- stage plans
+def test_cli_spelling_parses_into_stages():
+    plan = parse_stages("head:3@1e-3, top2:3@1e-4, all:4@1e-5")
+    assert [(s.trainable, s.epochs, s.lr) for s in plan] == [("head", 3, 1e-3), ("top2", 3, 1e-4), ("all", 4, 1e-5)]
+    assert [s.trainable_groups(3) for s in plan] == [1, 3, 5]  # head; head + 2 stages; head + 3 stages + stem
+
+
+def test_discriminative_rates_slice_and_factor():
+    (stage,) = parse_stages("all:2@1e-5..1e-3")
+    rates = stage.rates(3)  # head, stage2, stage1, stage0, stem
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert np.allclose(np.diff(np.log(rates)), np.log(rates[1] / rates[0]))  # geometric
+    (table,) = parse_stages([{"trainable": "top:2", "epochs": 1, "lr": 1e-2, "lr_factor": 0.5}])
+    assert table.trainable == "top2" and table.rates(3) == pytest.approx([1e-2, 5e-3, 2.5e-3])
+
+
+@pytest.mark.parametrize("spec, bad", [("hed:3@1e-3", "hed"), ("head:0@1e-3", "epochs=0"),
+                                       ("head:3@-1", "lr=-1"), ("head:3", "head:3"),
+                                       ("all:2@1e-3..1e-5", "lr_min=0.001")])
+def test_bad_stages_are_recipe_errors_naming_the_value(spec, bad):
+    with pytest.raises(RecipeError, match="Received") as e:
+        parse_stages(spec)
+    assert bad in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unfreezing_more_stages_than_the_model_has_is_an_error():
+    (stage,) = parse_stages("top4:1@1e-3")
+    with pytest.raises(RecipeError, match="top4"):
+        stage.trainable_groups(3)
+
+
+# ---------------------------------------------------------------- freezing
+def _recipe(**finetune):
+    return build_recipe({"optimizer": {"name": "adam"}, "finetune": {"stages": "head:1@1e-2", **finetune}})
+
+
+def _snapshot(layers):
+    return {w.path: np.array(w.numpy()) for layer in layers for w in layer.weights}
+
+
+def _small():
+    """Three conv-BN stages and a head: the smallest model with every kind of group."""
+    return create_model("cnn", (8, 8, 1), 4, filters=[4, 4, 4], convs_per_stage=1)
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_each_stage_changes_only_its_trainable_groups(train_bn):
+    model = _small()
+    structure = model_structure(model)
+    groups = dict(structure.groups())
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 8, 8, 1)).astype("float32"), rng.integers(0, 4, 32)
+    recipe = _recipe(train_bn=train_bn)
+    for stage, expected in zip(parse_stages("head:1@1e-2, top1:1@1e-2, all:1@1e-2"),
+                               [["head"], ["head", "stage2"], ["head", "stage2", "stage1", "stage0", "stem"]]):
+        trainable = compile_stage(model, recipe, stage, structure, steps_per_epoch=2)
+        assert trainable == expected
+        before = {name: _snapshot(layers) for name, layers in groups.items()}
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        for name, layers in groups.items():
+            after = _snapshot(layers)
+            for path, value in before[name].items():
+                same = np.array_equal(value, after[path])
+                is_bn = "norm" in path.split("/")[-2]
+                if name not in trainable:
+                    assert same, f"{path} of frozen group {name} changed"  # bitwise, BN statistics included
+                elif path.endswith("kernel") or path.endswith("bias"):
+                    assert not same, f"{path} of trainable group {name} did not change"
+                elif is_bn:
+                    # BN of an unfrozen group trains (batch statistics, moving averages) only with train_bn.
+                    assert same != train_bn, path
+
+
+def test_frozen_batchnorm_runs_in_inference_mode():
+    model = create_model("resnet20", (8, 8, 1), 4, width=0.25)
+    freeze(model, model_structure(model), trainable_groups=1)
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)), atol=1e-6)
+
+
+# ---------------------------------------------------------------- per-group learning rates
+def _tiny():
+    inputs = keras.Input((4,), name="input")
+    x = keras.layers.Dense(3, name="stage0_block0_dense")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head_dense")(x))
+
+
+@pytest.mark.parametrize("make", [lambda: keras.optimizers.SGD(0.1, momentum=0.9), lambda: keras.optimizers.Adam(0.01)])
+def test_group_learning_rates_scale_updates_in_the_configured_ratio(make):
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.array([0, 1] * 4)
+    plain, scaled = _tiny(), _tiny()
+    scaled.set_weights(plain.get_weights())
+    start = [np.array(w) for w in plain.get_weights()]
+    plain.compile(make(), "sparse_categorical_crossentropy")
+    scaled.compile(with_group_learning_rates(make(), {"stage0_block0_dense": 0.25}), "sparse_categorical_crossentropy")
+    plain.train_on_batch(x, y)
+    scaled.train_on_batch(x, y)
+    for w0, wp, ws, var in zip(start, plain.get_weights(), scaled.get_weights(), plain.weights):
+        factor = 0.25 if var.path.startswith("stage0") else 1.0
+        assert np.any(wp - w0)
+        np.testing.assert_allclose(ws - w0, factor * (wp - w0), rtol=1e-4, atol=1e-7)
+
+
+def test_stage_rates_become_layer_multipliers():
+    model = create_model("resnet20", (8, 8, 1), 4, width=0.25)
+    structure = model_structure(model)
+    (stage,) = parse_stages([{"trainable": "top2", "epochs": 1, "lr": 1e-2, "lr_factor": 0.5}])
+    multipliers = group_multipliers(structure, stage.rates(3))
+    assert multipliers["stage2_block0_conv1"] == 0.5 and multipliers["stage1_block2_conv2"] == 0.25
+    assert "head_dense" not in multipliers and "stage0_block0_conv1" not in multipliers
+
+
+def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
+    model = _small()
+    structure = model_structure(model)
+    (stage,) = parse_stages("all:1@1e-4..1e-2")
+    compile_stage(model, _recipe(), stage, structure, steps_per_epoch=1)
+    x, y = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype("float32"), np.arange(8) % 4
+    model.train_on_batch(x, y)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.optimizer).__name__ == "GroupLRAdam"
+    assert loaded.optimizer.lr_multipliers == model.optimizer.lr_multipliers
+    # five groups from 1e-2 (head) down to 1e-4 (the stem, empty in this CNN): stage0 is three steps down.
+    assert loaded.optimizer.lr_multipliers["stage0_block0_conv"] == pytest.approx(0.01 ** 0.75)
+    assert int(loaded.optimizer.iterations) == 1
+    loaded.train_on_batch(x, y)
+    assert int(loaded.optimizer.iterations) == 2
+    # A fresh process that imports only kzoo loads it too (the optimizer classes are registered).
+    import subprocess
+    import sys
+
+    code = ("import kzoo, keras, sys; m = keras.models.load_model(sys.argv[1]); "
+            "print(type(m.optimizer).__name__, len(m.optimizer.lr_multipliers))")
+    done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["GroupLRAdam", str(len(model.optimizer.lr_multipliers))]
+
+
+# ---------------------------------------------------------------- staged runs
+def test_staged_recipe_writes_one_history_with_a_stage_column(tmp_path, monkeypatch):
+    from kzoo import plots
+    from kzoo.recipes import load, run
+
+    drawn = {}
+    original = plots.plot_curves
+    monkeypatch.setattr(plots, "plot_curves", lambda rows, path, title="", boundaries=(): (
+        drawn.update(boundaries=list(boundaries)), original(rows, path, title, boundaries))[1])
+    recipe = build_recipe({"name": "staged", "model": {"name": "mlp", "depth": 2, "width": 16},
+                           "finetune": {"stages": "head:1@1e-3, all:2@1e-3"}})
+    assert recipe.epochs == 3
+    result = run(recipe, out=str(tmp_path / "r"), verbose=0)
+    with open(tmp_path / "r" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert [r["stage"] for r in rows] == ["1", "2", "2"]
+    assert result.metrics["stage_boundaries"] == [1] and drawn["boundaries"] == [1]
+    assert os.path.isfile(tmp_path / "r" / "curves.png")
+    again = load(str(tmp_path / "r" / "recipe.toml"))
+    assert again.finetune.stages == recipe.finetune.stages and again.epochs == 3
+
+
+def test_single_stage_recipes_read_as_before():
+    from kzoo.recipes import load
+
+    assert "finetune" not in load("mlp-digits").to_toml()
+    with pytest.raises(RecipeError, match="epochs=5"):
+        build_recipe({"epochs": 5, "finetune": {"stages": "head:1@1e-3"}})
+
+
+def test_cli_finetunes_a_zoo_model_then_an_earlier_run(cli, tmp_path):
+    first = tmp_path / "first"
+    code, out, err = cli("finetune", "--backbone", "mlp", "--data", "digits", "--stages", "head:1@1e-3, all:1@1e-3",
+                         "--set", "model.width=16", "--out", first, "--quiet")
+    assert code == 0, err
+    second = tmp_path / "second"
+    code, out, err = cli("finetune", "--backbone", first, "--data", "digits", "--stages", "top1:1@1e-3",
+                         "--labels-per-class", 5, "--out", second, "--quiet")
+    assert code == 0, err
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert metrics["num_train"] == 50 and metrics["stages"] == ["top1:1@0.001"]
+    model = keras.models.load_model(second / "model.keras")
+    assert model.get_layer("backbone").get_layer("stage0_block0_dense") is not None
+    first_model = keras.models.load_model(first / "model.keras")
+    assert len(model_structure(model).stages) == len(model_structure(first_model).stages)
+    code, out, err = cli("finetune", "--backbone", first, "--data", "digits", "--stages", "head:1@1e-3",
+                         "--set", "finetune.pad=2", "--out", tmp_path / "third")
+    assert code == 2 and "Received: input_shape=(12, 12, 1)" in err
+
+
+def test_cli_bad_stage_plan_is_one_line_exit_2(cli):
+    code, out, err = cli("finetune", "--backbone", "mlp", "--data", "digits", "--stages", "hed:1@1e-3")
+    assert code == 2 and err.count("\n") == 1 and "Received" in err
+
+
+def test_digits_in_mnist_framing_with_five_labels_per_class():
+    from kzoo.data import load_arrays
+
+    recipe = build_recipe({"finetune": {"stages": "head:1@1e-3", "pixel_max": 255.0, "resize": [20, 20], "pad": 4,
+                                        "labels_per_class": 5}})
+    arrays = prepare_arrays(load_arrays("digits"), recipe.finetune, seed=0)
+    assert arrays.x_train.shape == (50, 28, 28, 1) and arrays.x_test.shape[1:] == (28, 28, 1)
+    assert np.bincount(arrays.y_train).tolist() == [5] * 10
+    assert arrays.x_train.max() == pytest.approx(255.0, rel=0.02)
+    assert not arrays.x_test[:, :4].any() and not arrays.x_test[:, :, -4:].any()  # 4-pixel empty frame
+    assert len(arrays.x_test) == len(load_arrays("digits").x_test)  # evaluated on the whole test split
+
+
+def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
+    from kzoo.recipes import load, run
+
+    recipe = load("transfer-mnist-digits", ["model.filters=[4, 8, 8]", "model.convs_per_stage=1",
+                                            "finetune.pretrain.epochs=1",
+                                            "finetune.pretrain.batch_size=500",
+                                            'finetune.stages=["head:1@1e-3", "all:1@1e-3"]'])
+    result = run(recipe, out=str(tmp_path / "t"), verbose=0)
+    m = result.metrics
+    for key in ("test_accuracy", "scratch_test_accuracy", "pretrain_test_accuracy"):
+        assert 0 <= m[key] <= 1
+    assert m["num_train"] == 50 and m["pretrain_dataset"] == "mnist-5k"
+    assert result.model.input_shape[1:] == (28, 28, 1)
+    assert os.path.isfile(tmp_path / "t" / "pretrained.keras")
+
+
+# ---------------------------------------------------------------- keras.applications backbones
+def test_application_backbone_takes_a_local_weights_file_and_keeps_its_structure(tmp_path):
+    from kzoo.data import load_arrays
+    from kzoo.finetune import build_finetune_model
+    from kzoo.zoo.backbones import build_application
+
+    app = build_application("MobileNetV3Small", (32, 32, 3))
+    path = str(tmp_path / "mnv3.weights.h5")
+    app.save_weights(path)
+    recipe = build_recipe({"finetune": {"stages": "head:1@1e-3", "backbone": "MobileNetV3Small", "weights": path}})
+    model = build_finetune_model(recipe, load_arrays("digits"))
+    inner = model.get_layer("backbone_mobilenetv3small")
+    for a, b in zip(inner.get_weights(), app.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    structure = model_structure(model)
+    assert len(structure.stages) == 3 and [lyr.name for lyr in structure.head] == ["head_pool", "head_dense"]
+    grouped = {lyr.name for _, layers in structure.groups() for lyr in layers}
+    assert all(lyr.name in grouped for lyr in inner.layers if lyr.weights)
+    # Rates reach the nested application's variables: every one below the head learns slower.
+    (stage,) = parse_stages("all:1@1e-4..1e-2")
+    compile_stage(model, recipe, stage, structure, steps_per_epoch=1)
+    factors = [model.optimizer.multiplier(v) for v in inner.trainable_variables]
+    assert factors and max(factors) < 1 and min(factors) == pytest.approx(0.01)
+    model.save(tmp_path / "ft.keras")
+    assert model_structure(keras.models.load_model(tmp_path / "ft.keras")).names() == structure.names()
+
+
+def test_imagenet_weights_offline_is_one_line_naming_the_fix(monkeypatch):
+    from keras.src.utils import file_utils
+
+    from kzoo.zoo.backbones import build_application
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3]")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(UserError, match="finetune.weights=PATH") as e:
+        build_application("MobileNetV3Small", (32, 32, 3), "imagenet")
+    assert "\n" not in str(e.value)
+
+
+def test_list_backbones_shows_applications_and_zoo_models(cli):
+    code, out, err = cli("list", "backbones")
+    assert code == 0
+    for name in ("ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny", "resnet20", "cnn"):
+        assert f"\n{name} " in out
+    assert "preprocess=caffe" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"])
+def test_every_application_stage_table_splits_it_into_nonempty_ordered_stages(name):
+    from kzoo.finetune.structure import Structure, _assign_application
+    from kzoo.zoo.backbones import BACKBONES, build_application
+
+    app = build_application(name, (32, 32, 3))
+    groups = {}
+    _assign_application(app, name, groups)
+    structure = Structure(stem=groups.get(("stem", 0), []),
+                          stages=[groups[("stage", i)] for i in range(len(groups) - 1)])
+    assert structure.stem and all(structure.stages)
+    assert BACKBONES.meta(name)["stages"].startswith(f"{len(structure.stages)} ")
+    order = {lyr.name: i for i, lyr in enumerate(app.layers)}
+    spans = [(order[g[0].name], order[g[-1].name]) for g in [structure.stem] + structure.stages]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # groups follow one another
+    weighted = {lyr.name for lyr in app.layers if lyr.weights}
+    assert weighted <= {lyr.name for g in [structure.stem] + structure.stages for lyr in g}

@@ -1,0 +1,213 @@
+"""A killed run resumes from its last finished epoch and ends exactly as an uninterrupted one."""
+
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from kzoo.errors import RunDirError
+from kzoo.runs import BACKUP, LOCK, RunDir, atomic_write, latest_snapshot
+
+
+def _kzoo(*args):
+    return [sys.executable, "-m", "kzoo", *[str(a) for a in args]]
+
+
+def _env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _wait_for_checkpoint(out, proc, timeout=180):
+    backup = os.path.join(out, BACKUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        # A finished checkpoint's folder name is its commit; reading inside it would race the run.
+        if os.path.isdir(backup) and any(n[6:].isdigit() for n in os.listdir(backup) if n.startswith("epoch-")):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _weights(path):
+    from kzoo.safe_load import load_model
+
+    return load_model(path).get_weights()
+
+
+def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
+    import kzoo.recipes
+
+    epochs = 6
+    killed = tmp_path / "killed"
+    run_args = ("run", "mlp-digits", "--epochs", epochs, "--out", killed, "--quiet")
+    proc = subprocess.Popen(_kzoo(*run_args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        assert _wait_for_checkpoint(str(killed), proc), "no checkpoint appeared before the run ended"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists()
+
+    resumed = subprocess.run(_kzoo(*run_args), capture_output=True, text=True, env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    reference = kzoo.recipes.run(kzoo.recipes.load("mlp-digits", {"epochs": epochs}),
+                                 out=str(tmp_path / "uninterrupted"), verbose=0)
+
+    metrics = json.loads((killed / "metrics.json").read_text())
+    assert 1 <= metrics["resumed_after_epoch"] < epochs
+    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "params"):
+        assert metrics[key] == reference.metrics[key], key
+    # Every epoch once, with the same numbers as the uninterrupted run.
+    assert (killed / "history.csv").read_text() == (tmp_path / "uninterrupted" / "history.csv").read_text()
+    with open(killed / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
+    for a, b in zip(_weights(str(killed / "model.keras")), reference.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not (killed / BACKUP).exists()  # checkpoints go once the artifacts are written
+    assert not (killed / LOCK).exists()
+
+
+def test_full_disk_at_the_end_loses_no_training(tmp_path, cli, monkeypatch):
+    out = tmp_path / "run"
+    real_write = RunDir.write_text
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk(self, name, text):
+        with monkeypatch.context() as m:
+            if name == "metrics.json":
+                m.setattr(os, "fsync", no_space)
+            return real_write(self, name, text)
+
+    monkeypatch.setattr(RunDir, "write_text", full_disk)
+    code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
+    assert code == 2 and "No space left" in err and err.count("\n") == 1
+    assert latest_snapshot(str(out / BACKUP)).epoch == 2  # the checkpoint survives
+
+    monkeypatch.setattr(RunDir, "write_text", real_write)
+    code, stdout, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 2 and metrics["epochs_run"] == 2
+    assert metrics["test_accuracy"] > 0.5
+    assert not (out / BACKUP).exists()
+
+
+def test_atomic_write_keeps_previous_version_when_the_disk_is_full(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"old": 1}')
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RunDirError, match="No space left on device.*previous version is intact"):
+        atomic_write(str(path), '{"new": 2}')
+    assert path.read_text() == '{"old": 1}'
+    assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary file left behind
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    backup = tmp_path / BACKUP
+    (backup / "epoch-0002").mkdir(parents=True)
+    (backup / "epoch-0002" / "history.json").write_text(json.dumps([{"epoch": 1}, {"epoch": 2}]))
+    (backup / "epoch-0003.tmp").mkdir()  # a kill while epoch 3's checkpoint was being written
+    snapshot = latest_snapshot(str(backup))
+    assert snapshot.epoch == 2 and [r["epoch"] for r in snapshot.rows] == [1, 2]
+    assert latest_snapshot(str(tmp_path / "nowhere")) is None
+
+
+def test_second_run_into_a_directory_in_use_refuses(tmp_path, cli):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(str(holder.pid))
+        code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
+        assert code == 2 and f"in use by another kzoo process (pid {holder.pid})" in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert sorted(os.listdir(out)) == [LOCK]  # nothing started
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text(str(dead.pid))
+    with RunDir(str(out)) as run_dir:
+        assert (out / LOCK).read_text() == str(os.getpid())
+        run_dir.write_text("recipe.toml", "x = 1\n")
+    assert not (out / LOCK).exists()
+
+
+def test_unfinished_run_of_another_recipe_is_not_resumed(tmp_path, cli):
+    out = tmp_path / "run"
+    (out / BACKUP / "epoch-0001").mkdir(parents=True)
+    (out / BACKUP / "epoch-0001" / "history.json").write_text("[]")
+    (out / "recipe.toml").write_text('name = "something-else"\n')
+    code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
+    assert code == 2 and "unfinished run of a different recipe" in err and "--overwrite" in err
+    assert not (out / "metrics.json").exists()
+
+
+def test_finished_run_is_never_overwritten_without_flag(tmp_path, cli):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    code, _, err = cli("run", "mlp-digits", "--epochs", 2, "--out", out, "--quiet")
+    assert code == 2 and "--overwrite" in err
+    assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    from kzoo.data.core import make_epoch_dataset
+
+    x = np.arange(23, dtype="float32").reshape(23, 1)
+    y = np.arange(23)
+
+    def epochs_of(initial_epoch, seed=3):
+        ds = make_epoch_dataset(x, y, batch_size=5, seed=seed, epochs=4, initial_epoch=initial_epoch)
+        labels = np.concatenate([b[1] for b in ds.as_numpy_iterator()])
+        return labels.reshape(-1, 23)
+
+    full, resumed = epochs_of(0), epochs_of(2)
+    assert full.shape == (4, 23)
+    np.testing.assert_array_equal(full[2:], resumed)  # a resumed run sees the same batches
+    for epoch in full:
+        assert sorted(epoch) == list(range(23))  # every example once per epoch
+    assert len({tuple(e) for e in full}) == 4  # and a new order every epoch
+    assert not np.array_equal(epochs_of(0, seed=4), full)
+
+
+def test_dropout_masks_depend_on_epoch_only_and_never_repeat(tmp_path):
+    import keras
+
+    from kzoo.runs import resume_callbacks
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5, seed=1)])
+    reseed = resume_callbacks(str(tmp_path / BACKUP))[0]
+    reseed.set_model(model)
+    reseed.on_train_begin()
+    ones = np.ones((1, 64), "float32")
+
+    def masks(epoch, n=8):
+        reseed.on_epoch_begin(epoch)
+        return [np.asarray(model(ones, training=True) != 0).tobytes() for _ in range(n)]
+
+    drawn = [m for epoch in range(4) for m in masks(epoch)]
+    assert len(set(drawn)) == len(drawn)  # no epoch replays another epoch's masks
+    assert masks(2) == drawn[16:24]  # epoch 2 again (as after a resume): the same masks
