@@ -201,7 +201,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     callbacks += [reseed, backup]
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         compile_model(model, recipe, steps_per_epoch,
-                      resolve_steps_per_execution(recipe, steps_per_epoch, callbacks))
+                      _steps_per_execution(recipe, strategy, resolve_steps_per_execution(recipe, steps_per_epoch, callbacks)))
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
     start = time.perf_counter()
@@ -262,6 +262,12 @@ def _distribution(recipe):
     strategy = make_strategy(recipe.strategy)  # first: MultiWorkerMirroredStrategy must precede other ops
     apply_precision(recipe.mixed_precision, strategy)
     return strategy
+
+
+def _steps_per_execution(recipe, strategy, resolved):
+    from kzoo.tuning.strategy import steps_per_execution
+
+    return steps_per_execution(recipe, strategy, resolved)
 
 
 def _global_batch_size(recipe, strategy):
