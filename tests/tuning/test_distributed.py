@@ -5,6 +5,7 @@ import re
 
 import keras_tuner
 import pytest
+
 from kzoo.tuning.distributed import DistributedError, parse_address
 from kzoo.tuning.search import oracle_class
 

@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+
 from kzoo.recipes import load, run
 from kzoo.tuning.search import search
 

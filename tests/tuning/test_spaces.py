@@ -2,12 +2,12 @@
 
 import keras_tuner
 import pytest
+
+from kzoo.errors import RecipeError
 from kzoo.recipes import load
 from kzoo.recipes.schema import build_recipe
 from kzoo.tuning.hypermodel import RecipeHyperModel
 from kzoo.tuning.spaces import declare
-
-from kzoo.errors import RecipeError
 
 BASE = {"name": "t", "model": {"name": "mlp", "depth": 2, "width": 64}, "optimizer": {"name": "adam", "lr": 0.003}}
 

@@ -56,8 +56,9 @@ def test_mirrored_search_runs_trials_on_two_replicas(tiny_recipe, tmp_path):
 
 def test_multiworker_run_trains_two_processes_to_the_same_weights(tiny_recipe, tmp_path):
     import keras
-    import kzoo.zoo  # noqa: F401  (registers the custom layers a saved model may hold)
     import numpy as np
+
+    import kzoo.zoo  # noqa: F401  (registers the custom layers a saved model may hold)
 
     path = tiny_recipe(epochs=2)
     ports = free_ports(2)
