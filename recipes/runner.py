@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -169,14 +170,19 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     from kzoo.plots import plot_curves
     from kzoo.runs import BACKUP, latest_snapshot, resume_callbacks
 
+    strategy = _distribution(recipe)  # None on the default single-device path
+    if strategy is not None and recipe.strategy == "multiworker":
+        return _train_multiworker(recipe, strategy, run_dir, verbose)
     seed_everything(recipe.seed, recipe.deterministic)
     d = recipe.data
-    splits = kdata.load(d.dataset, d.batch_size, d.data_dir or None, d.validation_split, d.test_split,
+    batch_size = d.batch_size if strategy is None else _global_batch_size(recipe, strategy)
+    splits = kdata.load(d.dataset, batch_size, d.data_dir or None, d.validation_split, d.test_split,
                         d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer,
                         d.eval_batch_size or None)
     arrays = splits.arrays
-    model = build_model(recipe, arrays)
-    steps_per_epoch = int(np.ceil(arrays.info.num_train / d.batch_size))
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model(recipe, arrays)
+    steps_per_epoch = int(np.ceil(arrays.info.num_train / batch_size))
     probe_n = min(len(arrays.x_train), 256)
     context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
                          probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
@@ -189,11 +195,13 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     initial_epoch = snapshot.epoch if snapshot else 0
     if snapshot and verbose:
         print(f"Resuming {run_dir.path} after epoch {initial_epoch} of {recipe.epochs}.")
-    train = make_epoch_dataset(arrays.x_train, arrays.y_train, d.batch_size, recipe.seed, recipe.epochs,
+    train = make_epoch_dataset(arrays.x_train, arrays.y_train, batch_size, recipe.seed, recipe.epochs,
                                initial_epoch, d.shuffle_buffer)
     reseed, backup = resume_callbacks(backup_dir)
     callbacks += [reseed, backup]
-    compile_model(model, recipe, steps_per_epoch, resolve_steps_per_execution(recipe, steps_per_epoch, callbacks))
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        compile_model(model, recipe, steps_per_epoch,
+                      _steps_per_execution(recipe, strategy, resolve_steps_per_execution(recipe, steps_per_epoch, callbacks)))
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
     start = time.perf_counter()
@@ -239,4 +247,76 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     from kzoo.report import write_report  # report.html with every plot (issue #9)
 
     write_report(run_dir.path)
+    return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)
+
+
+# --- Distribution (kzoo.tuning.strategy): strategy, mixed precision, batch scaling, multi-worker. ---
+
+
+def _distribution(recipe):
+    """The recipe's strategy with its dtype policy set, or None for the default path."""
+    from kzoo.tuning.strategy import apply_precision, make_strategy, uses_distribution
+
+    if not uses_distribution(recipe):
+        return None
+    strategy = make_strategy(recipe.strategy)  # first: MultiWorkerMirroredStrategy must precede other ops
+    apply_precision(recipe.mixed_precision, strategy)
+    return strategy
+
+
+def _steps_per_execution(recipe, strategy, resolved):
+    from kzoo.tuning.strategy import steps_per_execution
+
+    return steps_per_execution(recipe, strategy, resolved)
+
+
+def _global_batch_size(recipe, strategy):
+    from kzoo.tuning.strategy import global_batch_size
+
+    return global_batch_size(recipe, strategy)
+
+
+def _train_multiworker(recipe, strategy, run_dir, verbose) -> RunResult:
+    """`strategy = "multiworker"`: a custom step through `strategy.run` (see `train_multiworker`).
+
+    Every worker writes its own run directory (its `--out`); all end with the same weights.
+    """
+    from kzoo.plots import plot_curves
+    from kzoo.tuning.strategy import train_multiworker, worker_index
+
+    if recipe.callbacks:
+        import warnings
+
+        warnings.warn(f"strategy = multiworker runs a custom loop; [callbacks] are not run: "
+                      f"{', '.join(recipe.callbacks)}", stacklevel=2)
+    run_dir.write_text("recipe.toml", recipe.to_toml())
+    model, rows, arrays, seconds, times, evaluate = train_multiworker(recipe, strategy, verbose)
+    test_loss, test_accuracy = evaluate(arrays.x_test, arrays.y_test)
+    index, workers = worker_index()
+    steady = times[1:] or times
+    metrics = {
+        "recipe": recipe.name,
+        "dataset": arrays.info.name,
+        "model": recipe.model["name"],
+        "params": int(model.count_params()),
+        "test_accuracy": round(float(test_accuracy), 6),
+        "test_loss": round(float(test_loss), 6),
+        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
+        "epochs_run": len(rows),
+        "train_seconds": round(seconds, 3),
+        "samples_per_second": round(arrays.info.num_train * len(steady) / max(sum(steady), 1e-9), 1),
+        "num_train": arrays.info.num_train,
+        "num_val": arrays.info.num_val,
+        "num_test": arrays.info.num_test,
+        "seed": recipe.seed,
+        "strategy": "multiworker",
+        "replicas": int(strategy.num_replicas_in_sync),
+        "worker_index": index,
+        "num_workers": workers,
+        "versions": package_versions(),
+    }
+    run_dir.write_csv("history.csv", rows)
+    run_dir.save_model(model)
+    plot_curves(rows, run_dir.file("curves.png"), title=f"{recipe.name}: test accuracy {test_accuracy:.4f}")
+    run_dir.write_json("metrics.json", metrics)
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)

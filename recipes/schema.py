@@ -146,6 +146,12 @@ class Recipe:
     callbacks: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # Distribution (kzoo.tuning.strategy): auto, default, mirrored, tpu or multiworker.
+    strategy: str = "default"
+    # off, auto (mixed_float16 on GPU, mixed_bfloat16 on TPU, off on CPU), mixed_float16, mixed_bfloat16.
+    mixed_precision: str = "off"
+    # Multiply data.batch_size by the number of replicas (the per-replica batch stays the same).
+    scale_batch_with_replicas: bool = False
 
     def to_dict(self) -> dict:
         d = _drop_none(dataclasses.asdict(self))
@@ -429,7 +435,20 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
     recipe.finetune = build_finetune(finetune_raw, recipe, explicit_epochs="epochs" in raw)
     validate_ranges(recipe)
     component_names_exist(recipe)
+    _validate_distribution_and_tune(recipe, {**raw, "finetune": finetune_raw}, model_raw, schedule_raw,
+                                    callbacks_raw)
     return recipe
+
+
+def _validate_distribution_and_tune(recipe, raw, model_raw, schedule_raw, callbacks_raw):
+    """Hook for kzoo.tuning: the strategy fields and the [tune] section."""
+    from kzoo.tuning.spaces import validate_tune
+    from kzoo.tuning.strategy import validate_strategy_fields
+
+    validate_strategy_fields(recipe)
+    if recipe.tune:
+        full = {**raw, "model": model_raw, "schedule": schedule_raw, "callbacks": callbacks_raw}
+        recipe.tune = validate_tune(recipe.tune, full)
 
 
 def _registered(path, name, registry):
