@@ -49,7 +49,7 @@ def main(argv=None):
     if "time_to_accuracy" in wanted:
         report(training.time_to_accuracy(kzoo.recipes.load("cnn-digits"), digits, 0.98, 20 if quick else 40))
     if "monitors" in wanted:
-        report(training.monitor_overhead(kzoo.recipes.load("cnn-digits"), digits, 2, 3 if quick else 5))
+        report(training.monitor_overhead(kzoo.recipes.load("cnn-digits"), digits, 5, 3 if quick else 5))
     if "inference" in wanted:
         try:
             from benchmarks import fold_batchnorm

@@ -205,7 +205,9 @@ def monitor_overhead(recipe, arrays, epochs=2, repeats=3):
         callbacks = build_callbacks({"update_ratio": {}, "gradients": {}, "activations": {}}, context) if with_monitors else []
         model = build_model(recipe, arrays)
         compile_model(model, recipe, steps, spe or resolve_steps_per_execution(recipe, steps, callbacks))
-        model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)  # warm-up
+        # warm-up past every monitor's first sample (gradients and activations sample every
+        # 100 steps), so the tracing of their functions is not timed
+        model.fit(ds, epochs=max(1, -(-120 // steps)), verbose=0, shuffle=False, callbacks=callbacks)
         setups[name] = (model, callbacks)
 
     def timed(model, callbacks):

@@ -53,7 +53,10 @@ class ActivationMonitor(keras.callbacks.Callback):
         self._epoch = 0
         layers = activation_layers(self.model)
         self._layers = [(layer.name, activation_kind(layer)) for layer in layers]
-        self._fn = None
+        key = (id(self.model), tuple(id(layer) for layer in layers))
+        if getattr(self, "_fn_key", None) == key and self._fn is not None:
+            return  # a second fit on the same model reuses the traced function
+        self._fn, self._fn_key = None, key
         if not layers:
             return
         try:

@@ -60,7 +60,11 @@ class GradientMonitor(keras.callbacks.Callback):
         self._warned = set()
         self._step = 0
         self._epoch = 0
-        self._fn = self._make_fn()
+        # One traced function per model and set of variables: a second `fit` on the same model
+        # (a new stage, a resumed run) reuses it instead of tracing again.
+        key = (id(self.model), tuple(id(v) for _, vs in self._layers for v in vs))
+        if getattr(self, "_fn_key", None) != key:
+            self._fn, self._fn_key = self._make_fn(), key
 
     def _make_fn(self):
         model = self.model

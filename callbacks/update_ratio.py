@@ -115,7 +115,10 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
         self._last = {}
         self.lr_multiplier = 1.0  # the product of the adaptive changes in this fit
         self._peak = self._schedule_peak() if self.adaptive else None
-        self._snapshot, self._ratios = self._make_fns()
+        # One pair of traced functions per model and set of variables (reused by a second fit).
+        key = (id(self.model), tuple(id(v) for _, vs in self._layers for v in vs))
+        if getattr(self, "_fns_key", None) != key:
+            (self._snapshot, self._ratios), self._fns_key = self._make_fns(), key
         if self.adaptive and not can_scale_learning_rate(self.model.optimizer):
             raise TypeError("UpdateRatioMonitor(adaptive=True) needs a float learning rate or a "
                             "kzoo ScaledSchedule. Received: learning_rate="
