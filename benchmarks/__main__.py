@@ -61,7 +61,7 @@ def main(argv=None):
     if "scaling" in wanted:
         cnn = kzoo.recipes.load("cnn-digits")
         sizes = (32, 128, 512) if quick else (32, 64, 128, 256, 512, 1024)
-        tables["batch"] = training.batch_scaling(cnn, digits, sizes)
+        tables["batch"] = training.batch_scaling(cnn, digits, sizes, epochs=2 if quick else 4)
         if not quick:
             resnet = kzoo.recipes.load("resnet20-cifar10", ["data.augment.crop=0", "data.augment.flip=none"])
             tables["depth"] = training.depth_scaling(resnet, training.synthetic_arrays(1024))

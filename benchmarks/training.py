@@ -104,6 +104,11 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3):
     for model, ds, det in ((k_model, k_ds, recipe.deterministic), (b_model, b_ds, False)):
         set_determinism(det)
         model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and compilation
+    # Each measurement lasts at least ~1.5 s, so fast epochs (mlp-digits: ~40 ms) are not noise.
+    set_determinism(False)
+    probe_start = time.perf_counter()
+    b_model.fit(b_ds, epochs=1, verbose=0, shuffle=False)
+    epochs = max(epochs, int(np.ceil(1.5 / max(time.perf_counter() - probe_start, 1e-3))))
     values = alternate({"kzoo": timed(k_model, k_ds, recipe.deterministic), "baseline": timed(b_model, b_ds, False)}, repeats)
     set_determinism(False)
     k, b = median(values["kzoo"]), median(values["baseline"])
