@@ -74,6 +74,28 @@ def lsuv_if_asked(model, recipe: Recipe, arrays):
     lsuv_init(model, arrays.x_train[:256].astype("float32"), seed=recipe.seed)
 
 
+def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_seconds, epoch_times) -> dict:
+    """What `metrics.json` holds for every run; throughput is steady state (first epoch left out)."""
+    steady = epoch_times[1:] or epoch_times
+    return {
+        "recipe": recipe.name,
+        "dataset": info.name,
+        "model": recipe.model["name"],
+        "params": int(model.count_params()),
+        "test_accuracy": round(float(test_accuracy), 6),
+        "test_loss": round(float(test_loss), 6),
+        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
+        "epochs_run": len(rows),
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(info.num_train * len(steady) / max(sum(steady), 1e-9), 1),
+        "num_train": info.num_train,
+        "num_val": info.num_val,
+        "num_test": info.num_test,
+        "seed": recipe.seed,
+        "versions": package_versions(),
+    }
+
+
 class _EpochTimer:
     """Wall time of each epoch, for a steady-state throughput that excludes the first."""
 
@@ -211,24 +233,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     test_loss, test_accuracy = model.evaluate(splits.test, verbose=0)
 
     rows = backup.rows  # every epoch once, those before a kill included
-    steady = timer.times[1:] or timer.times
-    metrics = {
-        "recipe": recipe.name,
-        "dataset": arrays.info.name,
-        "model": recipe.model["name"],
-        "params": int(model.count_params()),
-        "test_accuracy": round(float(test_accuracy), 6),
-        "test_loss": round(float(test_loss), 6),
-        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
-        "epochs_run": len(rows),
-        "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(arrays.info.num_train * len(steady) / max(sum(steady), 1e-9), 1),
-        "num_train": arrays.info.num_train,
-        "num_val": arrays.info.num_val,
-        "num_test": arrays.info.num_test,
-        "seed": recipe.seed,
-        "versions": package_versions(),
-    }
+    metrics = run_metrics(recipe, arrays.info, model, test_loss, test_accuracy, rows, train_seconds, timer.times)
     for cb in callbacks:
         extra = getattr(cb, "kzoo_metrics", None)
         if extra:
@@ -293,28 +298,13 @@ def _train_multiworker(recipe, strategy, run_dir, verbose) -> RunResult:
     model, rows, arrays, seconds, times, evaluate = train_multiworker(recipe, strategy, verbose)
     test_loss, test_accuracy = evaluate(arrays.x_test, arrays.y_test)
     index, workers = worker_index()
-    steady = times[1:] or times
-    metrics = {
-        "recipe": recipe.name,
-        "dataset": arrays.info.name,
-        "model": recipe.model["name"],
-        "params": int(model.count_params()),
-        "test_accuracy": round(float(test_accuracy), 6),
-        "test_loss": round(float(test_loss), 6),
-        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
-        "epochs_run": len(rows),
-        "train_seconds": round(seconds, 3),
-        "samples_per_second": round(arrays.info.num_train * len(steady) / max(sum(steady), 1e-9), 1),
-        "num_train": arrays.info.num_train,
-        "num_val": arrays.info.num_val,
-        "num_test": arrays.info.num_test,
-        "seed": recipe.seed,
+    metrics = run_metrics(recipe, arrays.info, model, test_loss, test_accuracy, rows, seconds, times)
+    metrics.update({
         "strategy": "multiworker",
         "replicas": int(strategy.num_replicas_in_sync),
         "worker_index": index,
         "num_workers": workers,
-        "versions": package_versions(),
-    }
+    })
     run_dir.write_csv("history.csv", rows)
     run_dir.save_model(model)
     plot_curves(rows, run_dir.file("curves.png"), title=f"{recipe.name}: test accuracy {test_accuracy:.4f}")

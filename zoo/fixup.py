@@ -25,8 +25,7 @@ from kzoo.zoo.blocks import (
     record_structure,
     weight_regularizer,
 )
-from kzoo.zoo.layers.scalar_bias import ScalarBias
-from kzoo.zoo.layers.scalar_multiplier import ScalarMultiplier
+from kzoo.zoo.layers.scalar import ScalarBias, ScalarMultiplier
 from kzoo.zoo.registry import register_model
 
 INITS = ("fixup", "he")

@@ -4,8 +4,7 @@ from kzoo.zoo.layers.maxout import Maxout
 from kzoo.zoo.layers.mc_dropout import MCDropout, mc_predict
 from kzoo.zoo.layers.pca_whitening import PCAWhitening
 from kzoo.zoo.layers.rrelu import RReLU
-from kzoo.zoo.layers.scalar_bias import ScalarBias
-from kzoo.zoo.layers.scalar_multiplier import ScalarMultiplier
+from kzoo.zoo.layers.scalar import ScalarBias, ScalarMultiplier
 from kzoo.zoo.layers.stochastic_depth import StochasticDepth
 from kzoo.zoo.layers.training_only import TrainingOnly
 
