@@ -241,6 +241,7 @@ def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
     assert m["num_train"] == 50 and m["pretrain_dataset"] == "mnist-5k"
     assert result.model.input_shape[1:] == (28, 28, 1)
     assert os.path.isfile(tmp_path / "t" / "pretrained.keras")
+    assert os.path.isfile(tmp_path / "t" / "report.html")  # staged runs get the report too
 
 
 # ---------------------------------------------------------------- keras.applications backbones

@@ -395,4 +395,7 @@ def run_staged(recipe, run_dir, verbose=2):
         title += f" (from scratch {extra['scratch_test_accuracy']:.4f})"
     plot_curves(rows, run_dir.file("curves.png"), title=title, boundaries=boundaries)
     run_dir.write_json("metrics.json", metrics)
+    from kzoo.report import write_report  # report.html, as for single-stage runs
+
+    write_report(run_dir.path)
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=rows, model=model)
