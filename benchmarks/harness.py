@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 
@@ -52,15 +51,6 @@ def alternate(fns: dict, repeats: int):
 
 def median(xs):
     return statistics.median(xs)
-
-
-class Stopwatch:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
 
 
 def machine() -> str:

@@ -7,6 +7,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import keras
+
 from kzoo.errors import RecipeError
 from kzoo.recipes.schema import Recipe
 
@@ -23,7 +25,6 @@ class RunResult:
 
 def seed_everything(seed: int, deterministic: bool = True):
     """Seeds Python, numpy and TensorFlow; with `deterministic`, makes TF ops deterministic."""
-    import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
@@ -96,23 +97,17 @@ def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_secon
     }
 
 
-class _EpochTimer:
+class EpochTimer(keras.callbacks.Callback):
     """Wall time of each epoch, for a steady-state throughput that excludes the first."""
 
-    def __new__(cls):
-        import keras
+    def on_train_begin(self, logs=None):
+        self.times = []
 
-        class EpochTimer(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.times = []
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.times.append(time.perf_counter() - self._start)
-
-        return EpochTimer()
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
 
 
 def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=()) -> int:
@@ -208,7 +203,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     probe_n = min(len(arrays.x_train), 256)
     context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
                          probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
-    timer = _EpochTimer()
+    timer = EpochTimer()
     callbacks = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
     # Resume: checkpoints every epoch in <out>/backup/; each epoch's shuffle and dropout masks
     # depend only on (seed, epoch), so a resumed run ends equal to an uninterrupted one.

@@ -223,7 +223,7 @@ def build_section(cls, raw, path: str):
     return cls(**values)
 
 
-def resolve_component(path: str, raw, defaults: dict, kind_names) -> dict:
+def resolve_component(path: str, raw, defaults: dict) -> dict:
     """Checks a `{name = ..., **kwargs}` table against a builder's defaults and fills them in."""
     if isinstance(raw, str):
         raw = {"name": raw}
@@ -365,7 +365,7 @@ def _more_ranges(recipe: Recipe):
                 fail(f"callbacks.{name}.{key}", kwargs[key], ">= 0")
 
 
-def component_names_exist(recipe: Recipe, raw: dict | None = None):
+def component_names_exist(recipe: Recipe):
     """Checks every activation, initializer and normalization named in [model] is registered."""
     from kzoo.zoo import activations, initializers, norms
 
@@ -412,13 +412,13 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
     _registered("model.name", model_raw["name"], MODELS)
     defaults = model_defaults(model_raw["name"])
     defaults.pop("seed", None)  # the recipe's top-level seed is used
-    recipe.model = resolve_component("model", model_raw, defaults, MODELS)
+    recipe.model = resolve_component("model", model_raw, defaults)
 
     if isinstance(schedule_raw, str):
         schedule_raw = {"name": schedule_raw}
     _registered("schedule.name", (schedule_raw or {}).get("name", "constant"), SCHEDULES)
     schedule_raw = {"name": "constant", **schedule_raw}
-    recipe.schedule = resolve_component("schedule", schedule_raw, schedule_defaults(schedule_raw["name"]), SCHEDULES)
+    recipe.schedule = resolve_component("schedule", schedule_raw, schedule_defaults(schedule_raw["name"]))
 
     if not isinstance(callbacks_raw, dict):
         raise RecipeError(f"[callbacks] must be a table of tables. Received: callbacks={callbacks_raw!r}")
@@ -429,7 +429,7 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
             cb_raw = {}
         if not isinstance(cb_raw, dict):
             raise RecipeError(f"[callbacks.{cb_name}] must be a table. Received: {cb_name}={cb_raw!r}")
-        resolved = resolve_component(f"callbacks.{cb_name}", {"name": cb_name, **cb_raw}, callback_defaults(cb_name), CALLBACKS)
+        resolved = resolve_component(f"callbacks.{cb_name}", {"name": cb_name, **cb_raw}, callback_defaults(cb_name))
         resolved.pop("name")
         recipe.callbacks[cb_name] = resolved
     recipe.finetune = build_finetune(finetune_raw, recipe, explicit_epochs="epochs" in raw)

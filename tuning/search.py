@@ -274,7 +274,7 @@ class KzooTuner(keras_tuner.Tuner):
 # Reporting: progress lines, trials.csv, trials.png, the ranked table.
 
 
-def format_values(values: dict, width: int = 0) -> str:
+def format_values(values: dict) -> str:
     parts = []
     for key, value in values.items():
         if key.startswith("tuner/") and key != "tuner/epochs":

@@ -108,11 +108,7 @@ def cmd_list(args):
               "\na folder of class sub-folders, or an .npz file with x_train, y_train, x_test, y_test.")
 
 
-def _show_args(p):
-    _add_run_flags(p)
-
-
-@arguments(_show_args)
+@arguments(_add_run_flags)
 @command("show", help="print the fully resolved recipe")
 def cmd_show(args):
     print(load_recipe_from_args(args).to_toml(), end="")

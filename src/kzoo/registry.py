@@ -30,7 +30,7 @@ class Registry:
         self._meta: dict[str, dict[str, Any]] = {}
 
     def register(self, fn: Callable | None = None, *, name: str | None = None, **meta):
-        """Registers `fn` under `name` (default: its `__name__` with `_` -> `-` kept as is)."""
+        """Registers `fn` under `name` (default: its `__name__`); extra keywords are its metadata."""
 
         def wrap(f):
             key = name or f.__name__

@@ -327,7 +327,7 @@ def run_staged(recipe, run_dir, verbose=2):
     from kzoo import data as kdata
     from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
     from kzoo.plots import plot_curves
-    from kzoo.recipes.runner import RunResult, _EpochTimer, package_versions, seed_everything
+    from kzoo.recipes.runner import EpochTimer, RunResult, run_metrics, seed_everything
 
     seed_everything(recipe.seed, recipe.deterministic)
     ft, d = recipe.finetune, recipe.data
@@ -352,7 +352,7 @@ def run_staged(recipe, run_dir, verbose=2):
     model = build_finetune_model(recipe, arrays, pretrained)
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
-    timer = _EpochTimer()
+    timer = EpochTimer()
     probe_n = min(len(arrays.x_train), 256)
     context = RunContext(recipe=recipe, out_dir=run_dir.path, steps_per_epoch=steps_per_epoch,
                          probe=(arrays.x_train[:probe_n], arrays.y_train[:probe_n]))
@@ -364,27 +364,16 @@ def run_staged(recipe, run_dir, verbose=2):
 
     rows, boundaries, seconds = fit_stages(model, recipe, train, val, steps_per_epoch, callbacks, verbose)
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
-    metrics = {
-        "recipe": recipe.name,
-        "dataset": arrays.info.name,
+    metrics = run_metrics(recipe, arrays.info, model, test_loss, test_accuracy, rows, seconds, timer.times)
+    metrics.update({
         "model": model.name,
         "backbone": ft.backbone or recipe.model["name"],
-        "params": int(model.count_params()),
-        "test_accuracy": round(float(test_accuracy), 6),
-        "test_loss": round(float(test_loss), 6),
-        "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
-        "epochs_run": len(rows),
         "stages": [s.spelling() for s in parse_stages(ft.stages)],
         "stage_boundaries": boundaries,
-        "train_seconds": round(seconds, 3),
+        # over every epoch of every stage (the timer only keeps the last stage's epochs)
         "samples_per_second": round(arrays.info.num_train * len(rows) / max(seconds, 1e-9), 1),
-        "num_train": arrays.info.num_train,
-        "num_val": arrays.info.num_val,
-        "num_test": arrays.info.num_test,
-        "seed": recipe.seed,
-        "versions": package_versions(),
         **extra,
-    }
+    })
     for cb in made:
         if getattr(cb, "kzoo_metrics", None):
             metrics.update(cb.kzoo_metrics)
