@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -53,13 +54,21 @@ class ArraySplits:
 
 @dataclass
 class Splits:
-    """Batched train/validation/test datasets, the arrays they came from, and the metadata."""
+    """Batched train/validation/test datasets, the arrays they came from, and the metadata.
 
-    train: object
+    `train` is built on first use: `kzoo run` and the tuner train on per-epoch pipelines of
+    their own (`make_epoch_dataset`), and a pipeline made from arrays copies them into memory.
+    """
+
     val: object
     test: object
     info: DatasetInfo
     arrays: ArraySplits
+    train_options: dict = field(default_factory=dict)
+
+    @functools.cached_property
+    def train(self):
+        return make_dataset(self.arrays.x_train, self.arrays.y_train, shuffle=True, **self.train_options)
 
 
 def _resolve_source(name: str):
@@ -314,8 +323,8 @@ def load(
     if batch_size < 1:
         raise DataError(f"data.batch_size must be at least 1. Received: batch_size={batch_size}")
     arrays = load_arrays(name, data_dir, validation_split, test_split, split_seed, image_size)
-    train = make_dataset(arrays.x_train, arrays.y_train, batch_size, True, seed, cache, shuffle_buffer)
     eval_batch_size = eval_batch_size or 4 * batch_size
     val = make_dataset(arrays.x_val, arrays.y_val, eval_batch_size, cache=cache) if len(arrays.x_val) else None
     test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, cache=cache)
-    return Splits(train, val, test, arrays.info, arrays)
+    train_options = {"batch_size": batch_size, "seed": seed, "cache": cache, "shuffle_buffer": shuffle_buffer}
+    return Splits(val, test, arrays.info, arrays, train_options)
