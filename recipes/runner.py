@@ -110,13 +110,18 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=()) -> int:
+def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=(), strategy=None) -> int:
     """Steps run per call into the compiled graph. `0` (auto): one epoch's worth, at most 32,
     which removes most per-step Python overhead on small models; 1 when a callback needs to see
-    every step (it sets `needs_every_step = True`)."""
+    every step (it sets `needs_every_step = True`), and 1 under a strategy with several replicas:
+    Keras's multi-step loop fails under `MirroredStrategy` there on TF 2.21 / Keras 3.15 (`You
+    must feed a value for placeholder tensor ... [Op:__inference_multi_step_on_iterator]`).
+    An explicit recipe value is always kept."""
     if recipe.steps_per_execution:
         return recipe.steps_per_execution
     if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
+        return 1
+    if strategy is not None and int(getattr(strategy, "num_replicas_in_sync", 1) or 1) > 1:
         return 1
     return max(1, min(32, steps_per_epoch))
 
@@ -218,7 +223,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
     callbacks += [reseed, backup]
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         compile_model(model, recipe, steps_per_epoch,
-                      _steps_per_execution(recipe, strategy, resolve_steps_per_execution(recipe, steps_per_epoch, callbacks)))
+                      resolve_steps_per_execution(recipe, steps_per_epoch, callbacks, strategy))
     run_dir.write_text("recipe.toml", recipe.to_toml())
 
     start = time.perf_counter()
@@ -262,12 +267,6 @@ def _distribution(recipe):
     strategy = make_strategy(recipe.strategy)  # first: MultiWorkerMirroredStrategy must precede other ops
     apply_precision(recipe.mixed_precision, strategy)
     return strategy
-
-
-def _steps_per_execution(recipe, strategy, resolved):
-    from kzoo.tuning.strategy import steps_per_execution
-
-    return steps_per_execution(recipe, strategy, resolved)
 
 
 def _global_batch_size(recipe, strategy):

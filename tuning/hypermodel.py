@@ -94,7 +94,6 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         from kzoo.data.core import make_epoch_dataset
         from kzoo.recipes.runner import compile_model, resolve_steps_per_execution
         from kzoo.runs import _resume_classes
-        from kzoo.tuning.strategy import steps_per_execution
 
         recipe, splits, batch_size = self._trial
         self._trial = None  # hold no datasets between trials
@@ -111,8 +110,8 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         all_callbacks += [_resume_classes()["EpochReseed"]()]
         all_callbacks += list(callbacks or []) + [keras.callbacks.TerminateOnNaN()]
         with self.strategy.scope() if self.strategy is not None else contextlib.nullcontext():
-            compile_model(model, recipe, steps, steps_per_execution(
-                recipe, self.strategy, resolve_steps_per_execution(recipe, steps, all_callbacks)))
+            compile_model(model, recipe, steps,
+                          resolve_steps_per_execution(recipe, steps, all_callbacks, self.strategy))
         history = model.fit(train, validation_data=splits.val, epochs=recipe.epochs, steps_per_epoch=steps,
                             shuffle=False, callbacks=all_callbacks, verbose=self.verbose)
         losses = history.history.get("loss", [])

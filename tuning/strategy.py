@@ -258,17 +258,3 @@ def train_multiworker(recipe, strategy, verbose: int = 2):
             print(f"Epoch {epoch}/{recipe.epochs} - " + " - ".join(
                 f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
     return model, rows, arrays, time.perf_counter() - start, times, evaluate
-
-
-def steps_per_execution(recipe, strategy, resolved: int) -> int:
-    """The steps per execution to compile with under `strategy`.
-
-    Keras's multi-step loop (`steps_per_execution > 1`) fails under `MirroredStrategy` with
-    several replicas on TF 2.21 / Keras 3.15 (`You must feed a value for placeholder tensor
-    ... [Op:__inference_multi_step_on_iterator]`): with more than one replica the automatic
-    choice (`steps_per_execution = 0`) becomes 1; an explicit value is kept.
-    """
-    replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1) if strategy is not None else 1
-    if replicas > 1 and not recipe.steps_per_execution:
-        return 1
-    return resolved
