@@ -111,19 +111,30 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=(), strategy=None) -> int:
-    """Steps run per call into the compiled graph. `0` (auto): one epoch's worth, at most 32,
-    which removes most per-step Python overhead on small models; 1 when a callback needs to see
-    every step (it sets `needs_every_step = True`), and 1 under a strategy with several replicas:
-    Keras's multi-step loop fails under `MirroredStrategy` there on TF 2.21 / Keras 3.15 (`You
-    must feed a value for placeholder tensor ... [Op:__inference_multi_step_on_iterator]`).
-    An explicit recipe value is always kept."""
+    """Steps run per call into the compiled graph. `0` (auto): the largest divisor of the steps
+    per epoch up to 32, which removes most per-step Python overhead on small models; 1 when a
+    callback needs to see every step (it sets `needs_every_step = True`), and 1 under a strategy
+    with several replicas: Keras's multi-step loop fails under `MirroredStrategy` there on
+    TF 2.21 / Keras 3.15 (`You must feed a value for placeholder tensor ...
+    [Op:__inference_multi_step_on_iterator]`).
+
+    It must divide the steps per epoch: Keras runs whole calls, so with 55 steps an epoch and 32
+    a call every epoch would take 64 batches, borrow the next epoch's, and a later epoch would
+    find the data used up and train on nothing. An explicit recipe value that does not divide
+    them is refused (`RecipeError`)."""
     if recipe.steps_per_execution:
+        if steps_per_epoch % recipe.steps_per_execution:
+            divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]
+            raise RecipeError(
+                f"steps_per_execution must divide the {steps_per_epoch} steps of an epoch "
+                f"({', '.join(map(str, divisors))}), or be 0 for auto. "
+                f"Received: steps_per_execution={recipe.steps_per_execution}")
         return recipe.steps_per_execution
     if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
         return 1
     if strategy is not None and int(getattr(strategy, "num_replicas_in_sync", 1) or 1) > 1:
         return 1
-    return max(1, min(32, steps_per_epoch))
+    return max(d for d in range(1, min(32, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def compile_model(model, recipe: Recipe, steps_per_epoch: int, steps_per_execution: int | None = None):

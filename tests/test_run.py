@@ -81,3 +81,24 @@ def test_augmentation_only_in_training():
         np.asarray(model.get_layer("augment_translate")(x, training=True)), x)
     loaded = keras.models.clone_model(model)
     assert loaded.get_layer("augment_translate").layer.name == "augment_translate_op"
+
+
+def test_multi_step_execution_trains_every_epoch_like_one_step_per_call(cli, tmp_path):
+    """With batch 30, digits' 1,257 training images make 42 steps an epoch: auto picks 21 steps a
+    call (a divisor), so no call borrows the next epoch's batches and every epoch trains."""
+    import kzoo
+
+    sets = ["epochs=4", "data.batch_size=30"]
+    auto = kzoo.recipes.run(kzoo.recipes.load("mlp-digits", sets), out=str(tmp_path / "auto"), verbose=0)
+    assert auto.model.steps_per_execution == 21
+    one = kzoo.recipes.run(kzoo.recipes.load("mlp-digits", sets + ["steps_per_execution=1"]),
+                           out=str(tmp_path / "one"), verbose=0)
+    assert all(r["loss"] > 0 and r["accuracy"] > 0 for r in auto.history)
+    assert [r["loss"] for r in auto.history] == pytest.approx([r["loss"] for r in one.history], rel=1e-5)
+    assert auto.metrics["test_loss"] == pytest.approx(one.metrics["test_loss"], rel=1e-5)
+
+    code, _, err = cli("run", "mlp-digits", "--set", "data.batch_size=30", "--set", "steps_per_execution=32",
+                       "--out", tmp_path / "bad", "--quiet")
+    assert code == 2 and "steps_per_execution=32" in err and "42 steps" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad" / "model.keras").exists()
