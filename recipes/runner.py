@@ -178,6 +178,7 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
     created = not os.path.exists(out)
     # resume=True: an unfinished run of the same recipe in `out` continues from its checkpoint.
     run_dir = RunDir(out, overwrite=overwrite, resume=True)
+    policy = keras.config.dtype_policy()  # a mixed-precision recipe sets the global one
     try:
         with run_dir:
             run_dir.check_same_recipe(recipe.to_toml())
@@ -191,6 +192,8 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
         if created and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)  # leave nothing behind for a run that never started
         raise
+    finally:
+        keras.config.set_dtype_policy(policy)
     return result
 
 

@@ -59,8 +59,12 @@ def test_existing_run_is_not_overwritten(cli, tmp_path):
     code, _, err = cli("run", "mlp-digits", "--epochs", 1, "--seed", 3, "--out", out, "--quiet")
     assert code == 2 and "--overwrite" in err
     assert (out / "metrics.json").read_bytes() == before
+    (out / "dynamics.png").write_bytes(b"from an earlier run with monitors")
+    (out / "eval.json").write_text("{}")
     code, _, _ = cli("run", "mlp-digits", "--epochs", 1, "--seed", 3, "--out", out, "--quiet", "--overwrite")
     assert code == 0
+    assert not (out / "dynamics.png").exists() and not (out / "eval.json").exists()  # nothing stale left
+    assert (out / "report.html").is_file()
     assert json.loads((out / "metrics.json").read_text())["seed"] == 3
 
 
@@ -102,3 +106,14 @@ def test_multi_step_execution_trains_every_epoch_like_one_step_per_call(cli, tmp
     assert code == 2 and "steps_per_execution=32" in err and "42 steps" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "model.keras").exists()
+
+
+def test_mixed_precision_run_leaves_the_global_dtype_policy_as_it_was(tmp_path):
+    import keras
+
+    import kzoo
+
+    recipe = kzoo.recipes.load("mlp-digits", ["epochs=1", "mixed_precision='mixed_bfloat16'"])
+    result = kzoo.recipes.run(recipe, out=str(tmp_path / "r"), verbose=0)
+    assert result.model.dtype_policy.name == "mixed_bfloat16"  # the run trained in mixed precision
+    assert keras.config.dtype_policy().name == "float32"  # and gave the notebook its policy back

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from kzoo.errors import RunDirError
 
-ARTIFACTS = ("recipe.toml", "history.csv", "metrics.json", "model.keras", "curves.png")
+# Everything a run, a staged fine-tuning run and `kzoo eval` write into a run directory:
+# --overwrite removes them all, so no plot or evaluation of the earlier run outlives it.
+ARTIFACTS = ("recipe.toml", "history.csv", "metrics.json", "model.keras", "curves.png", "dynamics.png",
+             "pretrained.keras", "eval.json", "confusion.png", "reliability.png", "errors.png", "report.html")
 LOCK = ".kzoo.lock"
 
 
