@@ -9,15 +9,19 @@ import os as _os
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from kzoo.quiet_import import import_tensorflow as _import_tensorflow  # noqa: E402
+
+_import_tensorflow()  # before Keras, which imports TensorFlow too
+
 __version__ = "0.1.0"
 
-from kzoo import (
+from kzoo import (  # noqa: E402
     callbacks,  # noqa: E402,F401
     data,  # noqa: E402,F401
     finetune,  # noqa: E402,F401  (registers the per-group learning-rate optimizers)
     recipes,  # noqa: E402,F401
     zoo,  # noqa: E402,F401  (registers models, layers, activations, initializers)
 )
-from kzoo.errors import DataError, RecipeError, RunDirError, UserError
+from kzoo.errors import DataError, RecipeError, RunDirError, UserError  # noqa: E402
 
 __all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "recipes", "zoo"]
