@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -189,8 +190,8 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
             else:
                 result = _train(recipe, run_dir, verbose)
     except BaseException:
-        if created and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)  # leave nothing behind for a run that never started
+        if created and os.path.isdir(out) and set(os.listdir(out)) <= {"recipe.toml"}:
+            shutil.rmtree(out)  # leave nothing behind for a run that never started
         raise
     finally:
         keras.config.set_dtype_policy(policy)

@@ -207,6 +207,7 @@ def test_cli_finetunes_a_zoo_model_then_an_earlier_run(cli, tmp_path):
     code, out, err = cli("finetune", "--backbone", first, "--data", "digits", "--stages", "head:1@1e-3",
                          "--set", "finetune.pad=2", "--out", tmp_path / "third")
     assert code == 2 and "Received: input_shape=(12, 12, 1)" in err
+    assert not (tmp_path / "third").exists()  # nothing left of a run that never started
 
 
 def test_cli_bad_stage_plan_is_one_line_exit_2(cli):

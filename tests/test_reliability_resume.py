@@ -3,6 +3,7 @@
 import csv
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 from kzoo.errors import RunDirError
+from kzoo.finetune import parse_stages
+from kzoo.finetune.staged import compile_stage as compile_stage_as_shipped
 from kzoo.runs import BACKUP, LOCK, RunDir, atomic_write, latest_snapshot
 
 
@@ -24,15 +27,29 @@ def _env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def _wait_for_checkpoint(out, proc, timeout=180):
+def _wait_for_checkpoint(out, proc, after=0, timeout=180):
+    """Waits for a checkpoint of an epoch past `after`; False if the run ended first."""
     backup = os.path.join(out, BACKUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         # A finished checkpoint's folder name is its commit; reading inside it would race the run.
-        if os.path.isdir(backup) and any(n[6:].isdigit() for n in os.listdir(backup) if n.startswith("epoch-")):
+        names = os.listdir(backup) if os.path.isdir(backup) else []
+        if any(n[6:].isdigit() and int(n[6:]) > after for n in names if n.startswith("epoch-")):
             return True
         time.sleep(0.01)
     return False
+
+
+def _sigkill_when_checkpointed(args, out, after=0):
+    """Starts `kzoo ARGS`, SIGKILLs it once an epoch past `after` is checkpointed."""
+    proc = subprocess.Popen(_kzoo(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        assert _wait_for_checkpoint(str(out), proc, after), "no checkpoint appeared before the run ended"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
 
 
 def _weights(path):
@@ -41,39 +58,41 @@ def _weights(path):
     return load_model(path).get_weights()
 
 
+def _assert_same_run(out, reference, keys):
+    """The run in `out` ended as the uninterrupted one in `reference`: the metrics `keys`, every
+    history row (each epoch once, the same numbers) and the weights; no checkpoint or lock left."""
+    metrics, expected = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))
+    for key in keys:
+        assert metrics[key] == expected[key], key
+    assert (out / "history.csv").read_text() == (reference / "history.csv").read_text()
+    weights, expected_weights = _weights(str(out / "model.keras")), _weights(str(reference / "model.keras"))
+    assert len(weights) == len(expected_weights)
+    for a, b in zip(weights, expected_weights):
+        np.testing.assert_array_equal(a, b)
+    assert not (out / BACKUP).exists()  # checkpoints go once the artifacts are written
+    assert not (out / LOCK).exists()
+
+
 def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
     import kzoo.recipes
 
     epochs = 6
     killed = tmp_path / "killed"
     run_args = ("run", "mlp-digits", "--epochs", epochs, "--out", killed, "--quiet")
-    proc = subprocess.Popen(_kzoo(*run_args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
-    try:
-        assert _wait_for_checkpoint(str(killed), proc), "no checkpoint appeared before the run ended"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "metrics.json").exists()
+    _sigkill_when_checkpointed(run_args, killed)
 
     resumed = subprocess.run(_kzoo(*run_args), capture_output=True, text=True, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
-    reference = kzoo.recipes.run(kzoo.recipes.load("mlp-digits", {"epochs": epochs}),
-                                 out=str(tmp_path / "uninterrupted"), verbose=0)
+    kzoo.recipes.run(kzoo.recipes.load("mlp-digits", {"epochs": epochs}), out=str(tmp_path / "uninterrupted"),
+                     verbose=0)
 
     metrics = json.loads((killed / "metrics.json").read_text())
     assert 1 <= metrics["resumed_after_epoch"] < epochs
-    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "params"):
-        assert metrics[key] == reference.metrics[key], key
-    # Every epoch once, with the same numbers as the uninterrupted run.
-    assert (killed / "history.csv").read_text() == (tmp_path / "uninterrupted" / "history.csv").read_text()
+    _assert_same_run(killed, tmp_path / "uninterrupted", ("test_accuracy", "test_loss", "best_val_accuracy",
+                                                          "epochs_run", "params"))
     with open(killed / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
-    for a, b in zip(_weights(str(killed / "model.keras")), reference.model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    assert not (killed / BACKUP).exists()  # checkpoints go once the artifacts are written
-    assert not (killed / LOCK).exists()
 
 
 def test_full_disk_at_the_end_loses_no_training(tmp_path, cli, monkeypatch):
@@ -211,3 +230,133 @@ def test_dropout_masks_depend_on_epoch_only_and_never_repeat(tmp_path):
     drawn = [m for epoch in range(4) for m in masks(epoch)]
     assert len(set(drawn)) == len(drawn)  # no epoch replays another epoch's masks
     assert masks(2) == drawn[16:24]  # epoch 2 again (as after a resume): the same masks
+
+
+# ---------------------------------------------------------------- staged fine-tuning
+# Pretraining, a scratch baseline, then three stages (epochs 1-2, 3-5, 6-7), each with its own
+# per-group rates and cosine schedule, and dropout: a small plan with all a resume must restore.
+# Stages 2 and 3 train the same groups, so only the right optimizer per stage tells them apart.
+STAGED = """
+name = "staged-resume"
+seed = 0
+
+[data]
+dataset = "digits"
+batch_size = 64
+standardize = "per_channel"
+
+[model]
+name = "mlp"
+depth = 2
+width = 16
+dropout = 0.1
+
+[optimizer]
+name = "adam"
+
+[schedule]
+name = "cosine"
+
+[finetune]
+stages = ["head:2@1e-2", { trainable = "all", epochs = 3, lr = 5e-3, lr_factor = 0.5 }, "all:2@1e-3..5e-3"]
+scratch_baseline = true
+
+[finetune.pretrain]
+dataset = "digits"
+epochs = 1
+"""
+STAGED_KEYS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "params", "stage_boundaries",
+               "pretrain_test_accuracy", "scratch_test_accuracy")
+STAGE_2_RATES = {"stage1_block0_dense": 0.5, "stage1_block0_norm": 0.5, "stage0_block0_dense": 0.25,
+                 "stage0_block0_norm": 0.25}  # x0.5 per group down from the head
+STAGE_3_RATES = {"stage1_block0_dense": 0.2 ** (1 / 3), "stage1_block0_norm": 0.2 ** (1 / 3),
+                 "stage0_block0_dense": 0.2 ** (2 / 3), "stage0_block0_norm": 0.2 ** (2 / 3)}  # 5e-3 to 1e-3
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """The staged recipe's file and the directory of its uninterrupted run."""
+    import kzoo.recipes
+
+    root = tmp_path_factory.mktemp("staged")
+    recipe = root / "staged.toml"
+    recipe.write_text(STAGED)
+    kzoo.recipes.run(kzoo.recipes.load(str(recipe)), out=str(root / "uninterrupted"), verbose=0)
+    return recipe, root / "uninterrupted"
+
+
+class Stopped(Exception):
+    """Stands for a kill between two stages."""
+
+
+def _spy_on_stages(monkeypatch, stop_at=None):
+    """Records `(stage number, optimizer)` of every stage compiled; raises `Stopped` instead of
+    compiling stage `stop_at` (a run stopped after the stage before it)."""
+    from kzoo.finetune import staged
+
+    compiled = []
+
+    def compile_stage(model, recipe, stage, *args, **kwargs):
+        number = parse_stages(recipe.finetune.stages).index(stage) + 1
+        if number == stop_at:
+            raise Stopped(number)
+        groups = compile_stage_as_shipped(model, recipe, stage, *args, **kwargs)
+        compiled.append((number, model.optimizer))
+        return groups
+
+    monkeypatch.setattr(staged, "compile_stage", compile_stage)
+    return compiled
+
+
+def _steps(out):
+    return math.ceil(json.loads((out / "metrics.json").read_text())["num_train"] / 64)
+
+
+def test_sigkilled_staged_run_resumes_inside_its_stage_with_its_rates(staged, tmp_path, cli, monkeypatch):
+    recipe, reference = staged
+    killed = tmp_path / "killed"
+    _sigkill_when_checkpointed(("run", recipe, "--out", killed, "--quiet"), killed, after=2)
+    assert 2 < latest_snapshot(str(killed / BACKUP)).epoch < 5  # inside stage 2 (epochs 3-5)
+    pretrained = (killed / "pretrained.keras").stat().st_mtime_ns
+
+    compiled = _spy_on_stages(monkeypatch)
+    code, out, err = cli("run", recipe, "--out", killed)
+    assert code == 0, err
+    epoch = json.loads((killed / "metrics.json").read_text())["resumed_after_epoch"]
+    assert f"Resuming stage 2/3 after epoch {epoch} of 7 from {killed / BACKUP}." in out
+    # Pretraining and the baseline are kept from the killed run; stage 1 is not trained again.
+    assert "pretraining" not in out and "baseline:" not in out
+    assert (killed / "pretrained.keras").stat().st_mtime_ns == pretrained
+    assert [number for number, _ in compiled] == [2, 3]
+    # Stage 2 went on with its per-group rates and its restored step count (3 epochs in all);
+    # stage 3 started with its own rates and a new optimizer.
+    (_, second), (_, third) = compiled
+    assert type(second).__name__ == "GroupLRAdam" and second.lr_multipliers == pytest.approx(STAGE_2_RATES)
+    assert third.lr_multipliers == pytest.approx(STAGE_3_RATES)
+    assert int(second.iterations) == 3 * _steps(killed) and int(third.iterations) == 2 * _steps(killed)
+    _assert_same_run(killed, reference, STAGED_KEYS)
+
+
+def test_staged_run_stopped_between_stages_resumes_at_the_next_one(staged, tmp_path, capsys, monkeypatch):
+    import kzoo.recipes
+
+    recipe, reference = staged
+    recipe = kzoo.recipes.load(str(recipe))
+    out = tmp_path / "stopped"
+    _spy_on_stages(monkeypatch, stop_at=1)  # after pretraining and the baseline
+    with pytest.raises(Stopped):
+        kzoo.recipes.run(recipe, out=str(out))
+    assert "pretraining" in capsys.readouterr().out and latest_snapshot(str(out / BACKUP)) is None
+    _spy_on_stages(monkeypatch, stop_at=2)  # after stage 1's last epoch
+    with pytest.raises(Stopped):
+        kzoo.recipes.run(recipe, out=str(out))
+    printed = capsys.readouterr().out
+    assert "pretraining" not in printed and "baseline:" not in printed  # both kept
+    assert latest_snapshot(str(out / BACKUP)).epoch == 2
+    compiled = _spy_on_stages(monkeypatch)
+    kzoo.recipes.run(recipe, out=str(out))
+    assert f"Resuming stage 2/3 after epoch 2 of 7 from {out / BACKUP}." in capsys.readouterr().out
+    assert [number for number, _ in compiled] == [2, 3]
+    assert compiled[0][1].lr_multipliers == pytest.approx(STAGE_2_RATES)
+    assert int(compiled[0][1].iterations) == 3 * _steps(out)  # a new optimizer for stage 2
+    _assert_same_run(out, reference, STAGED_KEYS)

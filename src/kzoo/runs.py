@@ -222,30 +222,18 @@ def _jsonable(obj):
     return str(obj)
 
 
-def history_rows(history: dict) -> list[dict]:
-    """Turns Keras's `History.history` (metric -> list) into one row per epoch."""
-    if not history:
-        return []
-    n = max(len(v) for v in history.values())
-    rows = []
-    for i in range(n):
-        row = {"epoch": i + 1}
-        for key, values in history.items():
-            if i < len(values):
-                row[key] = float(values[i])
-        rows.append(row)
-    return rows
-
-
 # --- Resume after a kill -------------------------------------------------------------------
 #
 # A run checkpoints into `<out>/backup/` at the end of every epoch. Each checkpoint is a folder
 # `epoch-NNNN` holding the weights (optimizer state included), Keras's training metadata and
 # the history rows so far; it is written as `epoch-NNNN.tmp` and renamed when complete, so a
 # kill at any moment leaves either the previous checkpoint or the new one, never a mixture.
+# Results a run computes once before training (a staged run's pretraining and scratch
+# baseline) are kept beside the checkpoints as `<name>.json` (`cached_result`).
 
 BACKUP = "backup"
 _SNAPSHOT_PREFIX = "epoch-"
+_WEIGHTS = "latest.weights.h5"
 
 
 @dataclass
@@ -255,6 +243,21 @@ class Snapshot:
     path: str
     epoch: int
     rows: list
+
+    def load_weights(self, model):
+        """Loads the checkpoint's weights into `model`, and its optimizer state when `model` has
+        a built optimizer (a model not compiled yet gets the weights only)."""
+        _restoring(self.path, lambda: model.load_weights(os.path.join(self.path, _WEIGHTS)))
+
+
+def _restoring(path: str, load):
+    """Runs `load()`; a checkpoint that does not fit the model is one line naming the fix."""
+    try:
+        load()
+    except (OSError, ValueError) as e:
+        raise RunDirError(
+            f"The checkpoint {path} cannot be restored ({str(e).splitlines()[0]}). Pass --overwrite to start again."
+        ) from None
 
 
 def latest_snapshot(backup_dir: str) -> Snapshot | None:
@@ -277,11 +280,34 @@ def latest_snapshot(backup_dir: str) -> Snapshot | None:
     return Snapshot(path=path, epoch=epoch, rows=rows[:epoch])
 
 
-def resume_callbacks(backup_dir: str) -> list:
-    """`[EpochReseed(), EpochBackup(backup_dir)]`: put them last in the callback list, so the
-    backup records the logs the other callbacks wrote."""
+def cached_result(backup_dir: str, name: str, compute) -> dict:
+    """`compute()`'s result, computed once per run: kept in `backup_dir/<name>.json` (written
+    atomically) and read back by a resumed run instead of computing it again.
+
+    Args:
+        backup_dir: the run's checkpoint folder; `RunDir.remove_backup` deletes the result too.
+        name: the result's file name, without `.json`.
+        compute: returns a JSON-serializable dict.
+    """
+    path = os.path.join(backup_dir, f"{name}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"The saved result {path} is damaged ({e}). Pass --overwrite to start again.") from None
+    result = compute()
+    os.makedirs(backup_dir, exist_ok=True)
+    atomic_write(path, json.dumps(result))
+    return result
+
+
+def resume_callbacks(backup_dir: str, **backup_options) -> list:
+    """`[EpochReseed(), EpochBackup(backup_dir, **backup_options)]`: put them last in the
+    callback list, so the backup records the logs the other callbacks wrote."""
     classes = _resume_classes()
-    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir)]
+    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir, **backup_options)]
 
 
 _CLASSES: dict = {}
@@ -303,34 +329,39 @@ def _resume_classes() -> dict:
 
         Args:
             backup_dir: the folder for checkpoints; the newest complete one is restored.
+            fields: values put in every row after `epoch` (a staged run's `stage`). Defaults
+                to `None` (none).
+            restore: at the start of `fit`, load the newest checkpoint's weights, optimizer
+                state and epoch; `False` only reads its rows, for a `fit` that starts where the
+                checkpoint ends with a new optimizer (a staged run's next stage). Defaults to
+                `True`.
         """
 
-        def __init__(self, backup_dir):
+        def __init__(self, backup_dir, fields=None, restore=True):
             super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+            self.fields = dict(fields or {})
+            self.restore = restore
             self.rows = []
-            self.restored_epoch = 0
 
         def on_train_begin(self, logs=None):
             snapshot = latest_snapshot(self.backup_dir)
-            self.rows, self.restored_epoch = [], 0
-            if snapshot is not None:
+            self.rows = list(snapshot.rows) if snapshot else []
+            if snapshot and self.restore:
                 self._point_at(snapshot.path)
-                try:
-                    self._load_model()
-                except (OSError, ValueError) as e:
-                    raise RunDirError(
-                        f"The checkpoint {snapshot.path} cannot be restored ({str(e).splitlines()[0]}). "
-                        "Pass --overwrite to start again."
-                    ) from None
-                self.rows, self.restored_epoch = list(snapshot.rows), snapshot.epoch
+                _restoring(snapshot.path, self._load_model)
                 self._current_epoch = snapshot.epoch
 
+        def on_train_end(self, logs=None):
+            # Keras starts every later `fit` of this model at the restored epoch unless reset.
+            self.model._initial_epoch = None
+            super().on_train_end(logs)
+
         def _point_at(self, folder):
-            self._weights_path = os.path.join(folder, "latest.weights.h5")
+            self._weights_path = os.path.join(folder, _WEIGHTS)
             self._training_metadata_path = os.path.join(folder, "training_metadata.json")
 
         def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch + 1}
+            row = {"epoch": epoch + 1, **self.fields}
             row.update({k: float(v) for k, v in (logs or {}).items()})
             self.rows = self.rows[:epoch] + [row]
             super().on_epoch_end(epoch, logs)
@@ -354,7 +385,7 @@ def _resume_classes() -> dict:
                 raise _write_error(final, e) from None
             self._point_at(final)
             for name in os.listdir(self.backup_dir):  # older checkpoints and stale temporaries
-                if name != os.path.basename(final):
+                if name.startswith(_SNAPSHOT_PREFIX) and name != os.path.basename(final):
                     shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
 
     class EpochReseed(keras.callbacks.Callback):
@@ -370,9 +401,15 @@ def _resume_classes() -> dict:
 
         def on_train_begin(self, logs=None):
             # A generator's first element is its seed; `next()` only advances the second.
-            self._seeds = {}
+            self._begin = {v.path: keras.ops.convert_to_numpy(v) for v in self._states()}
+            self._seeds = {path: int(state[0]) for path, state in self._begin.items()}
+
+        def on_train_end(self, logs=None):
+            # Back to the states found at the start, so that a later `fit` of this model (a
+            # staged run's next stage) reads the same seeds, as a resumed run's fresh model does.
             for v in self._states():
-                self._seeds[v.path] = int(keras.ops.convert_to_numpy(v)[0])
+                if v.path in self._begin:
+                    v.assign(self._begin[v.path])
 
         def _states(self):
             return [v for v in self.model.variables if v.name == "seed_generator_state"]

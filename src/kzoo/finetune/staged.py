@@ -15,6 +15,8 @@ from kzoo.errors import RecipeError, UserError
 from kzoo.finetune.plan import parse_stages
 from kzoo.finetune.structure import freeze, model_structure
 
+PRETRAINED = "pretrained.keras"
+
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -228,87 +230,136 @@ def compile_stage(model, recipe, stage, structure, steps_per_epoch, callbacks=()
     return groups
 
 
-def fit_stages(model, recipe, train, val, steps_per_epoch, callbacks=lambda: [], verbose=2):
-    """Trains `model` through the recipe's stage plan.
+def fit_stages(model, recipe, train, val, steps_per_epoch, backup_dir, callbacks=lambda: [], verbose=2):
+    """Trains `model` through the recipe's stage plan, checkpointing every epoch in `backup_dir`.
+
+    A run killed part-way resumes from the newest checkpoint there: finished stages are skipped,
+    the stage the checkpoint is in is compiled again (its freezing and per-group rates) and goes
+    on with its optimizer state (iteration count included, so schedules continue); a checkpoint
+    at the end of a stage starts the next one. Each epoch's batches and random masks depend only
+    on the seed and the epoch, so a resumed run ends as an uninterrupted one.
+
+    Args:
+        model: the model to train, not compiled yet.
+        recipe: a recipe with [finetune] stages.
+        train: the `(x, y)` training arrays.
+        val: the validation dataset, or `None`.
+        steps_per_epoch: batches per epoch.
+        backup_dir: the checkpoint folder (`<out>/backup`).
+        callbacks: returns a new list of callbacks for each stage. Defaults to none.
+        verbose: Keras's fit verbosity. Defaults to `2`.
 
     Returns:
-        `(rows, boundaries, seconds)`: one history row per epoch, numbered across stages, with a
-        `stage` column (1, 2, ...) and the stage's `trainable` groups; the epochs after which a new
-        stage starts; the training wall time.
+        `(rows, boundaries, seconds, resumed_after)`: one history row per epoch (those before a
+        kill included), numbered across stages, with a `stage` column (1, 2, ...) and the stage's
+        `trainable` groups; the epochs after which a new stage starts; the training wall time of
+        this call; the epochs restored from a checkpoint (0 when none).
     """
-    from kzoo.runs import history_rows
+    from kzoo.data.core import make_epoch_dataset
+    from kzoo.runs import latest_snapshot, resume_callbacks
 
     stages = parse_stages(recipe.finetune.stages)
     structure = model_structure(model)
     if not structure.head:
         raise UserError(f"The model has no head_* layers, so no stage plan applies. Received: model={model.name!r}")
-    rows, boundaries, done, seconds = [], [], 0, 0.0
+    snapshot = latest_snapshot(backup_dir)
+    rows = snapshot.rows if snapshot else []
+    if snapshot:
+        snapshot.load_weights(model)  # the optimizer state comes back with the stage it belongs to
+    seconds, d = 0.0, recipe.data
     for k, stage in enumerate(stages, start=1):
-        stage_callbacks = callbacks()
+        ran = sum(row["stage"] == k for row in rows)
+        if _stage_over(rows, k, ran, stage.epochs, last=k == len(stages)):
+            continue
+        start, end = len(rows), len(rows) - ran + stage.epochs
+        stage_callbacks = callbacks() + resume_callbacks(
+            backup_dir, fields={"stage": k, "trainable": stage.trainable}, restore=ran > 0)
         groups = compile_stage(model, recipe, stage, structure, steps_per_epoch, stage_callbacks)
+        if verbose and snapshot and start == snapshot.epoch:
+            print(f"Resuming stage {k}/{len(stages)} after epoch {start} of {recipe.epochs} from {backup_dir}.")
         if verbose:
             print(f"stage {k}/{len(stages)} {stage.spelling()}: training {', '.join(groups)}")
-        start = time.perf_counter()
-        history = model.fit(train, validation_data=val, initial_epoch=done, epochs=done + stage.epochs,
-                            callbacks=stage_callbacks, verbose=verbose, shuffle=False)
-        seconds += time.perf_counter() - start
-        for i, row in enumerate(history_rows(history.history)):
-            rows.append({"epoch": done + i + 1, "stage": k, "trainable": stage.trainable,
-                         **{key: v for key, v in row.items() if key != "epoch"}})
-        done += len(history.history.get("loss", [])) or stage.epochs
-        if k < len(stages):
-            boundaries.append(done)
-    return rows, boundaries, seconds
+        batches = make_epoch_dataset(train[0], train[1], d.batch_size, recipe.seed, end, start, d.shuffle_buffer)
+        began = time.perf_counter()
+        model.fit(batches, validation_data=val, initial_epoch=start, epochs=end, steps_per_epoch=steps_per_epoch,
+                  callbacks=stage_callbacks, verbose=verbose, shuffle=False)  # `batches` is shuffled per epoch
+        seconds += time.perf_counter() - began
+        rows = stage_callbacks[-1].rows  # the backup's: every epoch once
+    boundaries = [a["epoch"] for a, b in zip(rows, rows[1:]) if a["stage"] != b["stage"]]
+    return rows, boundaries, seconds, snapshot.epoch if snapshot else 0
 
 
-def _datasets(arrays, batch_size, seed, d):
+def _stage_over(rows, k, ran, epochs, last):
+    """Whether stage `k` is skipped: a later stage has begun, or its `epochs` are done and it is
+    not the `last` (that one is compiled and restored even then: the saved model keeps its
+    optimizer)."""
+    return (bool(rows) and rows[-1]["stage"] > k) or (ran >= epochs and not last)
+
+
+def _fit_plain(recipe, arrays, batch_size, verbose):
+    """Trains `build_model(recipe)` on `arrays` for `recipe.epochs`; returns (model, test accuracy)."""
     from kzoo.data.core import make_dataset
-
-    train = make_dataset(arrays.x_train, arrays.y_train, batch_size, True, seed, d.cache, d.shuffle_buffer)
-    val = make_dataset(arrays.x_val, arrays.y_val, batch_size, cache=d.cache) if len(arrays.x_val) else None
-    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, cache=d.cache)
-    return train, val, test
-
-
-def _pretrain(recipe, run_dir, verbose):
-    """Trains the recipe's [model] on [finetune.pretrain]'s dataset; returns (model, test accuracy)."""
-    import dataclasses
-
-    from kzoo import data as kdata
     from kzoo.recipes.runner import build_model, compile_model
 
-    p, d = recipe.finetune.pretrain, recipe.data
-    arrays = kdata.load_arrays(p.dataset, d.data_dir or None, d.validation_split, d.test_split, d.split_seed)
-    batch = p.batch_size or d.batch_size
-    train, val, test = _datasets(arrays, batch, recipe.seed, d)
-    plain = dataclasses.replace(recipe, data=dataclasses.replace(d, augment=type(d.augment)()), epochs=p.epochs,
-                                optimizer=dataclasses.replace(recipe.optimizer, lr=p.lr))
-    model = build_model(plain, arrays)
-    compile_model(model, plain, int(np.ceil(len(arrays.x_train) / batch)))
-    if verbose:
-        print(f"pretraining {recipe.model['name']} on {p.dataset} for {p.epochs} epochs")
-    model.fit(train, validation_data=val, epochs=p.epochs, verbose=verbose, shuffle=False)  # shuffled dataset
+    d = recipe.data
+    train = make_dataset(arrays.x_train, arrays.y_train, batch_size, True, recipe.seed, d.cache, d.shuffle_buffer)
+    val, test = _eval_datasets(arrays, batch_size, d)
+    model = build_model(recipe, arrays)
+    compile_model(model, recipe, int(np.ceil(len(arrays.x_train) / batch_size)))
+    model.fit(train, validation_data=val, epochs=recipe.epochs, verbose=verbose, shuffle=False)  # shuffled dataset
     _, accuracy = model.evaluate(test, verbose=0)
-    run_dir.save_model(model, "pretrained.keras")
     return model, round(float(accuracy), 6)
 
 
-def _scratch(recipe, arrays, train, val, test, steps_per_epoch, verbose):
-    """The same architecture trained from scratch on the same data for the plan's total epochs."""
-    from kzoo.recipes.runner import build_model, compile_model
+def _eval_datasets(arrays, batch_size, d):
+    """`(val, test)` datasets; `val` is `None` without validation data."""
+    from kzoo.data.core import make_dataset
 
-    if recipe.finetune.backbone and not _is_zoo_model(recipe.finetune.backbone):
-        raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
-                          f"Received: backbone={recipe.finetune.backbone!r}")
+    val = make_dataset(arrays.x_val, arrays.y_val, batch_size, cache=d.cache) if len(arrays.x_val) else None
+    return val, make_dataset(arrays.x_test, arrays.y_test, batch_size, cache=d.cache)
+
+
+def _pretrain(recipe, run_dir, verbose):
+    """Trains the recipe's [model] on [finetune.pretrain]'s dataset into `pretrained.keras`;
+    returns the metrics it adds."""
+    import dataclasses
+
+    from kzoo import data as kdata
+
+    p, d = recipe.finetune.pretrain, recipe.data
+    arrays = kdata.load_arrays(p.dataset, d.data_dir or None, d.validation_split, d.test_split, d.split_seed)
+    plain = dataclasses.replace(recipe, data=dataclasses.replace(d, augment=type(d.augment)()), epochs=p.epochs,
+                                optimizer=dataclasses.replace(recipe.optimizer, lr=p.lr))
+    if verbose:
+        print(f"pretraining {recipe.model['name']} on {p.dataset} for {p.epochs} epochs")
+    model, accuracy = _fit_plain(plain, arrays, p.batch_size or d.batch_size, verbose)
+    run_dir.save_model(model, PRETRAINED)
+    return {"pretrain_test_accuracy": accuracy, "pretrain_dataset": p.dataset}
+
+
+def _scratch(recipe, arrays, verbose):
+    """The same architecture trained from scratch on the same data for the plan's total epochs;
+    returns the metric it adds."""
+    from kzoo.recipes.runner import seed_everything
+
     if recipe.finetune.backbone:
         recipe = _recipe_with_model(recipe, recipe.finetune.backbone)
-    model = build_model(recipe, arrays)
-    compile_model(model, recipe, steps_per_epoch)
     if verbose:
         print(f"baseline: {recipe.model['name']} from scratch for {recipe.epochs} epochs")
-    model.fit(train, validation_data=val, epochs=recipe.epochs, verbose=verbose, shuffle=False)  # shuffled dataset
-    _, accuracy = model.evaluate(test, verbose=0)
-    return float(accuracy)
+    seed_everything(recipe.seed, recipe.deterministic)
+    _, accuracy = _fit_plain(recipe, arrays, recipe.data.batch_size, verbose)
+    return {"scratch_test_accuracy": accuracy}
+
+
+def _check_plan(recipe):
+    """Refuses what [finetune] cannot do before anything is trained."""
+    ft = recipe.finetune
+    if ft.pretrain.dataset and ft.backbone:
+        raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
+                          f"Received: backbone={ft.backbone!r}")
+    if ft.scratch_baseline and ft.backbone and not _is_zoo_model(ft.backbone):
+        raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
+                          f"Received: backbone={ft.backbone!r}")
 
 
 def _is_zoo_model(name):
@@ -322,35 +373,34 @@ def run_staged(recipe, run_dir, verbose=2):
 
     Writes the usual artifacts: `history.csv` with `stage` and `trainable` columns, `curves.png`
     with dashed lines at stage boundaries, `metrics.json` with `test_accuracy` and, when asked
-    for, `pretrain_test_accuracy` and `scratch_test_accuracy`.
+    for, `pretrain_test_accuracy` and `scratch_test_accuracy`. A run killed part-way resumes
+    when run again into the same directory: pretraining and the scratch baseline are not
+    repeated, and training goes on inside the stage it was in (`fit_stages`).
     """
     from kzoo import data as kdata
     from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
     from kzoo.plots import plot_curves
     from kzoo.recipes.runner import EpochTimer, RunResult, run_metrics, seed_everything
+    from kzoo.runs import BACKUP, cached_result
 
-    seed_everything(recipe.seed, recipe.deterministic)
+    _check_plan(recipe)
     ft, d = recipe.finetune, recipe.data
-    extra = {}
-    pretrained = None
-    if ft.pretrain.dataset:
-        if ft.backbone:
-            raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
-                              f"Received: backbone={ft.backbone!r}")
-        pretrained, extra["pretrain_test_accuracy"] = _pretrain(recipe, run_dir, verbose)
-        extra["pretrain_dataset"] = ft.pretrain.dataset
     raw = kdata.load_arrays(d.dataset, d.data_dir or None, d.validation_split, d.test_split, d.split_seed,
                             d.image_size or None)
     arrays = prepare_arrays(raw, ft, d.split_seed)
-    train, val, test = _datasets(arrays, d.batch_size, recipe.seed, d)
+    val, test = _eval_datasets(arrays, d.batch_size, d)
     steps_per_epoch = int(np.ceil(arrays.info.num_train / d.batch_size))
-
+    run_dir.write_text("recipe.toml", recipe.to_toml())  # before backup/: a resume checks it there
+    backup_dir = run_dir.file(BACKUP)
+    seed_everything(recipe.seed, recipe.deterministic)
+    extra, pretrained = {}, None
+    if ft.pretrain.dataset:
+        extra.update(cached_result(backup_dir, "pretrain", lambda: _pretrain(recipe, run_dir, verbose)))
+        pretrained = _load_backbone_file(run_dir.file(PRETRAINED))  # as a resumed run reads it
     if ft.scratch_baseline:
-        seed_everything(recipe.seed, recipe.deterministic)
-        extra["scratch_test_accuracy"] = round(_scratch(recipe, arrays, train, val, test, steps_per_epoch, verbose), 6)
-        seed_everything(recipe.seed, recipe.deterministic)
+        extra.update(cached_result(backup_dir, "scratch", lambda: _scratch(recipe, arrays, verbose)))
+    seed_everything(recipe.seed, recipe.deterministic)  # the same start whatever ran (or was kept) above
     model = build_finetune_model(recipe, arrays, pretrained)
-    run_dir.write_text("recipe.toml", recipe.to_toml())
 
     timer = EpochTimer()
     probe_n = min(len(arrays.x_train), 256)
@@ -362,7 +412,8 @@ def run_staged(recipe, run_dir, verbose=2):
         made[:] = [LearningRateLogger(), timer] + build_callbacks(recipe.callbacks, context)
         return made
 
-    rows, boundaries, seconds = fit_stages(model, recipe, train, val, steps_per_epoch, callbacks, verbose)
+    rows, boundaries, seconds, resumed_after = fit_stages(
+        model, recipe, (arrays.x_train, arrays.y_train), val, steps_per_epoch, backup_dir, callbacks, verbose)
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     metrics = run_metrics(recipe, arrays.info, model, test_loss, test_accuracy, rows, seconds, timer.times)
     metrics.update({
@@ -370,20 +421,23 @@ def run_staged(recipe, run_dir, verbose=2):
         "backbone": ft.backbone or recipe.model["name"],
         "stages": [s.spelling() for s in parse_stages(ft.stages)],
         "stage_boundaries": boundaries,
-        # over every epoch of every stage (the timer only keeps the last stage's epochs)
-        "samples_per_second": round(arrays.info.num_train * len(rows) / max(seconds, 1e-9), 1),
+        # over the epochs of every stage this process trained (the timer only keeps the last stage's)
+        "samples_per_second": round(arrays.info.num_train * (len(rows) - resumed_after) / max(seconds, 1e-9), 1),
         **extra,
     })
     for cb in made:
         if getattr(cb, "kzoo_metrics", None):
             metrics.update(cb.kzoo_metrics)
+    if resumed_after:
+        metrics["resumed_after_epoch"] = resumed_after
     run_dir.write_csv("history.csv", rows)
     run_dir.save_model(model)
     title = f"{recipe.name}: test accuracy {test_accuracy:.4f}"
     if "scratch_test_accuracy" in extra:
         title += f" (from scratch {extra['scratch_test_accuracy']:.4f})"
     plot_curves(rows, run_dir.file("curves.png"), title=title, boundaries=boundaries)
-    run_dir.write_json("metrics.json", metrics)
+    run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
+    run_dir.remove_backup()
     from kzoo.report import write_report  # report.html, as for single-stage runs
 
     write_report(run_dir.path)
