@@ -94,60 +94,24 @@ def test_fixup_digits_recipe_trains(tmp_path, cli):
         kzoo.recipes.run(kzoo.recipes.load("fixup-digits", ["model.init=bn"]), out=str(tmp_path / "bad"))
 
 
-def _bn_resnet20(input_shape, num_classes, preprocessing, seed=0):
-    """The same topology as fixup_resnet20 with BatchNorm after each conv, He init, no scalars:
-    the reference while `resnet20` (the ResNet issue) is not registered yet."""
+@pytest.mark.slow
+def test_fixup_resnet20_trains_on_mnist5k_within_a_point_of_batchnorm(tmp_path):
+    """The shipped comparison: `fixup-mnist5k` and the same recipe with the BN `resnet20` (same
+    data, augmentation, optimizer and schedule), for seeds 0, 1 and 2. One seed's gap moves by
+    about a point from seed to seed (the BN net alone ranges over 0.977-0.987 on these 1,000
+    test images), so the claim is about the mean. About 15 minutes on 2 CPU cores."""
     import keras
 
-    from kzoo.zoo.blocks import classifier_head, model_inputs
-    from kzoo.zoo.fixup import layer_seed
-
-    def bn(y, name):
-        return keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_norm")(y)
-
-    def conv(y, f, k, s, name):
-        return keras.layers.Conv2D(f, k, strides=s, padding="same", use_bias=False,
-                                   kernel_initializer=keras.initializers.HeNormal(layer_seed(seed, name)), name=name)(y)
-
-    inputs, x = model_inputs(input_shape, preprocessing)
-    x = keras.layers.ReLU(name="stem_act")(bn(conv(x, 16, 3, 1, "stem_conv"), "stem"))
-    for i, f in enumerate([16, 32, 64]):
-        for j in range(3):
-            name, s = f"stage{i}_block{j}", (2 if i and not j else 1)
-            y = keras.layers.ReLU(name=f"{name}_act1")(bn(conv(x, f, 3, s, f"{name}_conv1"), f"{name}_1"))
-            y = bn(conv(y, f, 3, 1, f"{name}_conv2"), f"{name}_2")
-            shortcut = bn(conv(x, f, 1, s, f"{name}_shortcut_conv"), f"{name}_shortcut") if s != 1 or x.shape[-1] != f else x
-            x = keras.layers.ReLU(name=f"{name}_act2")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes, seed=seed))
-
-
-@pytest.mark.slow
-def test_fixup_resnet20_trains_on_mnist5k_within_a_point_of_batchnorm():
-    """Same data, augmentation, optimizer and schedule; about 8 minutes on 2 busy CPU cores."""
     import kzoo
-    from kzoo.data.preprocessing import augmentation_layers, preprocessing_layers
-    from kzoo.recipes.runner import compile_model, seed_everything
-    from kzoo.zoo import create_model, list_models
 
-    recipe = kzoo.recipes.load("fixup-digits", ["data.dataset=mnist-5k", "epochs=10", "optimizer.name=adam",
-                                                "optimizer.lr=0.003"])
-    d = recipe.data
-    accuracies = {}
-    for name in ("fixup_resnet20", "resnet20"):
-        seed_everything(recipe.seed)
-        splits = kzoo.data.load(d.dataset, d.batch_size, None, d.validation_split, d.test_split, d.split_seed,
-                                recipe.seed)
-        info = splits.arrays.info
-        a = d.augment
-        pre = augmentation_layers(info.input_shape, a.flip, a.translation, a.rotation, a.zoom, a.crop, seed=recipe.seed)
-        pre += preprocessing_layers(splits.arrays.x_train, d.standardize, False)
-        if name in list_models():
-            model = create_model(name, info.input_shape, info.num_classes, pre)
-        else:
-            model = _bn_resnet20(info.input_shape, info.num_classes, pre)
-        compile_model(model, recipe, steps_per_epoch=int(np.ceil(info.num_train / d.batch_size)))
-        model.fit(splits.train, epochs=recipe.epochs, verbose=0)
-        accuracies[name] = model.evaluate(splits.test, verbose=0)[1]
-    print(accuracies)
-    assert accuracies["fixup_resnet20"] > accuracies["resnet20"] - 0.01
+    norms = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
+    accuracy = {"fixup": [], "bn": []}
+    for seed in (0, 1, 2):
+        for kind, sets in (("fixup", []), ("bn", ["model.name='resnet20'"])):
+            recipe = kzoo.recipes.load("fixup-mnist5k", [f"seed={seed}"] + sets)
+            result = kzoo.recipes.run(recipe, out=str(tmp_path / f"{kind}{seed}"), verbose=0)
+            assert any(isinstance(layer, norms) for layer in result.model.layers) == (kind == "bn")
+            accuracy[kind].append(result.metrics["test_accuracy"])
+    print(accuracy)
+    assert min(accuracy["fixup"]) > 0.96
+    assert round(np.mean(accuracy["bn"]) - np.mean(accuracy["fixup"]), 4) <= 0.01  # within a point
