@@ -475,3 +475,18 @@ def test_stage_stopped_early_resumes_at_the_next_stage_from_its_best_weights(tmp
     kzoo.recipes.run(recipe, out=str(out), verbose=0)
     assert [number for number, _ in compiled] == [2]  # stage 1 is over, not trained on
     _assert_same_run(out, tmp_path / "uninterrupted", STAGED_KEYS[:5] + ("stage_boundaries",))
+
+
+# Samples every 7 steps, which does not divide an epoch's 20: a resumed monitor must go on
+# counting steps where the stopped run was. Adaptive mode changes the rate through the
+# schedule's multiplier and logs its own product of changes. (The gradient and activation
+# monitors keep their samples and step count the same way.)
+MONITORED = {**SMALL, "epochs": 2, "callbacks.update_ratio.every_n_steps": 7, "callbacks.update_ratio.adaptive": True}
+
+
+def test_update_ratio_monitor_resumed_samples_at_the_same_steps(tmp_path, monkeypatch, capsys):
+    out, reference, printed = _interrupted_run(monkeypatch, capsys, tmp_path, MONITORED, stops=(1,))
+    assert "UpdateRatioMonitor: step 7:" in printed  # the adaptive mode changed the rate in epoch 1
+    with open(reference / "history.csv") as f:
+        assert {"lr_multiplier", "update_ratio/median"} <= set(next(csv.reader(f)))
+    _assert_same_run(out, reference, RUN_KEYS)
