@@ -427,43 +427,19 @@ def test_reduce_lr_on_plateau_resumed_reduces_at_the_same_epochs(tmp_path, monke
     _assert_same_run(out, reference, RUN_KEYS)  # history.csv's learning_rate column included
 
 
-STAGED_EARLY_STOP = """
-name = "staged-early-stop"
-seed = 0
-
-[data]
-dataset = "digits"
-batch_size = 64
-standardize = "per_channel"
-
-[model]
-name = "mlp"
-depth = 1
-width = 32
-
-[optimizer]
-name = "adam"
-
-[schedule]
-name = "cosine"
-
-[finetune]
-stages = ["all:8@3e-3", "all:2@1e-3"]
-
-# Stage 1 stops after epoch 6 of 8 (best epoch 4) and starts stage 2 from epoch 4's weights.
-[callbacks.early_stopping]
-monitor = "val_accuracy"
-patience = 2
-min_delta = 0.02
-"""
+# The staged recipe, smaller, without pretraining or baseline, in two stages: early stopping ends
+# stage 1 after epoch 6 of 8 (best epoch 4) and stage 2 starts from epoch 4's weights.
+STAGED_EARLY_STOP = {**SMALL, "model.dropout": 0.0, "finetune.stages": ["all:8@3e-3", "all:2@1e-3"],
+                     "finetune.scratch_baseline": False,
+                     "finetune.pretrain.dataset": "", "callbacks.early_stopping.monitor": "val_accuracy",
+                     "callbacks.early_stopping.patience": 2, "callbacks.early_stopping.min_delta": 0.02}
 
 
 def test_stage_stopped_early_resumes_at_the_next_stage_from_its_best_weights(tmp_path, monkeypatch):
     import kzoo.recipes
 
-    path = tmp_path / "staged.toml"
-    path.write_text(STAGED_EARLY_STOP)
-    recipe = kzoo.recipes.load(str(path))
+    (tmp_path / "staged.toml").write_text(STAGED)
+    recipe = kzoo.recipes.load(str(tmp_path / "staged.toml"), STAGED_EARLY_STOP)
     kzoo.recipes.run(recipe, out=str(tmp_path / "uninterrupted"), verbose=0)
     assert json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())["stage_boundaries"] == [6]
     out = tmp_path / "stopped"
