@@ -292,7 +292,7 @@ def _restoring(path: str, load):
     """Runs `load()`; a checkpoint that does not fit the model is one line naming the fix."""
     try:
         load()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:  # KeyError: an array missing from resume_state.npz
         raise RunDirError(
             f"The checkpoint {path} cannot be restored ({str(e).splitlines()[0]}). Pass --overwrite to start again."
         ) from None
