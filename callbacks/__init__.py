@@ -6,6 +6,7 @@ from kzoo.callbacks import (
 )
 from kzoo.callbacks.activations import ActivationMonitor
 from kzoo.callbacks.divergence import DivergenceGuard
+from kzoo.callbacks.early_stopping import EarlyStopping
 from kzoo.callbacks.gradients import GradientMonitor
 from kzoo.callbacks.lr_control import ScheduleMomentum, learning_rate_at, scale_learning_rate
 from kzoo.callbacks.lr_finder import LRFindResult, lr_find
@@ -18,9 +19,10 @@ from kzoo.callbacks.registry import (
     list_callbacks,
     register_callback,
 )
+from kzoo.callbacks.resumable import ResumableCallback
 from kzoo.callbacks.update_ratio import UpdateRatioMonitor
 
-__all__ = ["ActivationMonitor", "CALLBACKS", "DivergenceGuard", "GradientMonitor", "LRFindResult",
-           "LearningRateLogger", "ReduceLROnPlateau", "RunContext", "ScheduleMomentum",
-           "UpdateRatioMonitor", "build_callbacks", "learning_rate_at", "list_callbacks", "lr_find",
-           "register_callback", "scale_learning_rate", "schedules"]
+__all__ = ["ActivationMonitor", "CALLBACKS", "DivergenceGuard", "EarlyStopping", "GradientMonitor",
+           "LRFindResult", "LearningRateLogger", "ReduceLROnPlateau", "ResumableCallback", "RunContext",
+           "ScheduleMomentum", "UpdateRatioMonitor", "build_callbacks", "learning_rate_at", "list_callbacks",
+           "lr_find", "register_callback", "scale_learning_rate", "schedules"]

@@ -9,12 +9,13 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.callbacks.layer_select import activation_kind, activation_layers
+from kzoo.callbacks.resumable import ResumableCallback
 
 RELU_KINDS = ("relu", "relu6")
 SATURATING = {"tanh": (-0.99, 0.99), "sigmoid": (0.01, 0.99), "hard_sigmoid": (0.01, 0.99)}
 
 
-class ActivationMonitor(keras.callbacks.Callback):
+class ActivationMonitor(ResumableCallback, keras.callbacks.Callback):
     """Every `every_n_steps` steps, statistics of each activation layer's output on a probe batch.
 
     Logs at each epoch end (the latest sample): `act_mean/<layer>`, `act_std/<layer>`; for ReLU
@@ -22,6 +23,8 @@ class ActivationMonitor(keras.callbacks.Callback):
     zero for every probe example and position; for tanh and sigmoid layers
     `saturated/<layer>`, the fraction of outputs in the flat tails (|tanh| > 0.99, sigmoid
     outside [0.01, 0.99]). `trace` keeps every sample. The probe runs in inference mode.
+    A resumed run gets the samples and the step count back (saved with each checkpoint), so it
+    samples at the same steps and logs what an uninterrupted run logs.
 
     Args:
         probe: `(x, y)` or `x`: a fixed batch of training inputs.
@@ -34,6 +37,7 @@ class ActivationMonitor(keras.callbacks.Callback):
 
     # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
     needs_every_step = True
+    resume_attributes = ("trace", "_step")
 
     def __init__(self, probe, every_n_steps: int = 100, dead_warning: float = 0.5):
         super().__init__()

@@ -9,10 +9,11 @@ import numpy as np
 
 from kzoo.callbacks.layer_select import weight_layers
 from kzoo.callbacks.lr_control import learning_rate_at
+from kzoo.callbacks.resumable import ResumableCallback
 from kzoo.callbacks.update_ratio import update_ratio
 
 
-class DivergenceGuard(keras.callbacks.Callback):
+class DivergenceGuard(ResumableCallback, keras.callbacks.Callback):
     """Stops training when the loss becomes non-finite or exceeds `factor` times its best.
 
     The loss checked after each step is Keras's running mean of the epoch so far; after
@@ -26,6 +27,9 @@ class DivergenceGuard(keras.callbacks.Callback):
     A layer is out of range when its weights became non-finite, when it moved by more than its
     own norm since the best weights (||W - W_best|| / ||W_best|| > 1), or when a monitor passed
     in `monitors` (`UpdateRatioMonitor`, `GradientMonitor`) flagged it.
+
+    The best loss, its epoch and weights, and a stop with its diagnosis are saved with each
+    checkpoint, so a resumed run compares with the same best and restores the same weights.
 
     Args:
         factor: the loss multiple of its best that counts as divergence. Defaults to `10.0`.
@@ -42,6 +46,8 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
     needs_every_step = True
+    resume_attributes = ("best", "best_epoch", "stopped", "diagnosis", "kzoo_metrics", "_step")
+    resume_weights = ("best_weights",)
 
     def __init__(self, factor: float = 10.0, min_steps: int = 3, restore_best_weights: bool = True,
                  monitors=None, verbose: int = 1):

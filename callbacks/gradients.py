@@ -10,9 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.callbacks.layer_select import weight_layers
+from kzoo.callbacks.resumable import ResumableCallback
 
 
-class GradientMonitor(keras.callbacks.Callback):
+class GradientMonitor(ResumableCallback, keras.callbacks.Callback):
     """Every `every_n_steps` steps, the gradient of the loss on a fixed probe batch, per layer.
 
     Logs `grad_norm/<layer>` and `grad_ratio/<layer>` (||grad|| / ||W||) at each epoch end (the
@@ -21,6 +22,8 @@ class GradientMonitor(keras.callbacks.Callback):
     *exploding* when it is non-finite or above `exploding`; each flag warns once per layer and
     stays in `flags`. The probe runs in inference mode (dropout off, batch-norm moving
     statistics), so it neither draws random numbers nor touches the model's state.
+    A resumed run gets the samples and the step count back (saved with each checkpoint), so it
+    samples at the same steps and logs what an uninterrupted run logs.
 
     Args:
         probe: `(x, y)`, a fixed batch of training inputs and labels.
@@ -38,6 +41,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
     needs_every_step = True
+    resume_attributes = ("trace", "flags", "_step")
 
     def __init__(self, probe, every_n_steps: int = 100, vanishing: float = 1e-3, exploding: float = 1e3):
         super().__init__()

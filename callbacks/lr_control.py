@@ -69,6 +69,14 @@ def lr_multiplier(optimizer) -> float:
     return 1.0
 
 
+def set_lr_multiplier(optimizer, value: float):
+    """Sets a `ScaledSchedule`'s multiplier (a resumed run's, as saved); a float rate is saved
+    with the optimizer's variables, so for it this does nothing."""
+    schedule = _schedule(optimizer)
+    if isinstance(schedule, ScaledSchedule):
+        schedule.multiplier.assign(float(value))
+
+
 def find_schedule(optimizer, cls):
     """The schedule of type `cls` the optimizer holds, looking inside a `ScaledSchedule`."""
     schedule = _schedule(optimizer)

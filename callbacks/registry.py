@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import keras
-
 from kzoo.errors import RecipeError, UserError
 from kzoo.registry import Registry
 
@@ -58,7 +56,9 @@ def list_callbacks(pattern="*"):
 def early_stopping(context, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
                    restore_best_weights: bool = True, start_from_epoch: int = 0):
     """Keras EarlyStopping: stop when `monitor` stops improving; restore the best weights."""
-    return keras.callbacks.EarlyStopping(
+    from kzoo.callbacks.early_stopping import EarlyStopping
+
+    return EarlyStopping(
         monitor=monitor, patience=patience, min_delta=min_delta,
         restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch)
 

@@ -12,6 +12,7 @@ from keras import ops
 
 from kzoo.callbacks.layer_select import weight_layers
 from kzoo.callbacks.lr_control import can_scale_learning_rate, scale_learning_rate
+from kzoo.callbacks.resumable import ResumableCallback
 from kzoo.callbacks.schedules import ScaledSchedule
 
 ADVICE_HIGH = "lower the learning rate"
@@ -33,7 +34,7 @@ def _ratio(num, den) -> float:
     return num / den if den > 0 else float("inf") if num > 0 else 0.0
 
 
-class UpdateRatioMonitor(keras.callbacks.Callback):
+class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
     """Measures ||W_after - W_before|| / ||W_before|| for each weight layer over one optimizer step.
 
     Every `every_n_steps` steps it copies the weights before the step and compares them after
@@ -48,6 +49,8 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
     A schedule's own shape is kept: the ratio is compared as if at the schedule's peak
     rate, and samples where the schedule sits below a tenth of its peak (warm-up start, the end
     of a decay) change nothing. Every change is printed and kept in `lr_changes`.
+    A resumed run gets the samples, the changes and the step count back (saved with each checkpoint), so it
+    samples at the same steps and logs what an uninterrupted run logs.
 
     Args:
         every_n_steps: steps between samples. Defaults to `10`.
@@ -69,6 +72,7 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
 
     # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
     needs_every_step = True
+    resume_attributes = ("trace", "lr_changes", "out_of_range", "lr_multiplier", "_last", "_step")
 
     def __init__(self, every_n_steps: int = 10, adaptive: bool = False, target: float = 1e-3,
                  band=(1e-4, 1e-2), patience: int = 3, tolerance: float = 1.5, max_change: float = 4.0,

@@ -234,7 +234,7 @@ def _train(recipe: Recipe, run_dir, verbose) -> RunResult:
         print(f"Resuming {run_dir.path} after epoch {initial_epoch} of {recipe.epochs}.")
     train = make_epoch_dataset(arrays.x_train, arrays.y_train, batch_size, recipe.seed, recipe.epochs,
                                initial_epoch, d.shuffle_buffer)
-    reseed, backup = resume_callbacks(backup_dir)
+    reseed, backup = resume_callbacks(backup_dir, callbacks)  # saves and restores their state too
     callbacks += [reseed, backup]
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         compile_model(model, recipe, steps_per_epoch,

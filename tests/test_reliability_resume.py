@@ -360,3 +360,109 @@ def test_staged_run_stopped_between_stages_resumes_at_the_next_one(staged, tmp_p
     assert compiled[0][1].lr_multipliers == pytest.approx(STAGE_2_RATES)
     assert int(compiled[0][1].iterations) == 3 * _steps(out)  # a new optimizer for stage 2
     _assert_same_run(out, reference, STAGED_KEYS)
+
+
+# ---------------------------------------------------------------- callbacks with state across epochs
+# A small mlp-digits (8-10 epochs, ~2 s a run) whose callbacks act after a few epochs: a run
+# stopped in-process right after a checkpoint stands for a kill there.
+SMALL = {"model.depth": 1, "model.width": 32}
+# Best val_accuracy at epoch 5 (by more than min_delta), none better by 0.02 after: stops after epoch 7 of 10.
+EARLY_STOPPING = {**SMALL, "epochs": 10, "callbacks.early_stopping.monitor": "val_accuracy",
+                  "callbacks.early_stopping.patience": 2, "callbacks.early_stopping.min_delta": 0.02}
+# val_loss improves by less than min_delta at epochs 6 and 7: the rate is halved after each.
+PLATEAU = {**SMALL, "epochs": 8, "callbacks.reduce_lr_on_plateau.patience": 1,
+           "callbacks.reduce_lr_on_plateau.factor": 0.5, "callbacks.reduce_lr_on_plateau.min_delta": 0.1}
+RUN_KEYS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "params")
+
+
+def _stop_after_checkpoint(monkeypatch, tmp_path, epoch):
+    """Makes the next run raise `Stopped` right after it checkpoints `epoch`."""
+    from kzoo.runs import resume_callbacks
+
+    backup = type(resume_callbacks(str(tmp_path / BACKUP))[1])
+    on_epoch_end = backup.on_epoch_end
+
+    def checkpoint_then_stop(self, e, logs=None):
+        on_epoch_end(self, e, logs)
+        if e + 1 == epoch:
+            raise Stopped(epoch)
+
+    monkeypatch.setattr(backup, "on_epoch_end", checkpoint_then_stop)
+
+
+def _interrupted_run(monkeypatch, capsys, tmp_path, overrides, stops):
+    """Runs mlp-digits with `overrides` into `tmp_path/uninterrupted`, then into
+    `tmp_path/interrupted`, stopped right after each epoch in `stops` is checkpointed and run
+    again; returns both directories and what the uninterrupted run printed."""
+    import kzoo.recipes
+
+    recipe = kzoo.recipes.load("mlp-digits", overrides)
+    reference, out = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    kzoo.recipes.run(recipe, out=str(reference), verbose=0)
+    printed = capsys.readouterr().out
+    for epoch in stops:
+        with monkeypatch.context() as m:
+            _stop_after_checkpoint(m, tmp_path, epoch)
+            with pytest.raises(Stopped):
+                kzoo.recipes.run(recipe, out=str(out), verbose=0)
+        assert latest_snapshot(str(out / BACKUP)).epoch == epoch
+    kzoo.recipes.run(recipe, out=str(out), verbose=0)
+    return out, reference, printed
+
+
+def test_early_stopping_resumed_stops_at_the_same_epoch_with_the_same_weights(tmp_path, monkeypatch, capsys):
+    # Stopped after epoch 6 (best epoch 5, patience half used), then right after the checkpoint
+    # of epoch 7, where it stops, before the fit ends.
+    out, reference, _ = _interrupted_run(monkeypatch, capsys, tmp_path, EARLY_STOPPING, stops=(6, 7))
+    assert json.loads((reference / "metrics.json").read_text())["epochs_run"] == 7  # 2 after the best
+    assert json.loads((out / "metrics.json").read_text())["resumed_after_epoch"] == 7
+    _assert_same_run(out, reference, RUN_KEYS)  # weights included: the best epoch's
+
+
+def test_reduce_lr_on_plateau_resumed_reduces_at_the_same_epochs(tmp_path, monkeypatch, capsys):
+    # Stopped after epoch 6, right after the first reduction and one epoch before the second.
+    out, reference, printed = _interrupted_run(monkeypatch, capsys, tmp_path, PLATEAU, stops=(6,))
+    assert [line.split(":")[0] for line in printed.splitlines() if "ReduceLROnPlateau" in line] == [
+        "Epoch 6", "Epoch 7"]
+    _assert_same_run(out, reference, RUN_KEYS)  # history.csv's learning_rate column included
+
+
+# The staged recipe, smaller, without pretraining or baseline, in two stages: early stopping ends
+# stage 1 after epoch 6 of 8 (best epoch 4) and stage 2 starts from epoch 4's weights.
+STAGED_EARLY_STOP = {**SMALL, "model.dropout": 0.0, "finetune.stages": ["all:8@3e-3", "all:2@1e-3"],
+                     "finetune.scratch_baseline": False,
+                     "finetune.pretrain.dataset": "", "callbacks.early_stopping.monitor": "val_accuracy",
+                     "callbacks.early_stopping.patience": 2, "callbacks.early_stopping.min_delta": 0.02}
+
+
+def test_stage_stopped_early_resumes_at_the_next_stage_from_its_best_weights(tmp_path, monkeypatch):
+    import kzoo.recipes
+
+    (tmp_path / "staged.toml").write_text(STAGED)
+    recipe = kzoo.recipes.load(str(tmp_path / "staged.toml"), STAGED_EARLY_STOP)
+    kzoo.recipes.run(recipe, out=str(tmp_path / "uninterrupted"), verbose=0)
+    assert json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())["stage_boundaries"] == [6]
+    out = tmp_path / "stopped"
+    _spy_on_stages(monkeypatch, stop_at=2)  # after the checkpoint of the epoch stage 1 stopped at
+    with pytest.raises(Stopped):
+        kzoo.recipes.run(recipe, out=str(out), verbose=0)
+    assert latest_snapshot(str(out / BACKUP)).epoch == 6
+    compiled = _spy_on_stages(monkeypatch)
+    kzoo.recipes.run(recipe, out=str(out), verbose=0)
+    assert [number for number, _ in compiled] == [2]  # stage 1 is over, not trained on
+    _assert_same_run(out, tmp_path / "uninterrupted", STAGED_KEYS[:5] + ("stage_boundaries",))
+
+
+# Samples every 7 steps, which does not divide an epoch's 20: a resumed monitor must go on
+# counting steps where the stopped run was. Adaptive mode changes the rate through the
+# schedule's multiplier and logs its own product of changes. (The gradient and activation
+# monitors keep their samples and step count the same way.)
+MONITORED = {**SMALL, "epochs": 2, "callbacks.update_ratio.every_n_steps": 7, "callbacks.update_ratio.adaptive": True}
+
+
+def test_update_ratio_monitor_resumed_samples_at_the_same_steps(tmp_path, monkeypatch, capsys):
+    out, reference, printed = _interrupted_run(monkeypatch, capsys, tmp_path, MONITORED, stops=(1,))
+    assert "UpdateRatioMonitor: step 7:" in printed  # the adaptive mode changed the rate in epoch 1
+    with open(reference / "history.csv") as f:
+        assert {"lr_multiplier", "update_ratio/median"} <= set(next(csv.reader(f)))
+    _assert_same_run(out, reference, RUN_KEYS)

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kzoo.errors import RunDirError
 
@@ -209,6 +209,16 @@ class RunDir:
             raise _write_error(self.file(name), e) from None
 
 
+def _numpy_scalar(obj):
+    """`json.dumps`'s `default` for state read back as it was: numpy scalars become Python
+    numbers, anything else JSON cannot hold is an error rather than its string."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def _jsonable(obj):
     try:
         import numpy as np
@@ -225,24 +235,52 @@ def _jsonable(obj):
 # --- Resume after a kill -------------------------------------------------------------------
 #
 # A run checkpoints into `<out>/backup/` at the end of every epoch. Each checkpoint is a folder
-# `epoch-NNNN` holding the weights (optimizer state included), Keras's training metadata and
-# the history rows so far; it is written as `epoch-NNNN.tmp` and renamed when complete, so a
-# kill at any moment leaves either the previous checkpoint or the new one, never a mixture.
+# `epoch-NNNN` holding the weights (optimizer state included), Keras's training metadata, the
+# history rows so far and the training state the weights file leaves out (`resume_state.json`,
+# with its arrays in `resume_state.npz`): whether a callback stopped training, a schedule's
+# learning-rate multiplier and the state of the callbacks that keep one across epochs
+# (`kzoo.callbacks.ResumableCallback`). It is written as `epoch-NNNN.tmp` and renamed when
+# complete, so a kill at any moment leaves either the previous checkpoint or the new one, never
+# a mixture.
 # Results a run computes once before training (a staged run's pretraining and scratch
 # baseline) are kept beside the checkpoints as `<name>.json` (`cached_result`).
 
 BACKUP = "backup"
 _SNAPSHOT_PREFIX = "epoch-"
 _WEIGHTS = "latest.weights.h5"
+_STATE = "resume_state.json"
+_STATE_ARRAYS = "resume_state.npz"
 
 
 @dataclass
 class Snapshot:
-    """The newest complete checkpoint in a backup folder: the epochs finished and their rows."""
+    """The newest complete checkpoint in a backup folder: the epochs finished, their rows and
+    the training state (`{}` for a checkpoint written before kzoo saved it)."""
 
     path: str
     epoch: int
     rows: list
+    state: dict = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a callback (early stopping, the divergence guard) ended training at this epoch."""
+        return bool(self.state.get("stop_training"))
+
+    def load_arrays(self) -> dict:
+        """The callbacks' arrays, `{key: array}`; `ValueError` when the file is damaged."""
+        import zipfile
+
+        import numpy as np
+
+        path = os.path.join(self.path, _STATE_ARRAYS)
+        if not os.path.exists(path):
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return {key: saved[key] for key in saved.files}
+        except (zipfile.BadZipFile, KeyError, EOFError) as e:
+            raise ValueError(f"{_STATE_ARRAYS}: {e}") from None
 
     def load_weights(self, model):
         """Loads the checkpoint's weights into `model`, and its optimizer state when `model` has
@@ -254,7 +292,7 @@ def _restoring(path: str, load):
     """Runs `load()`; a checkpoint that does not fit the model is one line naming the fix."""
     try:
         load()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:  # KeyError: an array missing from resume_state.npz
         raise RunDirError(
             f"The checkpoint {path} cannot be restored ({str(e).splitlines()[0]}). Pass --overwrite to start again."
         ) from None
@@ -275,9 +313,13 @@ def latest_snapshot(backup_dir: str) -> Snapshot | None:
     try:
         with open(os.path.join(path, "history.json"), encoding="utf-8") as f:
             rows = json.load(f)
+        state = {}
+        if os.path.exists(os.path.join(path, _STATE)):
+            with open(os.path.join(path, _STATE), encoding="utf-8") as f:
+                state = json.load(f)
     except (OSError, ValueError) as e:
         raise RunDirError(f"The checkpoint {path} is damaged ({e}). Pass --overwrite to start again.") from None
-    return Snapshot(path=path, epoch=epoch, rows=rows[:epoch])
+    return Snapshot(path=path, epoch=epoch, rows=rows[:epoch], state=state)
 
 
 def cached_result(backup_dir: str, name: str, compute) -> dict:
@@ -303,11 +345,12 @@ def cached_result(backup_dir: str, name: str, compute) -> dict:
     return result
 
 
-def resume_callbacks(backup_dir: str, **backup_options) -> list:
-    """`[EpochReseed(), EpochBackup(backup_dir, **backup_options)]`: put them last in the
-    callback list, so the backup records the logs the other callbacks wrote."""
+def resume_callbacks(backup_dir: str, callbacks=(), **backup_options) -> list:
+    """`[EpochReseed(), EpochBackup(backup_dir, callbacks, **backup_options)]`: put them after
+    `callbacks` in the fit's callback list, so the backup records the logs the other callbacks
+    wrote and restores their state after their own `on_train_begin` has reset it."""
     classes = _resume_classes()
-    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir, **backup_options)]
+    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir, callbacks=callbacks, **backup_options)]
 
 
 _CLASSES: dict = {}
@@ -327,6 +370,13 @@ def _resume_classes() -> dict:
         place only when complete. `rows` holds one dict per finished epoch, restored ones
         included, so a resumed run can write a `history.csv` with every epoch once.
 
+        Each checkpoint also holds what the weights file leaves out: the state of `callbacks`
+        that keep one across epochs (those with `get_resume_state` / `set_resume_state`, see
+        `kzoo.callbacks.ResumableCallback`), a `ScaledSchedule`'s learning-rate multiplier, and
+        whether a callback stopped training. A resumed `fit` gets them back in `on_train_begin`,
+        after the callbacks before the backup have reset themselves; one resumed from a
+        checkpoint where training was stopped trains no further epoch.
+
         Args:
             backup_dir: the folder for checkpoints; the newest complete one is restored.
             fields: values put in every row after `epoch` (a staged run's `stage`). Defaults
@@ -335,13 +385,18 @@ def _resume_classes() -> dict:
                 state and epoch; `False` only reads its rows, for a `fit` that starts where the
                 checkpoint ends with a new optimizer (a staged run's next stage). Defaults to
                 `True`.
+            callbacks: the fit's other callbacks; the state of those that keep one is saved
+                and, with `restore`, restored. Keys are their positions and class names, the
+                same in a resumed run of the same recipe. Defaults to none.
         """
 
-        def __init__(self, backup_dir, fields=None, restore=True):
+        def __init__(self, backup_dir, fields=None, restore=True, callbacks=()):
             super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
             self.fields = dict(fields or {})
             self.restore = restore
             self.rows = []
+            self.resumable = {f"{i}-{type(cb).__name__}": cb for i, cb in enumerate(callbacks)
+                              if hasattr(cb, "get_resume_state") and hasattr(cb, "set_resume_state")}
 
         def on_train_begin(self, logs=None):
             snapshot = latest_snapshot(self.backup_dir)
@@ -350,6 +405,23 @@ def _resume_classes() -> dict:
                 self._point_at(snapshot.path)
                 _restoring(snapshot.path, self._load_model)
                 self._current_epoch = snapshot.epoch
+                _restoring(snapshot.path, lambda: self._restore_state(snapshot))
+
+        def _restore_state(self, snapshot):
+            from kzoo.callbacks.lr_control import set_lr_multiplier
+
+            state = snapshot.state
+            if "lr_multiplier" in state:
+                set_lr_multiplier(self.model.optimizer, state["lr_multiplier"])
+            saved = state.get("callbacks", {})
+            arrays = snapshot.load_arrays() if saved else {}
+            for key, callback in self.resumable.items():
+                if key in saved:
+                    weights = {name: None if count is None else [arrays[f"{key}/{name}/{i}"] for i in range(count)]
+                               for name, count in saved[key]["weights"].items()}
+                    callback.set_resume_state(saved[key]["values"], weights)
+            if snapshot.stopped:  # e.g. early stopping ended the run there: no further epoch
+                self.model._initial_epoch = max(snapshot.epoch, int((self.params or {}).get("epochs") or 0))
 
         def on_train_end(self, logs=None):
             # Keras starts every later `fit` of this model at the restored epoch unless reset.
@@ -378,6 +450,7 @@ def _resume_classes() -> dict:
                 for written in (self._weights_path, self._training_metadata_path):
                     _fsync(written)  # on disk before the rename, not just in the page cache
                 atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
+                self._save_state(tmp)
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(tmp, final)  # the commit point
             except OSError as e:  # a full disk: keep the previous checkpoint, stop with one line
@@ -387,6 +460,26 @@ def _resume_classes() -> dict:
             for name in os.listdir(self.backup_dir):  # older checkpoints and stale temporaries
                 if name.startswith(_SNAPSHOT_PREFIX) and name != os.path.basename(final):
                     shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
+
+        def _save_state(self, folder):
+            """Writes `resume_state.json` (and `.npz` for the callbacks' arrays) into `folder`."""
+            import numpy as np
+
+            from kzoo.callbacks.lr_control import lr_multiplier
+
+            state = {"stop_training": bool(self.model.stop_training),
+                     "lr_multiplier": lr_multiplier(self.model.optimizer), "callbacks": {}}
+            arrays = {}
+            for key, callback in self.resumable.items():
+                values, weights = callback.get_resume_state()
+                state["callbacks"][key] = {"values": values,
+                                           "weights": {n: None if w is None else len(w) for n, w in weights.items()}}
+                arrays.update({f"{key}/{n}/{i}": a for n, w in weights.items() for i, a in enumerate(w or [])})
+            atomic_write(os.path.join(folder, _STATE), json.dumps(state, default=_numpy_scalar))
+            if arrays:
+                buffer = io.BytesIO()
+                np.savez(buffer, **arrays)
+                atomic_write(os.path.join(folder, _STATE_ARRAYS), buffer.getvalue())
 
     class EpochReseed(keras.callbacks.Callback):
         """Sets every random generator in the model (dropout, augmentation) at the start of each

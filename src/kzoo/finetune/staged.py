@@ -236,8 +236,10 @@ def fit_stages(model, recipe, train, val, steps_per_epoch, backup_dir, callbacks
     A run killed part-way resumes from the newest checkpoint there: finished stages are skipped,
     the stage the checkpoint is in is compiled again (its freezing and per-group rates) and goes
     on with its optimizer state (iteration count included, so schedules continue); a checkpoint
-    at the end of a stage starts the next one. Each epoch's batches and random masks depend only
-    on the seed and the epoch, so a resumed run ends as an uninterrupted one.
+    at the end of a stage, or where a callback stopped it early, starts the next one. The
+    callbacks' own state (early stopping's patience and best weights, ...) is saved with every
+    checkpoint and restored inside the stage it belongs to. Each epoch's batches and random masks
+    depend only on the seed and the epoch, so a resumed run ends as an uninterrupted one.
 
     Args:
         model: the model to train, not compiled yet.
@@ -269,11 +271,13 @@ def fit_stages(model, recipe, train, val, steps_per_epoch, backup_dir, callbacks
     seconds, d = 0.0, recipe.data
     for k, stage in enumerate(stages, start=1):
         ran = sum(row["stage"] == k for row in rows)
-        if _stage_over(rows, k, ran, stage.epochs, last=k == len(stages)):
+        stopped = ran > 0 and snapshot is not None and snapshot.stopped  # the newest checkpoint is in stage k
+        if _stage_over(rows, k, ran, stage.epochs, stopped, last=k == len(stages)):
             continue
         start, end = len(rows), len(rows) - ran + stage.epochs
-        stage_callbacks = callbacks() + resume_callbacks(
-            backup_dir, fields={"stage": k, "trainable": stage.trainable}, restore=ran > 0)
+        own = callbacks()
+        stage_callbacks = own + resume_callbacks(
+            backup_dir, own, fields={"stage": k, "trainable": stage.trainable}, restore=ran > 0)
         groups = compile_stage(model, recipe, stage, structure, steps_per_epoch, stage_callbacks)
         if verbose and snapshot and start == snapshot.epoch:
             print(f"Resuming stage {k}/{len(stages)} after epoch {start} of {recipe.epochs} from {backup_dir}.")
@@ -289,11 +293,11 @@ def fit_stages(model, recipe, train, val, steps_per_epoch, backup_dir, callbacks
     return rows, boundaries, seconds, snapshot.epoch if snapshot else 0
 
 
-def _stage_over(rows, k, ran, epochs, last):
-    """Whether stage `k` is skipped: a later stage has begun, or its `epochs` are done and it is
-    not the `last` (that one is compiled and restored even then: the saved model keeps its
-    optimizer)."""
-    return (bool(rows) and rows[-1]["stage"] > k) or (ran >= epochs and not last)
+def _stage_over(rows, k, ran, epochs, stopped, last):
+    """Whether stage `k` is skipped: a later stage has begun, or its `epochs` are done or a
+    callback `stopped` it, and it is not the `last` (that one is compiled and restored even
+    then: the saved model keeps its optimizer)."""
+    return (bool(rows) and rows[-1]["stage"] > k) or ((ran >= epochs or stopped) and not last)
 
 
 def _fit_plain(recipe, arrays, batch_size, verbose):
