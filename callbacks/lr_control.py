@@ -17,13 +17,20 @@ from kzoo.callbacks.schedules import OneCycle, ScaledSchedule
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
+def _inner(optimizer):
+    """The optimizer that holds the rate: mixed precision wraps it in a `LossScaleOptimizer`,
+    whose own `_learning_rate` is an unused variable."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def _schedule(optimizer):
-    lr = getattr(optimizer, "_learning_rate", None)
+    lr = getattr(_inner(optimizer), "_learning_rate", None)
     return lr if isinstance(lr, _Schedule) else None
 
 
 def learning_rate_at(optimizer, step: int | None = None) -> float:
     """The rate the optimizer uses at `step` (by default, the last step it took)."""
+    optimizer = _inner(optimizer)
     schedule = _schedule(optimizer)
     if schedule is None:
         return float(ops.convert_to_numpy(optimizer.learning_rate))
@@ -46,6 +53,7 @@ def scale_learning_rate(optimizer, factor: float) -> tuple[float, float]:
     Raises:
         TypeError: for a bare schedule that is not a `ScaledSchedule`.
     """
+    optimizer = _inner(optimizer)
     schedule = _schedule(optimizer)
     step = int(ops.convert_to_numpy(optimizer.iterations))
     before = learning_rate_at(optimizer, step)
@@ -97,7 +105,7 @@ class ScheduleMomentum(keras.callbacks.Callback):
     needs_every_step = True
 
     def on_train_begin(self, logs=None):
-        opt = self.model.optimizer
+        opt = _inner(self.model.optimizer)
         self._schedule = find_schedule(opt, OneCycle)
         self._variable = None
         if self._schedule is None:
@@ -128,5 +136,5 @@ class ScheduleMomentum(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._variable is not None:
-            object.__setattr__(self.model.optimizer, "beta_1", self._saved)  # a float again, for saving
+            object.__setattr__(_inner(self.model.optimizer), "beta_1", self._saved)  # a float again, for saving
             self._variable = None

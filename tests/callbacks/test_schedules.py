@@ -123,3 +123,22 @@ def test_plateau_reduces_a_schedule_and_logs_the_rate_used():
     # apply from the next epoch on
     expected = [0.1 * 0.5 ** ((5 * (e + 1) - 1) / 5) * 0.5 ** max(0, e - 1) for e in range(4)]
     np.testing.assert_allclose(logged, expected, rtol=1e-5)
+
+
+def test_rate_helpers_see_through_mixed_precisions_loss_scale_optimizer():
+    """Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer; plateau and adaptive
+    callbacks must still scale the schedule it holds."""
+    import keras
+
+    from kzoo.callbacks.lr_control import learning_rate_at, lr_multiplier, scale_learning_rate
+    from kzoo.callbacks.schedules import ScaledSchedule
+
+    schedule = ScaledSchedule(keras.optimizers.schedules.CosineDecay(0.1, 100))
+    wrapped = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(schedule))
+    assert learning_rate_at(wrapped, 0) == pytest.approx(0.1)
+    before, after = scale_learning_rate(wrapped, 0.5)
+    assert (before, after) == (pytest.approx(0.1), pytest.approx(0.05))
+    assert lr_multiplier(wrapped) == pytest.approx(0.5)
+    plain = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.2))
+    scale_learning_rate(plain, 0.5)
+    assert learning_rate_at(plain) == pytest.approx(0.1)
