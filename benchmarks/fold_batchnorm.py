@@ -1,4 +1,4 @@
-"""Inference speed-up of `kzoo.zoo.fold_batchnorm` on cnn-digits and (when registered) resnet20.
+"""Inference speed-up of `kzoo.zoo.fold_batchnorm` on cnn-digits and resnet20.
 
 A script, not a test: `python benchmarks/fold_batchnorm.py [--batch 256] [--repeats 50]`.
 For each model it prints the median (and minimum) time of one compiled forward pass on a batch,
@@ -21,33 +21,22 @@ def _models(batch_size):
     from kzoo.data import load_arrays
     from kzoo.recipes import load
     from kzoo.recipes.runner import build_model
-    from kzoo.zoo import create_model, list_models
+    from kzoo.zoo import create_model
 
     recipe = load("cnn-digits")
     arrays = load_arrays("digits")
     x = arrays.x_test[:batch_size].astype("float32")
     yield "cnn-digits", build_model(recipe, arrays), x
-    if "resnet20" in list_models():
-        rng = np.random.default_rng(0)
-        yield "resnet20 (32x32x3)", create_model("resnet20", (32, 32, 3), 10), \
-            rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
-    else:
-        print("resnet20 is not registered in this checkout: skipped")
+    rng = np.random.default_rng(0)
+    yield "resnet20 (32x32x3)", create_model("resnet20", (32, 32, 3), 10), \
+        rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
 
 
-def _randomize_bn(model, seed=0):
+def _randomize_bn(model):
     """Trained-looking statistics, so the comparison of outputs means something."""
-    import keras
-    import numpy as np
+    from kzoo.testing import randomize_batchnorm
 
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.5, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2, n))
-            layer.gamma.assign(rng.normal(1, 0.2, n))
-            layer.beta.assign(rng.normal(0, 0.2, n))
+    randomize_batchnorm(model, mean_std=0.5, variance=(0.5, 2.0), gamma_std=0.2, beta_std=0.2)
 
 
 def _timings(models, x, repeats):

@@ -125,17 +125,20 @@ def resolve_steps_per_execution(recipe: Recipe, steps_per_epoch: int, callbacks=
     them is refused (`RecipeError`)."""
     if recipe.steps_per_execution:
         if steps_per_epoch % recipe.steps_per_execution:
-            divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]
             raise RecipeError(
                 f"steps_per_execution must divide the {steps_per_epoch} steps of an epoch "
-                f"({', '.join(map(str, divisors))}), or be 0 for auto. "
+                f"({', '.join(map(str, _divisors(steps_per_epoch)))}), or be 0 for auto. "
                 f"Received: steps_per_execution={recipe.steps_per_execution}")
         return recipe.steps_per_execution
     if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
         return 1
     if strategy is not None and int(getattr(strategy, "num_replicas_in_sync", 1) or 1) > 1:
         return 1
-    return max(d for d in range(1, min(32, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+    return max(d for d in _divisors(steps_per_epoch) if d <= 32)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def compile_model(model, recipe: Recipe, steps_per_epoch: int, steps_per_execution: int | None = None):

@@ -57,6 +57,36 @@ def conformance_case(name, make, input_shape=(6,), **kwargs) -> ConformanceCase:
         input_shape and isinstance(input_shape[0], (list, tuple))) else [tuple(s) for s in input_shape], **kwargs)
 
 
+def randomize_batchnorm(model, seed: int = 0, mean_std: float = 2.0, variance: tuple = (0.2, 4.0),
+                        gamma_std: float = 0.5, beta_std: float = 1.0):
+    """Gives every BatchNormalization in `model` (nested ones included) statistics and affine
+    parameters far from their initial values, as after training, so that comparing a model with
+    its BN-folded copy means something.
+
+    Args:
+        model: a built Keras model; changed in place.
+        seed: the numpy seed. Defaults to `0`.
+        mean_std: standard deviation of the moving means (around 0). Defaults to `2.0`.
+        variance: range of the moving variances (uniform). Defaults to `(0.2, 4.0)`.
+        gamma_std: standard deviation of the scales (around 1). Defaults to `0.5`.
+        beta_std: standard deviation of the offsets (around 0). Defaults to `1.0`.
+
+    Returns:
+        `model`.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, mean_std, n))
+            layer.moving_variance.assign(rng.uniform(*variance, n))
+            layer.gamma.assign(rng.normal(1, gamma_std, n))
+            layer.beta.assign(rng.normal(0, beta_std, n))
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # Gradient check
 

@@ -5,20 +5,8 @@ import numpy as np
 import pytest
 
 from kzoo.errors import UserError
+from kzoo.testing import randomize_batchnorm
 from kzoo.zoo import create_model, fold_batchnorm
-
-
-def _randomize_bn(model, seed=0):
-    """Moving statistics and affine parameters far from their initial values, as after training."""
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 2, n))
-            layer.moving_variance.assign(rng.uniform(0.2, 4, n))
-            layer.gamma.assign(rng.normal(1, 0.5, n))
-            layer.beta.assign(rng.normal(0, 1, n))
-    return model
 
 
 def _assert_same(a, b):
@@ -34,7 +22,7 @@ X = np.random.default_rng(0).standard_normal((32, 8, 8, 1)).astype("float32")
 
 @pytest.mark.parametrize("name, kwargs", [("cnn", {"filters": [8, 16]}), ("mlp", {"depth": 3, "width": 32})])
 def test_folded_model_matches_in_inference_and_saves(name, kwargs, tmp_path):
-    model = _randomize_bn(create_model(name, (8, 8, 1), 10, **kwargs))
+    model = randomize_batchnorm(create_model(name, (8, 8, 1), 10, **kwargs))
     folded = fold_batchnorm(model)
     assert _bn_count(model) > 0 and _bn_count(folded) == 0
     assert len(folded.layers) == len(model.layers) - _bn_count(model)
@@ -48,7 +36,7 @@ def test_folded_model_matches_in_inference_and_saves(name, kwargs, tmp_path):
 
 
 def test_bn_after_the_activation_is_left_in_place():
-    model = _randomize_bn(create_model("cnn", (8, 8, 1), 10, filters=[8], norm_position="after"))
+    model = randomize_batchnorm(create_model("cnn", (8, 8, 1), 10, filters=[8], norm_position="after"))
     folded = fold_batchnorm(model)
     assert _bn_count(folded) == _bn_count(model)
     _assert_same(model.predict(X, verbose=0), folded.predict(X, verbose=0))
@@ -62,7 +50,7 @@ def test_conv_feeding_two_layers_is_not_folded_and_nested_sequential_is():
     block = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
                               keras.layers.BatchNormalization(), keras.layers.ReLU()], name="block")
     y = keras.layers.Flatten()(block(x))
-    model = _randomize_bn(keras.Model(inputs, keras.layers.Dense(3)(y)))
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.Dense(3)(y)))
     folded = fold_batchnorm(model)
     assert _bn_count(folded) == 1 and "bn_a" in [layer.name for layer in folded.layers]
     x_ = np.random.default_rng(1).standard_normal((4, 6, 6, 2)).astype("float32")
