@@ -16,8 +16,8 @@ class ReduceLROnPlateau(ResumableCallback, keras.callbacks.ReduceLROnPlateau):
     multiplies a kzoo `ScaledSchedule`'s multiplier instead (a float rate is scaled as before),
     so the schedule keeps its shape at a lower level; `min_lr` bounds the rate actually used.
     The epoch's `learning_rate` log is the rate its last step used. Arguments as in Keras.
-    Its counters and best value are saved with each checkpoint, and the multiplier with the
-    optimizer's state, so a resumed run reduces the rate at the same epochs.
+    Its counters and best value are saved with each checkpoint (the schedule's multiplier is
+    too, by the checkpoint itself), so a resumed run reduces the rate at the same epochs.
 
     Example:
         >>> optimizer = keras.optimizers.SGD(ScaledSchedule(CosineDecay(0.1, 1000)))

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _COMMANDS: dict[str, tuple] = {}
 
