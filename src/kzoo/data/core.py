@@ -70,6 +70,20 @@ class Splits:
     def train(self):
         return make_dataset(self.arrays.x_train, self.arrays.y_train, shuffle=True, **self.train_options)
 
+    # The contract the training engine reads (kzoo.train): `info`, `sample`, `epochs`, `val`,
+    # `test`. A streamed source implements the same methods without holding the arrays.
+    def sample(self, n: int = 256):
+        """`(x, y)` numpy: the first `n` training examples (float32), for probes, LSUV and
+        fitting standardization on a bounded sample."""
+        a = self.arrays
+        return a.x_train[:n].astype("float32"), a.y_train[:n]
+
+    def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
+               shuffle_buffer: int = 10000):
+        """Training batches for epochs `initial_epoch` to `epochs - 1` (`make_epoch_dataset`)."""
+        a = self.arrays
+        return make_epoch_dataset(a.x_train, a.y_train, batch_size, seed, epochs, initial_epoch, shuffle_buffer)
+
 
 def _resolve_source(name: str):
     """Finds the loader for a registered name, a folder, an .npz file or a tfds name."""
