@@ -136,9 +136,11 @@ class Recipe:
     description: str = ""
     seed: int = 0
     epochs: int = 10
+    # Reproducible by default, from the seeds and XLA's deterministic mode (kzoo.train.determinism).
     deterministic: bool = True
     steps_per_execution: int = 0
-    jit_compile: bool = False
+    # XLA-compile the steps wherever the model supports it; false: never.
+    jit_compile: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=lambda: {"name": "mlp"})
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -271,11 +273,6 @@ def validate_ranges(recipe: Recipe):
     for key, value, ok, what in checks:
         if not ok:
             raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
-    if recipe.jit_compile and recipe.deterministic:
-        raise RecipeError(
-            "jit_compile = true needs deterministic = false: Keras turns XLA off under TensorFlow's "
-            "deterministic ops. Received: jit_compile=true, deterministic=true"
-        )
     if recipe.optimizer.name not in OPTIMIZERS:
         name = recipe.optimizer.name
         raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, OPTIMIZERS)} Valid: {', '.join(OPTIMIZERS)}.")

@@ -1,0 +1,201 @@
+"""Reproducible and fast by default: seeding, XLA, and which determinism mechanism a step uses.
+
+The engine calls three things, in this order:
+
+1. `seed_everything(seed, deterministic)` first, before data, model or any compilation.
+2. `plan_step(model, deterministic=..., jit_compile=..., strategy=...)` once per compile, after
+   the model is built; `plan.apply()` just before `model.compile(jit_compile=plan.jit_compile,
+   steps_per_execution=...)`; `plan.note` (one line, or "") printed when not silent.
+3. `fast_defaults(...)` for the batch-level settings that are not about determinism.
+
+What the recipe fields do and cost (on each device kind):
+
+- `deterministic = true`, `jit_compile = true` (the defaults): the training, evaluation and
+  prediction steps are compiled with XLA wherever the model allows it, and reproducibility comes
+  from the seeds plus XLA's own determinism. On CPU, XLA's kernels are deterministic for a fixed
+  program and thread count, so nothing else is needed. On GPU, `XLA_FLAGS` gets
+  `--xla_gpu_deterministic_ops=true` (what TensorFlow itself asks XLA for under op determinism:
+  it implies `--xla_gpu_exclude_nondeterministic_ops=true`, deterministic scatter, reductions,
+  GEMMs and convolutions, and it turns off autotuning, which could pick different kernels in two
+  compilations); it costs the autotuned kernel choice and atomics-based scatter. On TPU, XLA is
+  the only way a step runs and a TPU program is deterministic, so nothing is set. A model XLA
+  cannot compile (a layer without an XLA kernel, such as Keras's RandomTranslation, RandomRotation,
+  RandomZoom and RandomCrop, which use `ImageProjectiveTransformV3`; on GPU in deterministic mode
+  also max pooling, whose gradient is XLA's select-and-scatter with no deterministic version)
+  falls back to TensorFlow's op determinism without XLA, and `plan.note` says so in one line. Op
+  determinism costs speed: on this 2-core CPU, cnn-digits' steps ran at about 0.9x plain Keras
+  under it (see benchmarks).
+- `deterministic = false`: XLA as above, with no determinism flag and no op determinism. On GPU
+  that brings back autotuning and the fast nondeterministic kernels; on CPU it gains nothing for
+  an XLA-compiled model (XLA on CPU is deterministic either way) but lifts the op-determinism
+  cost from a model that falls back. Two runs may then differ in the last bits, and the
+  difference grows over training.
+- `jit_compile = false`: never XLA. With `deterministic = true`, op determinism instead.
+
+XLA flags are read once per process, at the first XLA compilation: a later `deterministic =
+false` run in the same process keeps the deterministic GPU kernels (a new process does not).
+An explicit `--xla_gpu_deterministic_ops` already in `XLA_FLAGS` is left as the user set it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEVICE_KINDS = ("cpu", "gpu", "tpu")
+GPU_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+# Keras layer classes whose XLA step fails on GPU when XLA runs deterministic kernels: the
+# max-pooling gradient is select-and-scatter, which XLA has no deterministic version of.
+_SELECT_AND_SCATTER_LAYERS = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D")
+
+
+def seed_everything(seed: int, deterministic: bool = True):
+    """Seeds Python, numpy and TensorFlow, and prepares the determinism the run asked for.
+
+    With `deterministic`, also turns TensorFlow's op determinism on, so that what runs before
+    the step is compiled (data preparation, LSUV's forward passes) is reproducible on every
+    device, and adds XLA's deterministic-kernel flag to `XLA_FLAGS` for GPUs (it must be there
+    before the first XLA compilation; on CPU and TPU XLA does not read it). `StepPlan.apply`
+    later switches op determinism off for a step XLA compiles, because Keras refuses
+    `jit_compile` while it is on.
+
+    Args:
+        seed: the run's seed (Python's `random`, numpy and TensorFlow).
+        deterministic: make the run reproducible. Defaults to `True`.
+
+    Example:
+        >>> seed_everything(0)
+        >>> plan = plan_step(model, deterministic=True)
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        add_xla_flag(GPU_DETERMINISTIC_FLAG)
+    set_op_determinism(deterministic)
+
+
+def add_xla_flag(flag: str) -> str:
+    """Appends `flag` (`--name=value`) to `XLA_FLAGS` unless that name is already there.
+
+    Returns the resulting `XLA_FLAGS`. A flag the user set keeps the user's value.
+    """
+    name = flag.split("=", 1)[0]
+    current = os.environ.get("XLA_FLAGS", "")
+    if any(part.split("=", 1)[0] == name for part in current.split()):
+        return current
+    os.environ["XLA_FLAGS"] = f"{current} {flag}".strip()
+    return os.environ["XLA_FLAGS"]
+
+
+def set_op_determinism(on: bool):
+    """Switches TensorFlow's op determinism on or off (it is a process-wide setting)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config
+
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # TensorFlow has no public switch back; a process that ran a deterministic fallback
+        # must still be able to compile the next model with XLA.
+        config.disable_op_determinism()
+
+
+def device_kind(strategy=None) -> str:
+    """`tpu`, `gpu` or `cpu`: what the strategy's replicas (or this process) compute on."""
+    import tensorflow as tf
+
+    if strategy is not None and "TPU" in type(strategy).__name__:
+        return "tpu"
+    devices = getattr(getattr(strategy, "extended", None), "worker_devices", None) or ()
+    if devices:
+        return "gpu" if any("GPU" in d.upper() for d in devices) else "cpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def xla_blockers(model, device: str = "cpu", deterministic: bool = True) -> list[str]:
+    """Names of the layers that keep `model`'s step from compiling with XLA on `device`.
+
+    A layer counts when Keras marks it `supports_jit = False` (it has an op without an XLA
+    kernel), and on GPU with `deterministic`, when it is max pooling (see the module docstring).
+    """
+    blockers = []
+    for layer in model._flatten_layers(include_self=False):
+        cls = type(layer).__name__
+        if not getattr(layer, "supports_jit", True):
+            blockers.append(f"{layer.name} ({cls})")
+        elif device == "gpu" and deterministic and cls in _SELECT_AND_SCATTER_LAYERS:
+            blockers.append(f"{layer.name} ({cls}, no deterministic XLA gradient)")
+    return blockers
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How one compiled model trains: XLA or not, and what makes it reproducible.
+
+    Attributes:
+        jit_compile: what to pass to `model.compile(jit_compile=...)`.
+        op_determinism: TensorFlow's op determinism during the fit.
+        mechanism: `"xla"` (reproducible through XLA's deterministic mode), `"op_determinism"`
+            (no XLA), `"none"` (`deterministic = false`).
+        device: `cpu`, `gpu` or `tpu`.
+        note: one line for the user when the plan falls back from XLA, else `""`.
+    """
+
+    jit_compile: bool
+    op_determinism: bool
+    mechanism: str
+    device: str
+    note: str = ""
+
+    def apply(self):
+        """Sets TensorFlow's op determinism for this plan; call just before `model.compile`."""
+        set_op_determinism(self.op_determinism)
+        if self.mechanism == "xla" and self.device == "gpu":
+            add_xla_flag(GPU_DETERMINISTIC_FLAG)
+
+
+def plan_step(model, deterministic: bool = True, jit_compile: bool = True, strategy=None,
+              device: str | None = None) -> StepPlan:
+    """Decides, once per compile, whether the step is XLA-compiled and what makes it reproducible.
+
+    XLA wherever the model supports it on the device (CPU and GPU alike, under a strategy too:
+    Keras's own `jit_compile="auto"` turns XLA off on CPU-only machines and under
+    `tf.distribute`, which is where kzoo differs); reproducibility from the seeds and XLA's
+    deterministic mode; TensorFlow's op determinism only for a model XLA cannot compile, with a
+    one-line `note` saying so. See the module docstring for what each setting costs.
+
+    Args:
+        model: the built Keras model.
+        deterministic: the recipe's `deterministic`. Defaults to `True`.
+        jit_compile: the recipe's `jit_compile`; `False` never compiles with XLA. Defaults to
+            `True`.
+        strategy: the `tf.distribute.Strategy` the model was built under, if any.
+        device: `cpu`, `gpu` or `tpu`. Defaults to what `strategy` (or this process) runs on.
+
+    Returns:
+        A `StepPlan`.
+
+    Example:
+        >>> plan = plan_step(model, deterministic=True, jit_compile=True)
+        >>> plan.apply()
+        >>> model.compile(optimizer, loss, jit_compile=plan.jit_compile)
+        >>> if plan.note: print(plan.note)
+    """
+    device = device or device_kind(strategy)
+    if device not in DEVICE_KINDS:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_KINDS)}. Received: device={device!r}")
+    if device == "tpu":
+        # TPUStrategy compiles every step with XLA whatever jit_compile says, and a TPU program
+        # gives the same result for the same inputs: the seeds are all that is needed.
+        return StepPlan(True, False, "xla" if deterministic else "none", device)
+    fallback = "op_determinism" if deterministic else "none"
+    if not jit_compile:
+        return StepPlan(False, deterministic, fallback, device)
+    blockers = xla_blockers(model, device, deterministic)
+    if blockers:
+        how = "TensorFlow op determinism instead (slower)" if deterministic else "no XLA"
+        more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+        note = f"XLA off for this model: layer {blockers[0]}{more} cannot be XLA-compiled; {how}."
+        return StepPlan(False, deterministic, fallback, device, note)
+    return StepPlan(True, False, "xla" if deterministic else "none", device)
