@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+# On a machine with an NVIDIA GPU: installs the `gpu` extra, then mixed precision, XLA, MirroredStrategy,
+# ResNet-20 throughput, staged fine-tuning and a two-trial search (benchmarks/results-gpu.*, < 8 min).
+# `make gpu-check ARGS=--cpu` rehearses the same steps on the CPU.
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

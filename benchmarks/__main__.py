@@ -14,7 +14,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("throughput", "time_to_accuracy", "monitors", "inference", "scaling", "tuning")
+SECTIONS = ("throughput", "time_to_accuracy", "monitors", "inference", "scaling", "tuning", "reproducibility")
 
 
 def main(argv=None):
@@ -76,6 +76,12 @@ def main(argv=None):
         else:
             report(tuning_throughput.measure())
 
+    reproducibility = []
+    if "reproducibility" in wanted:
+        from benchmarks import reproducibility as repro
+
+        reproducibility = repro.check_all(epochs=1 if quick else 2)
+
     payload = {
         "machine": harness.machine(),
         "mode": "quick" if quick else "full",
@@ -83,6 +89,7 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - started, 1),
         "results": [r.to_dict() for r in results],
         "scaling": {k: [list(row) for row in rows] for k, rows in tables.items()},
+        "reproducibility": reproducibility,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(payload, f, indent=2)
@@ -92,6 +99,10 @@ def main(argv=None):
         md += f"\nThroughput by {key} (kzoo pipeline, samples/s):\n\n"
         md += "| " + " | ".join(str(r[0]) for r in rows) + " |\n|" + "---|" * len(rows) + "\n"
         md += "| " + " | ".join(f"{r[-1]:.0f}" for r in rows) + " |\n"
+    if reproducibility:
+        from benchmarks import reproducibility as repro
+
+        md += "\n" + repro.markdown(reproducibility)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     print(f"\nwrote {args.out}/results.json and results.md in {payload['seconds']} s")
