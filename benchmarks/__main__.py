@@ -82,6 +82,7 @@ def main(argv=None):
 
         reproducibility = repro.check_all(epochs=1 if quick else 2)
 
+    os.makedirs(args.out, exist_ok=True)
     payload = {
         "machine": harness.machine(),
         "mode": "quick" if quick else "full",

@@ -133,3 +133,16 @@ def test_two_runs_of_a_fast_recipe_with_its_defaults_write_the_same_history_and_
     assert len(rows_a) == 2 and "loss" in rows_a[0]
     assert rows_a == rows_b
     assert metrics_a == metrics_b
+
+
+def test_auto_precision_uses_bfloat16_on_a_cpu_only_when_it_has_native_bf16(tmp_path):
+    from kzoo.train.determinism import auto_precision
+
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
+    without.write_text("processor : 0\nflags : fpu sse2 avx2\n")
+    assert auto_precision("cpu", str(with_bf16)) == "mixed_bfloat16"
+    assert auto_precision("cpu", str(without)) is None
+    assert auto_precision("cpu", str(tmp_path / "missing")) is None
+    assert auto_precision("gpu", str(without)) == "mixed_float16"
+    assert auto_precision("tpu", str(without)) == "mixed_bfloat16"

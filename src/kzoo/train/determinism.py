@@ -1,40 +1,46 @@
 """Reproducible and fast by default: seeding, XLA, and which determinism mechanism a step uses.
 
-The engine calls three things, in this order:
+The engine calls, in this order:
 
 1. `seed_everything(seed, deterministic)` first, before data, model or any compilation.
-2. `plan_step(model, deterministic=..., jit_compile=..., strategy=...)` once per compile, after
-   the model is built; `plan.apply()` just before `model.compile(jit_compile=plan.jit_compile,
-   steps_per_execution=...)`; `plan.note` (one line, or "") printed when not silent.
-3. `fast_defaults(...)` for the batch-level settings that are not about determinism.
+2. `plan = plan_step(model, deterministic=..., jit_compile=..., strategy=...)` once per compile,
+   after the model is built; `plan.apply()` just before
+   `model.compile(..., jit_compile=plan.jit_compile)`; `plan.note` (one line, or "") printed
+   unless the run is silent.
 
-What the recipe fields do and cost (on each device kind):
+What the recipe fields do and cost:
 
-- `deterministic = true`, `jit_compile = true` (the defaults): the training, evaluation and
-  prediction steps are compiled with XLA wherever the model allows it, and reproducibility comes
-  from the seeds plus XLA's own determinism. On CPU, XLA's kernels are deterministic for a fixed
-  program and thread count, so nothing else is needed. On GPU, `XLA_FLAGS` gets
-  `--xla_gpu_deterministic_ops=true` (what TensorFlow itself asks XLA for under op determinism:
-  it implies `--xla_gpu_exclude_nondeterministic_ops=true`, deterministic scatter, reductions,
-  GEMMs and convolutions, and it turns off autotuning, which could pick different kernels in two
-  compilations); it costs the autotuned kernel choice and atomics-based scatter. On TPU, XLA is
-  the only way a step runs and a TPU program is deterministic, so nothing is set. A model XLA
-  cannot compile (a layer without an XLA kernel, such as Keras's RandomTranslation, RandomRotation,
-  RandomZoom and RandomCrop, which use `ImageProjectiveTransformV3`; on GPU in deterministic mode
-  also max pooling, whose gradient is XLA's select-and-scatter with no deterministic version)
-  falls back to TensorFlow's op determinism without XLA, and `plan.note` says so in one line. Op
-  determinism costs speed: on this 2-core CPU, cnn-digits' steps ran at about 0.9x plain Keras
-  under it (see benchmarks).
-- `deterministic = false`: XLA as above, with no determinism flag and no op determinism. On GPU
-  that brings back autotuning and the fast nondeterministic kernels; on CPU it gains nothing for
-  an XLA-compiled model (XLA on CPU is deterministic either way) but lifts the op-determinism
-  cost from a model that falls back. Two runs may then differ in the last bits, and the
-  difference grows over training.
-- `jit_compile = false`: never XLA. With `deterministic = true`, op determinism instead.
+- `deterministic = true`, `jit_compile = true` (the defaults): the train, test and predict steps
+  are compiled with XLA where the model compiles and XLA is the faster choice on the device, and
+  reproducibility comes from the seeds plus XLA's own determinism:
+  - CPU: XLA's kernels are deterministic for a fixed program and thread count; nothing else is
+    set. Models with convolutions stay off XLA on CPU, because TensorFlow's oneDNN
+    convolutions beat XLA:CPU's (measured on a 2-core x86: ResNet-20's XLA step took twice the
+    CPU time); they get op determinism instead, which costs no measurable CPU time there.
+  - GPU: `XLA_FLAGS` gets `--xla_gpu_deterministic_ops=true`, the flag TensorFlow itself gives
+    XLA under op determinism. It implies `--xla_gpu_exclude_nondeterministic_ops=true`
+    (deterministic scatter, reductions, GEMMs and convolutions) and also turns autotuning off,
+    which could otherwise pick different kernels in two compilations. It costs the autotuned
+    kernel choice and atomics-based scatter. Max pooling's gradient (XLA's select-and-scatter)
+    has no deterministic version, so a model with max pooling falls back (below).
+  - TPU: every step is an XLA program (TPUStrategy compiles whatever `jit_compile` says) and a
+    TPU program is deterministic; the seeds are all that is needed.
+  A model XLA cannot compile (a layer with `supports_jit = False`: Keras's RandomTranslation,
+  RandomRotation, RandomZoom and RandomCrop, whose `ImageProjectiveTransformV3` has no XLA
+  kernel; lookup and hashing layers) falls back to TensorFlow's op determinism without XLA,
+  and `plan.note` says so in one line. On GPU op determinism is the slow mode: deterministic
+  cuDNN algorithms only, no atomics.
+- `deterministic = false`: the same XLA choice with no determinism flag and no op determinism.
+  On GPU that brings back autotuning and the fast nondeterministic kernels, and max pooling
+  compiles with XLA; on CPU it changes little. Two runs may then differ in the last bits, and
+  the difference can grow over training.
+- `jit_compile = false`: never XLA; with `deterministic = true`, op determinism.
 
-XLA flags are read once per process, at the first XLA compilation: a later `deterministic =
-false` run in the same process keeps the deterministic GPU kernels (a new process does not).
-An explicit `--xla_gpu_deterministic_ops` already in `XLA_FLAGS` is left as the user set it.
+XLA flags are read once per process, at its first XLA compilation: a later `deterministic =
+false` run in the same process keeps the deterministic GPU kernels (a new process does not),
+and a flag already in `XLA_FLAGS` keeps the user's value. Outside the compiled step (LSUV's
+forward passes, monitors' probes) op determinism is on from `seed_everything` until
+`plan.apply()`, and off after it on the XLA path.
 """
 
 from __future__ import annotations
@@ -212,3 +218,28 @@ def plan_step(model, deterministic: bool = True, jit_compile: bool = True, strat
         note = f"XLA off for this model: layer {blockers[0]}{more} cannot be XLA-compiled; {how}."
         return StepPlan(False, deterministic, fallback, device, note)
     return StepPlan(True, False, "xla" if deterministic else "none", device)
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU computes bfloat16 natively (the `avx512_bf16` or `amx_bf16` flag)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_precision(device: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The Keras dtype policy `mixed_precision = "auto"` should pick on `device` (None: float32).
+
+    `mixed_float16` on GPU, `mixed_bfloat16` on TPU, and `mixed_bfloat16` on a CPU with native
+    bfloat16 (oneDNN's bf16 kernels: plain Keras trained ResNet-20 1.3x faster, in wall and CPU
+    time, on such a 2-core x86 than in float32). Half-precision compute changes the numbers a run produces,
+    so this is what `auto` means, never the default.
+    """
+    if device == "gpu":
+        return "mixed_float16"
+    if device == "tpu":
+        return "mixed_bfloat16"
+    return "mixed_bfloat16" if cpu_has_bf16(cpuinfo) else None
