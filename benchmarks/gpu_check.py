@@ -5,7 +5,7 @@ runs, each step in its own process so that one failure (or crash) is recorded an
 step still runs:
 
 - `devices`: TensorFlow's version and the GPUs it sees;
-- `mixed_precision`: `kzoo run cnn-digits` with `mixed_float16` (`mixed_bfloat16` on CPU);
+- `mixed_precision`: `kzoo run cnn-digits` with `mixed_float16` (`--cpu`: mlp-digits, `mixed_bfloat16`);
 - `xla`: mlp, cnn and resnet20 steps planned by `kzoo.train.determinism`, trained twice in two
   processes: whether XLA compiled them and whether the two runs ended with identical weights;
 - `mirrored`: `kzoo run mlp-digits` under `strategy = "mirrored"` (two logical CPUs on CPU);
@@ -61,7 +61,8 @@ def step_mixed_precision(cpu: bool, tiny: bool, workdir: str) -> dict:
     import kzoo
 
     policy = "mixed_bfloat16" if cpu else "mixed_float16"
-    recipe = kzoo.recipes.load("cnn-digits", ["epochs=1" if tiny else "epochs=3", f"mixed_precision={policy}"])
+    recipe = kzoo.recipes.load("mlp-digits" if tiny else "cnn-digits",
+                               ["epochs=1" if tiny else "epochs=3", f"mixed_precision={policy}"])
     result = kzoo.recipes.run(recipe, out=os.path.join(workdir, "mixed_precision"), verbose=0)
     # the softmax head stays float32 by design; the layers before it compute in the policy
     return {"policy": policy, "layer_policies": sorted({layer.dtype_policy.name for layer in result.model.layers}),
