@@ -146,3 +146,12 @@ def test_auto_precision_uses_bfloat16_on_a_cpu_only_when_it_has_native_bf16(tmp_
     assert auto_precision("cpu", str(tmp_path / "missing")) is None
     assert auto_precision("gpu", str(without)) == "mixed_float16"
     assert auto_precision("tpu", str(without)) == "mixed_bfloat16"
+
+
+def test_several_replicas_keep_the_step_off_xla_and_say_why():
+    class TwoReplicas:  # stands in for a MirroredStrategy over two devices
+        num_replicas_in_sync = 2
+
+    plan = plan_step(_model(), deterministic=True, strategy=TwoReplicas(), device="gpu")
+    assert (plan.jit_compile, plan.op_determinism, plan.mechanism) == (False, True, "op_determinism")
+    assert "TwoReplicas with 2 replicas" in plan.note

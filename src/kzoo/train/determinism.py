@@ -28,8 +28,10 @@ What the recipe fields do and cost:
   A model XLA cannot compile (a layer with `supports_jit = False`: Keras's RandomTranslation,
   RandomRotation, RandomZoom and RandomCrop, whose `ImageProjectiveTransformV3` has no XLA
   kernel; lookup and hashing layers) falls back to TensorFlow's op determinism without XLA,
-  and `plan.note` says so in one line. On GPU op determinism is the slow mode: deterministic
-  cuDNN algorithms only, no atomics.
+  and `plan.note` says so in one line. So does a strategy with several replicas (MirroredStrategy
+  over GPUs or logical CPUs): Keras compiles the whole cross-replica step as one XLA program,
+  which cannot reach variables on several devices. On GPU op determinism is the slow mode:
+  deterministic cuDNN algorithms only, no atomics.
 - `deterministic = false`: the same XLA choice with no determinism flag and no op determinism.
   On GPU that brings back autotuning and the fast nondeterministic kernels, and max pooling
   compiles with XLA; on CPU it changes little. Two runs may then differ in the last bits, and
@@ -175,9 +177,9 @@ def plan_step(model, deterministic: bool = True, jit_compile: bool = True, strat
               device: str | None = None) -> StepPlan:
     """Decides, once per compile, whether the step is XLA-compiled and what makes it reproducible.
 
-    XLA wherever the model supports it on the device (CPU and GPU alike, under a strategy too:
-    Keras's own `jit_compile="auto"` turns XLA off on CPU-only machines and under
-    `tf.distribute`, which is where kzoo differs); reproducibility from the seeds and XLA's
+    XLA wherever the model compiles and XLA is the faster choice on the device (CPU included,
+    where Keras's own `jit_compile="auto"` never compiles; not for convolutional models on CPU,
+    nor under a strategy with several replicas); reproducibility from the seeds and XLA's
     deterministic mode; TensorFlow's op determinism only for a model XLA cannot compile, with a
     one-line `note` saying so. See the module docstring for what each setting costs.
 
@@ -208,6 +210,14 @@ def plan_step(model, deterministic: bool = True, jit_compile: bool = True, strat
     fallback = "op_determinism" if deterministic else "none"
     if not jit_compile:
         return StepPlan(False, deterministic, fallback, device)
+    replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    if replicas > 1:
+        # Keras puts the whole `strategy.run` call inside the jit-compiled function, and one XLA
+        # program cannot reach variables on several devices ("Trying to access resource ...
+        # located in device CPU:1 from device CPU:0", tried with MirroredStrategy on 2 logical CPUs).
+        how = "TensorFlow op determinism instead" if deterministic else "no XLA"
+        note = f"XLA off under {type(strategy).__name__} with {replicas} replicas (one XLA program per step cannot span devices); {how}."
+        return StepPlan(False, deterministic, fallback, device, note)
     if device == "cpu" and has_convolutions(model):
         # Not a failure, a speed choice: oneDNN's convolutions beat XLA:CPU's (see above).
         return StepPlan(False, deterministic, fallback, device)
