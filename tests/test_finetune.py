@@ -13,7 +13,7 @@ import kzoo  # noqa: F401
 from kzoo.data.framing import prepare_arrays
 from kzoo.errors import RecipeError, UserError
 from kzoo.finetune import freeze, model_structure, parse_stages, with_group_learning_rates
-from kzoo.finetune.staged import compile_stage, group_multipliers
+from kzoo.train import compile_stage, group_multipliers
 from kzoo.recipes.schema import build_recipe
 from kzoo.zoo import create_model
 
@@ -141,7 +141,7 @@ def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded.optimizer).__name__ == "GroupLRAdam"
+    assert type(loaded.optimizer).__name__ == "KzooAdam"
     assert loaded.optimizer.lr_multipliers == model.optimizer.lr_multipliers
     # five groups from 1e-2 (head) down to 1e-4 (the stem, empty in this CNN): stage0 is three steps down.
     assert loaded.optimizer.lr_multipliers["stage0_block0_conv"] == pytest.approx(0.01 ** 0.75)
@@ -156,7 +156,7 @@ def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
             "print(type(m.optimizer).__name__, len(m.optimizer.lr_multipliers))")
     done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["GroupLRAdam", str(len(model.optimizer.lr_multipliers))]
+    assert done.stdout.split() == ["KzooAdam", str(len(model.optimizer.lr_multipliers))]
 
 
 # ---------------------------------------------------------------- staged runs
@@ -249,7 +249,7 @@ def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
 # ---------------------------------------------------------------- keras.applications backbones
 def test_application_backbone_takes_a_local_weights_file_and_keeps_its_structure(tmp_path):
     from kzoo.data import load_arrays
-    from kzoo.finetune import build_finetune_model
+    from kzoo.train import build_finetune_model
     from kzoo.zoo.backbones import build_application
 
     app = build_application("MobileNetV3Small", (32, 32, 3))

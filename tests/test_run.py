@@ -73,7 +73,7 @@ def test_augmentation_only_in_training():
     import keras
 
     import kzoo
-    from kzoo.recipes.runner import build_model
+    from kzoo.train import build_model
 
     recipe = kzoo.recipes.load("cnn-digits", ["data.augment.translation=0.3", "data.augment.flip=horizontal"])
     arrays = kzoo.data.load_arrays("digits")

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from kzoo.tables import print_table
+
 _COMMANDS: dict[str, tuple] = {}
 
 
@@ -33,15 +35,6 @@ def arguments(fn):
         return cmd
 
     return wrap
-
-
-def print_table(rows: list[list[str]], header: list[str]):
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line.rstrip())
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def _add_run_flags(p):
@@ -82,7 +75,7 @@ def cmd_list(args):
         print_table(rows, ["name", "description", "model", "dataset", "epochs"])
         return
     if args.what == "optimizers":
-        from kzoo.recipes.schema import OPTIMIZER_DESCRIPTIONS
+        from kzoo.optimizers import OPTIMIZER_DESCRIPTIONS
 
         print_table([[k, v] for k, v in OPTIMIZER_DESCRIPTIONS.items()], ["name", "description"])
         return

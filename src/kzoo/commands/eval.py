@@ -3,7 +3,8 @@ ensemble of several; test-time augmentation and Monte-Carlo dropout on request."
 
 from __future__ import annotations
 
-from kzoo.cli import arguments, command, print_table
+from kzoo.cli import arguments, command
+from kzoo.tables import print_table
 
 
 def _args(p):
