@@ -525,6 +525,10 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         raise RecipeError("kzoo tune trains each trial's stages; run [finetune.pretrain] or scratch_baseline "
                           "with kzoo run, then tune from its model (finetune.backbone = RUN). "
                           f"Received: pretrain.dataset={ft.pretrain.dataset!r}, scratch_baseline={ft.scratch_baseline}")
+    if ft.stages and "optimizer.lr" in recipe.tune:
+        raise RecipeError("A staged recipe trains at its stages' rates: tune \"finetune.stages\" (e.g. "
+                          "[\"head:2@1e-3, all:3@1e-4\", \"head:2@3e-3, all:3@3e-4\"]) instead of optimizer.lr. "
+                          "Received: tune key optimizer.lr")
     if ft.stages and (tuner == "hyperband" or max_epochs is not None):
         raise RecipeError("A staged recipe's epochs are its stages' total: change the stages in [tune] instead of "
                           f"--max-epochs or hyperband's budgets. Received: tuner={tuner}, max_epochs={max_epochs}")
