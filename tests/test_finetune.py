@@ -13,8 +13,8 @@ import kzoo  # noqa: F401
 from kzoo.data.framing import prepare_arrays
 from kzoo.errors import RecipeError, UserError
 from kzoo.finetune import freeze, model_structure, parse_stages, with_group_learning_rates
-from kzoo.train import compile_stage, group_multipliers
 from kzoo.recipes.schema import build_recipe
+from kzoo.train import compile_stage, group_multipliers
 from kzoo.zoo import create_model
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from kzoo.errors import RunDirError
 from kzoo.finetune import parse_stages
-from kzoo.train.compile import compile_stage as compile_stage_as_shipped
 from kzoo.runs import BACKUP, LOCK, RunDir, atomic_write, latest_snapshot
+from kzoo.train.compile import compile_stage as compile_stage_as_shipped
 
 
 def _kzoo(*args):
