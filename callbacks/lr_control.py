@@ -128,7 +128,3 @@ class ScheduleMomentum(keras.callbacks.Callback):
         if self._variable is not None and logs is not None:
             logs["momentum"] = self._variable.get_momentum()
 
-    def on_train_end(self, logs=None):
-        if self._variable is not None:
-            object.__setattr__(_inner(self.model.optimizer), "beta_1", self._saved)  # a float again, for saving
-            self._variable = None

@@ -118,6 +118,11 @@ def build_finetune(raw, recipe, explicit_epochs: bool = False) -> FinetuneConfig
             raise RecipeError(f"finetune.{key} is out of range. Received: {key.rsplit('.', 1)[-1]}={value}")
     if len(cfg.resize) not in (0, 2):
         raise RecipeError(f"finetune.resize must be [height, width]. Received: resize={cfg.resize}")
+    if not cfg.stages:  # without a plan nothing reads the other [finetune] fields: refuse, don't ignore
+        given = sorted(k for k in raw if k != "stages")
+        if given:
+            raise RecipeError(f"finetune.{given[0]} needs finetune.stages (e.g. stages = \"head:2@1e-3, all:3@1e-4\"). "
+                              f"Received: {given[0]}={raw[given[0]]!r}")
     return cfg
 # --- end [finetune] ------------------------------------------------------------------------------
 
