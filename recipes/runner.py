@@ -156,7 +156,8 @@ def compile_model(model, recipe: Recipe, steps_per_epoch: int, steps_per_executi
     return model
 
 
-def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 2) -> RunResult:
+def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 2,
+        trust_model: bool = False) -> RunResult:
     """Trains a recipe, evaluates it on the held-out test split and writes the run directory.
 
     Args:
@@ -164,6 +165,8 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
         out: the run directory. Defaults to `runs/<recipe>-<timestamp>`.
         overwrite: replace an earlier run's artifacts in `out`. Defaults to `False`.
         verbose: Keras's fit verbosity (0 silent, 2 one line per epoch). Defaults to `2`.
+        trust_model: load a `finetune.backbone` model file holding Python code (`Lambda`
+            layers); only for files you trust. An argument, never a recipe field. Defaults to `False`.
 
     Returns:
         A `RunResult` with the metrics (as in `metrics.json`), the directory, the history rows
@@ -189,7 +192,7 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
             if recipe.finetune.stages:  # staged fine-tuning (kzoo.finetune); single-stage runs below
                 from kzoo.finetune.staged import run_staged
 
-                result = run_staged(recipe, run_dir, verbose)
+                result = run_staged(recipe, run_dir, verbose, trust_model=trust_model)
             else:
                 result = _train(recipe, run_dir, verbose)
     except BaseException:

@@ -122,6 +122,30 @@ def load_model(path: str, trust: bool = False, compile: bool = True, custom_obje
                              f"Received: {path}") from None
 
 
+def load_model_file(path: str, trust_model: bool = False, compile: bool = False):
+    """Loads a user's model given as a `.keras` file or a run directory (its `model.keras`),
+    as `load_model` does: code in the file is refused unless `trust_model`.
+
+    This is the one way kzoo's commands read a model file (`kzoo eval`, `kzoo export`,
+    `kzoo finetune --backbone`, a recipe's `finetune.backbone`); their `--trust-model` flag is
+    `trust_model`. It is an argument, never a recipe field, so a downloaded recipe cannot turn
+    it on.
+
+    Args:
+        path: a model file, or a run directory holding `model.keras`.
+        trust_model: let Keras rebuild Python code (`Lambda` layers) from the file. Defaults
+            to `False`.
+        compile: restore the optimizer and loss too. Defaults to `False`.
+
+    Example:
+        >>> backbone = kzoo.safe_load.load_model_file("runs/cnn-digits-0")
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    return load_model(path, trust=trust_model, compile=compile)
+
+
 def load_weights(model, path: str):
     """Loads a `.weights.h5` file (weights only, which never hold code) into `model`.
 

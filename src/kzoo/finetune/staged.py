@@ -70,26 +70,17 @@ def _recipe_with_model(recipe, model_name):
     return dataclasses.replace(recipe, model={"name": model_name})
 
 
-def _load_backbone_file(path):
-    import keras
+def _load_backbone_file(path, trust_model=False):
+    from kzoo.safe_load import load_model_file
 
-    import kzoo  # noqa: F401  (registers kzoo's layers before loading)
-
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not os.path.isfile(path):
-        raise UserError(f"No saved model at {path}. Received: backbone={path!r}")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - an unreadable file is the user's to fix
-        raise UserError(f"Cannot load {path} as a Keras model: {str(e).splitlines()[0]}") from None
+    return load_model_file(path, trust_model=trust_model)
 
 
 def is_backbone_path(backbone: str) -> bool:
     return backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone
 
 
-def build_finetune_model(recipe, arrays, pretrained=None):
+def build_finetune_model(recipe, arrays, pretrained=None, trust_model=False):
     """The model a [finetune] section describes, for the target data in `arrays`.
 
     - `backbone = ""` and a zoo model name build that model (the [model] table for ""): with
@@ -108,7 +99,7 @@ def build_finetune_model(recipe, arrays, pretrained=None):
     ft, info, seed = recipe.finetune, arrays.info, recipe.seed
     backbone = ft.backbone
     if pretrained is not None or is_backbone_path(backbone):
-        source = pretrained if pretrained is not None else _load_backbone_file(backbone)
+        source = pretrained if pretrained is not None else _load_backbone_file(backbone, trust_model)
         front = _augmentation(recipe, info.input_shape)
         return replace_head(source, info.num_classes, info.input_shape, ft.head_dropout, front, seed)
     if backbone and BACKBONES.is_application(backbone):
@@ -324,7 +315,7 @@ def _is_zoo_model(name):
     return name in MODELS
 
 
-def run_staged(recipe, run_dir, verbose=2):
+def run_staged(recipe, run_dir, verbose=2, trust_model=False):
     """Runs a recipe with [finetune] stages into an open `RunDir`; returns a `RunResult`.
 
     Writes the usual artifacts: `history.csv` with `stage` and `trainable` columns, `curves.png`
@@ -356,7 +347,7 @@ def run_staged(recipe, run_dir, verbose=2):
     if ft.scratch_baseline:
         extra.update(cached_result(backup_dir, "scratch", lambda: _scratch(recipe, arrays, verbose)))
     seed_everything(recipe.seed, recipe.deterministic)  # the same start whatever ran (or was kept) above
-    model = build_finetune_model(recipe, arrays, pretrained)
+    model = build_finetune_model(recipe, arrays, pretrained, trust_model)
 
     timer = EpochTimer()
     probe_n = min(len(arrays.x_train), 256)
