@@ -40,7 +40,7 @@ def test_file_with_lambda_is_refused_and_its_code_never_runs(tmp_path, suffix):
     assert message.endswith(f"Received: {path}")
     assert not marker.exists()
 
-    trusted = load_model(path, trust=True, compile=False)
+    trusted = load_model(path, trust_model=True, compile=False)
     assert marker.exists()  # the flag really does hand the file's code to Keras
     x = np.ones((2, 3), "float32")
     np.testing.assert_allclose(trusted.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
@@ -120,7 +120,7 @@ def lambda_run(tmp_path_factory):
 
 def _refusal(path):
     return (f"kzoo: error: {path} holds Python code (Lambda layer 'doubler'); kzoo does not run code "
-            f"from model files. If you trust its source, pass --trust-model (Python: trust=True). "
+            f"from model files. If you trust its source, pass --trust-model (Python: trust_model=True). "
             f"Received: {path}\n")
 
 
