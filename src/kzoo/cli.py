@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from kzoo.safe_load import add_trust_model_flag
 from kzoo.tables import print_table
 
 _COMMANDS: dict[str, tuple] = {}
@@ -109,6 +110,9 @@ def _run_args(p):
     p.add_argument("--out", help="run directory. Defaults to runs/<recipe>-<timestamp>")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    # A recipe's finetune.backbone may name a model file; trusting it is the caller's decision,
+    # never the recipe's.
+    add_trust_model_flag(p)
 
 
 @arguments(_run_args)
@@ -117,7 +121,8 @@ def cmd_run(args):
     from kzoo.recipes import run
 
     recipe = load_recipe_from_args(args)
-    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2)
+    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+                 trust_model=args.trust_model)
     m = result.metrics
     print(f"\n{recipe.name}: test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
           f"best val accuracy {m['best_val_accuracy']:.4f}")

@@ -7,6 +7,7 @@ It builds the recipe the flags describe (`kzoo finetune ... --show` prints it) a
 from __future__ import annotations
 
 from kzoo.cli import arguments, command
+from kzoo.safe_load import add_trust_model_flag
 
 DEFAULT_STAGES = "head:3@1e-3, top2:3@1e-4, all:4@1e-5"
 
@@ -32,6 +33,7 @@ def _args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--show", action="store_true", help="print the recipe and stop")
+    add_trust_model_flag(p)  # for a --backbone model file; never part of the recipe
 
 
 def recipe_from_args(args):
@@ -69,7 +71,8 @@ def cmd_finetune(args):
     if args.show:
         print(recipe.to_toml(), end="")
         return 0
-    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2)
+    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+                 trust_model=args.trust_model)
     m = result.metrics
     print(f"\n{recipe.name}: test accuracy {m['test_accuracy']:.4f} after stages {', '.join(m['stages'])}")
     print(f"artifacts: {result.out_dir}/ (recipe.toml, history.csv, metrics.json, model.keras, curves.png)")

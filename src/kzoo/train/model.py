@@ -100,19 +100,11 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
 
 
 def load_backbone_file(path, trust_model: bool = False):
-    """A saved Keras model (a `.keras` file or a run directory) to fine-tune from."""
-    import keras
+    """A saved Keras model (a `.keras` file or a run directory) to fine-tune from, through
+    `kzoo.safe_load`: a model holding code is refused unless `trust_model`."""
+    from kzoo.safe_load import load_model_file
 
-    import kzoo  # noqa: F401  (registers kzoo's layers before loading)
-
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not os.path.isfile(path):
-        raise UserError(f"No saved model at {path}. Received: backbone={path!r}")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - an unreadable file is the user's to fix
-        raise UserError(f"Cannot load {path} as a Keras model: {str(e).splitlines()[0]}") from None
+    return load_model_file(path, trust_model=trust_model)
 
 
 def is_backbone_path(backbone: str) -> bool:
