@@ -59,13 +59,6 @@ def memory_budget() -> int:
     return int(min(MEMORY_BUDGET, physical // 10))
 
 
-def epoch_seed_tensor(seed, epoch):
-    """`kzoo.data.core.epoch_seed` computed in a tf.data graph from an int64 epoch tensor."""
-    import tensorflow as tf
-
-    return (tf.constant(int(seed), tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 7_919 + 1) % (2**31 - 1)
-
-
 class Part:
     """One split of a streamed dataset.
 
@@ -105,7 +98,7 @@ class Part:
         return self._loaded(self.keys())
 
     def shuffled(self, seed, buffer=None):
-        """One epoch's examples: the fixed order shuffled with `seed` (an int64 tensor)."""
+        """One epoch's examples: the fixed order shuffled with `seed`."""
         buffer = self.n if self.shuffle_buffer is None else (buffer or self.shuffle_buffer)
         buffer = max(min(int(buffer), self.n), 1)
         if self.memory:
@@ -249,15 +242,20 @@ class StreamSplits:
         """
         import tensorflow as tf
 
+        from kzoo.data.core import epoch_seed
+
         part = self.parts["train"]
-        if part.memory:
-            part.cached  # noqa: B018 - made here, outside the per-epoch function, so epochs share it
-
-        def one_epoch(epoch):
-            examples = part.shuffled(epoch_seed_tensor(seed, epoch), shuffle_buffer)
-            return self._framed(examples).batch(int(batch_size))
-
-        return tf.data.Dataset.range(int(initial_epoch), int(epochs)).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+        # One pipeline per epoch with its own seed (a seed tensor inside flat_map would clash
+        # with a global seed set by `keras.utils.set_random_seed`), visited in a fixed order;
+        # an epoch's pipeline starts reading only when the one before it is done.
+        per_epoch = [self._framed(part.shuffled(epoch_seed(seed, e), shuffle_buffer)).batch(int(batch_size))
+                     for e in range(int(initial_epoch), int(epochs))]
+        if not per_epoch:
+            return self._framed(part.uncached()).take(0).batch(int(batch_size))
+        steps = -(-part.n // int(batch_size))
+        order = tf.data.Dataset.range(len(per_epoch)).flat_map(
+            lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
+        return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
 
     def to_arrays(self):
         """All three splits as a `kzoo.data.core.ArraySplits` (holds every image in memory)."""
