@@ -153,7 +153,7 @@ def machine() -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.streaming", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 4000], help="the two folder sizes")
-    parser.add_argument("--repeats", type=int, default=2, help="passes per reader and size (best time kept)")
+    parser.add_argument("--repeats", type=int, default=4, help="passes per reader and size (best time kept)")
     parser.add_argument("--skip-finetune", action="store_true", help="do not run kzoo finetune")
     parser.add_argument("--out", default=HERE, help="folder for results-streaming.json and .md")
     parser.add_argument("--child", choices=("kzoo", "keras"), help=argparse.SUPPRESS)

@@ -169,3 +169,18 @@ def test_tfds_streams_without_materialising_the_split(tmp_path, monkeypatch):
         history = model.fit(splits.epochs(8, seed=0, epochs=2), steps_per_epoch=5, epochs=2,
                             validation_data=splits.val, shuffle=False, verbose=0)
         assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
+
+
+def test_preprocessing_statistics_come_from_a_bounded_sample(photos):
+    from kzoo.data.preprocessing import fit_preprocessing_layers, preprocessing_layers
+
+    splits = data.load(str(photos), image_size=[8, 8], cache="none")
+    x = splits.sample(15)[0]
+    exact = fit_preprocessing_layers(splits, "per_channel", max_examples=15)
+    reference = preprocessing_layers(x, "per_channel")
+    np.testing.assert_array_equal(np.asarray(exact[0].input_mean), np.asarray(reference[0].input_mean))
+    # too large for the byte budget: accumulated in batches, the same statistics to rounding
+    batched = fit_preprocessing_layers(splits, "per_channel", max_examples=15, max_bytes=100)
+    np.testing.assert_allclose(np.asarray(batched[0].input_mean), np.asarray(reference[0].input_mean), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(batched[0].input_variance), np.asarray(reference[0].input_variance), rtol=1e-4)
+    assert len(fit_preprocessing_layers(data.load("digits"), "scale")) == 1

@@ -257,13 +257,14 @@ class StreamSplits:
             lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
         return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
 
-    def to_arrays(self):
-        """All three splits as a `kzoo.data.core.ArraySplits` (holds every image in memory)."""
+    def to_arrays(self, which=("train", "val", "test")):
+        """The splits named in `which` as a `kzoo.data.core.ArraySplits` (holding their images
+        in memory); the others come back empty."""
         from kzoo.data.core import ArraySplits
 
         out = {}
         for split in ("train", "val", "test"):
-            part = self.parts.get(split)
+            part = self.parts.get(split) if split in which else None
             spec_shape = self.info.input_shape
             if part is None or not part.n:
                 out[split] = (np.zeros((0, *spec_shape), "float32"), np.zeros((0,), "int64"))
