@@ -100,6 +100,7 @@ def tfds_parts(name: str, data_dir=None, image_size=None, validation_split=0.1, 
                for s in split_names}
     size = tuple(int(d) for d in image_size) if image_size else None
 
+    @tf.autograph.experimental.do_not_convert
     def load(example):
         x = feature.decode_example(example[image_key]) if encoded else example[image_key]
         x = tf.cast(x, tf.float32)

@@ -116,7 +116,8 @@ class Part:
         keys = self.keys
 
         def subset_keys():
-            return keys().enumerate().filter(lambda i, k: mask_t[i]).map(lambda i, k: k)
+            plain = tf.autograph.experimental.do_not_convert
+            return keys().enumerate().filter(plain(lambda i, k: mask_t[i])).map(plain(lambda i, k: k))
 
         digest = hashlib.sha1(keep.tobytes()).hexdigest()[:12]
         return Part(subset_keys, self.load, self.labels[keep], self.shuffle_buffer,
@@ -134,6 +135,7 @@ class Part:
             os.makedirs(tmp)
             prefix = tf.constant(tmp + os.sep)
 
+            @tf.autograph.experimental.do_not_convert
             def write(i, example):
                 name = tf.strings.join([prefix, tf.strings.as_string(i, width=8, fill="0"), ".tensor"])
                 tf.io.write_file(name, tf.io.serialize_tensor(example[0]))
@@ -158,6 +160,7 @@ class Part:
         def keys():
             return tf.data.Dataset.from_tensor_slices((files, labels))
 
+        @tf.autograph.experimental.do_not_convert
         def load(path, label):
             image = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
             if shape is not None:
@@ -198,7 +201,8 @@ class StreamSplits:
         if self.transform is None:
             return ds
         transform = self.transform
-        return ds.map(lambda x, y: (transform(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (transform(x), y)),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def _evaluation(self, part):
         import tensorflow as tf
@@ -253,8 +257,7 @@ class StreamSplits:
         if not per_epoch:
             return self._framed(part.uncached()).take(0).batch(int(batch_size))
         steps = -(-part.n // int(batch_size))
-        order = tf.data.Dataset.range(len(per_epoch)).flat_map(
-            lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
+        order = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(per_epoch), dtype="int64"), steps))
         return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
 
     def to_arrays(self, which=("train", "val", "test")):
