@@ -92,13 +92,14 @@ def test_disk_and_memory_caches_do_not_read_the_files_again(tmp_path):
     assert len(_batches(memory.test)) == len(_batches(disk.test))
 
 
-def test_auto_cache_keeps_small_data_in_memory_and_large_data_on_disk(photos, tmp_path, monkeypatch):
+def test_auto_cache_keeps_small_images_in_memory_within_the_budget(photos, tmp_path, monkeypatch):
     from kzoo.data import streaming
 
     assert data.load(str(photos), image_size=[8, 8]).cache == "memory"
+    assert data.load(str(photos), image_size=[160, 160], cache=True).cache == "none"  # 300 KB images
     monkeypatch.setattr(streaming, "memory_budget", lambda: 1000)  # 30 images of 768 bytes do not fit
-    assert data.load(str(photos), image_size=[8, 8], cache=True, cache_dir=str(tmp_path)).cache == "disk"
-    assert data.load(str(photos), image_size=[8, 8]).cache == "none"  # no folder to write to
+    assert data.load(str(photos), image_size=[8, 8], cache_dir=str(tmp_path)).cache == "none"
+    assert not (tmp_path / "data-cache").exists()  # disk only when asked for
     with pytest.raises(DataError, match=r"data.cache must be one of auto, memory, disk, none.*Received: cache='ram'"):
         data.load(str(photos), cache="ram")
 
