@@ -37,9 +37,13 @@ class DataConfig:
     image_size: list = field(default_factory=list)
     standardize: str = "per_channel"
     pca_whiten: bool = False
-    cache: bool = True
+    cache: object = None  # "auto" (None) | "memory" | "disk" | "none" (kzoo.data.streaming); true/false too
     shuffle_buffer: int = 10000
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if not (self.cache is None or isinstance(self.cache, bool) or self.cache in ("auto", "memory", "disk", "none")):
+            raise RecipeError(f"data.cache must be auto, memory, disk or none (or true/false). Received: cache={self.cache!r}")
 
 
 @dataclass

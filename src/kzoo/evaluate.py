@@ -54,13 +54,20 @@ def load_run(run_dir: str, trust_model: bool = False):
 
 
 def test_split(recipe, data: str | None = None):
-    """The test split (arrays) of the recipe's dataset, or of `data` with the recipe's split
-    settings; returns a `kzoo.data.core.ArraySplits` whose `x_test`, `y_test` are used."""
-    from kzoo.data import load_arrays
+    """The test split of the recipe's dataset, or of `data` with the recipe's split settings,
+    as a `kzoo.data.core.ArraySplits` whose `x_test`, `y_test` and `info` are used.
+
+    A streamed source (image folder, tensorflow-datasets) decodes only its test split; its
+    training and validation arrays come back empty.
+    """
+    from kzoo.data import load
 
     d = recipe.data
-    return load_arrays(data or d.dataset, d.data_dir or None, d.validation_split, d.test_split,
-                       d.split_seed, d.image_size or None)
+    splits = load(data or d.dataset, data_dir=d.data_dir or None, validation_split=d.validation_split,
+                  test_split=d.test_split, split_seed=d.split_seed, image_size=d.image_size or None, cache="none")
+    if getattr(splits, "parts", None) is None:  # in memory
+        return splits.arrays
+    return splits.to_arrays(("test",))
 
 
 def _check_inputs(model, x, where: str):
