@@ -57,23 +57,19 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def prepare(recipe, setup, name=None):
+def prepare(recipe, setup, name=None, cache_dir=None):
     """The recipe's data (or [finetune.pretrain]'s `name`) at the run's global batch size, with
-    fine-tuning's framing applied."""
+    fine-tuning's framing applied as pipeline steps. Folders and tensorflow-datasets stream
+    from disk; `cache_dir` (the run folder) is where `data.cache = "disk"` writes."""
     from kzoo import data as kdata
-    from kzoo.data.framing import prepare_arrays
+    from kzoo.data.framing import frame
 
     d = recipe.data
     splits = kdata.load(name or d.dataset, setup.batch_size, d.data_dir or None, d.validation_split, d.test_split,
                         d.split_seed, recipe.seed, (d.image_size or None) if name is None else None, d.cache,
-                        d.shuffle_buffer, d.eval_batch_size or None)
+                        d.shuffle_buffer, d.eval_batch_size or None, cache_dir=cache_dir)
     if recipe.finetune.stages and name is None:
-        framed = prepare_arrays(splits.arrays, recipe.finetune, d.split_seed)
-        eval_batch = d.eval_batch_size or 4 * setup.batch_size
-        splits = dataclasses.replace(
-            splits, arrays=framed, info=framed.info,
-            val=kdata.core.make_dataset(framed.x_val, framed.y_val, eval_batch, cache=d.cache) if len(framed.x_val) else None,
-            test=kdata.core.make_dataset(framed.x_test, framed.y_test, eval_batch, cache=d.cache))
+        splits = frame(splits, recipe.finetune, d.split_seed)
     return splits
 
 
@@ -93,7 +89,9 @@ def context_for(recipe, data, out_dir, steps_per_epoch) -> RunContext:
 def evaluate(model, data, setup):
     """`(test loss, test accuracy)`."""
     if setup.multiworker:
-        from kzoo.train.multiworker import evaluate_locally
+        from kzoo.train.multiworker import (
+            evaluate_locally,  # in-memory data only (checked at the start)
+        )
 
         return evaluate_locally(model, data.arrays.x_test, data.arrays.y_test)
     return model.evaluate(data.test, verbose=0)
@@ -124,7 +122,7 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     check_paths(recipe)
     setup = decide(recipe, strategy)
     seed_everything(recipe.seed, recipe.deterministic)
-    data = prepare(recipe, setup)
+    data = prepare(recipe, setup, cache_dir=run_dir.path)
     run_dir.write_text("recipe.toml", recipe.to_toml())  # before backup/: a resume checks it there
     backup_dir = run_dir.file(BACKUP)
     extra, pretrained, ft = {}, None, recipe.finetune

@@ -134,7 +134,7 @@ def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = Fals
         return replace_head(source, info.num_classes, info.input_shape, ft.head_dropout, front, seed)
     if backbone and BACKBONES.is_application(backbone):
         front = augmentation(recipe, info.input_shape)
-        pixel_max = float(np.max(sample(data, STATS_SAMPLE)[0])) or 255.0
+        pixel_max = float(np.max(sample(data, 256)[0])) or 255.0
         pre, shape = input_layers(backbone, info.input_shape, pixel_max)
         app = build_application(backbone, shape, ft.weights)
         inputs = keras.Input(shape=tuple(info.input_shape), name="input")
