@@ -138,7 +138,7 @@ def resolve_preset(spec: str):
             name is unknown, or its files would have to be downloaded and the host does not
             answer within 3 seconds.
     """
-    preset = spec[len(HUB_PREFIX):].strip()
+    preset = os.path.expanduser(spec[len(HUB_PREFIX):].strip())
     if not preset:
         raise UserError(f"hub: needs a KerasHub preset name or a preset folder, e.g. hub:resnet_50_imagenet. "
                         f"Received: backbone={spec!r}")
