@@ -221,3 +221,27 @@ def test_list_backbones_shows_the_hub_families(keras_hub, cli):
         assert f"\n{name} " in out
         assert name[4:] in keras_hub.models.Backbone.presets  # a preset name KerasHub really has
     assert "stack(\\d+)_" in out
+
+
+@pytest.mark.parametrize("family, kwargs, stages", [
+    ("ResNetBackbone", dict(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 8, 8],
+                            stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
+                            use_pre_activation=True), ["stack0", "stack1", "stack2"]),
+    ("DenseNetBackbone", dict(stackwise_num_repeats=[1, 1, 1], growth_rate=4), ["stack1", "stack2", "stack3"]),
+    ("VGGBackbone", dict(stackwise_num_repeats=[1, 1, 1], stackwise_num_filters=[4, 4, 4]), ["block2", "block3"]),
+])
+def test_every_family_table_groups_every_weighted_layer_into_ordered_stages(keras_hub, family, kwargs, stages):
+    import keras
+
+    from kzoo.finetune import model_structure
+
+    backbone = getattr(keras_hub.models, family)(image_shape=(32, 32, 3), **kwargs)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head_dense")(x))
+    structure = model_structure(model)
+    assert [{n.split("_")[0] for n in s if n.startswith(("stack", "block"))} for s in structure.names()["stages"]] == [
+        {name} for name in stages]
+    grouped = {lyr.name for _, layers in structure.groups() for lyr in layers}
+    assert all(lyr.name in grouped for lyr in backbone.layers if lyr.weights)
+    assert structure.stem and all(s for s in structure.stages)
