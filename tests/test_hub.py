@@ -113,9 +113,9 @@ def test_first_stage_keeps_the_backbone_and_the_second_trains_it(keras_hub, pres
 
 def test_structure_and_per_group_rates_reach_the_nested_backbone(preset):
     from kzoo.data import load_arrays
-    from kzoo.finetune import build_finetune_model, freeze, model_structure, parse_stages
-    from kzoo.finetune.staged import group_multipliers
+    from kzoo.finetune import freeze, model_structure, parse_stages
     from kzoo.recipes.schema import build_recipe
+    from kzoo.train import build_finetune_model, group_multipliers
 
     recipe = build_recipe({"finetune": {"stages": "top1:1@1e-3", "backbone": f"hub:{preset}"}})
     model = build_finetune_model(recipe, load_arrays("digits"))
