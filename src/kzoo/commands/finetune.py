@@ -14,8 +14,8 @@ DEFAULT_STAGES = "head:3@1e-3, top2:3@1e-4, all:4@1e-5"
 
 def _args(p):
     p.add_argument("--backbone", required=True,
-                   help="a zoo model or keras.applications name (kzoo list backbones), or a model.keras / run "
-                        "directory from an earlier kzoo run")
+                   help="a zoo model or keras.applications name (kzoo list backbones), a model.keras / run "
+                        "directory from an earlier kzoo run, or hub:PRESET_OR_DIR (a KerasHub preset; the hub extra)")
     p.add_argument("--data", required=True, help="a dataset name (kzoo list datasets), a folder or an .npz file")
     p.add_argument("--stages", default=DEFAULT_STAGES,
                    help=f"stage plan WHAT:EPOCHS@LR, ... (WHAT: head, topK, all; LR: a rate or LO..HI). "
@@ -44,7 +44,7 @@ def recipe_from_args(args):
     from kzoo.recipes.schema import build_recipe
     from kzoo.zoo import MODELS
 
-    label = os.path.basename(os.path.normpath(args.backbone)).replace(".keras", "")
+    label = os.path.basename(os.path.normpath(args.backbone.removeprefix("hub:"))).replace(".keras", "")
     raw = {"name": f"finetune-{label}", "description": f"fine-tune {args.backbone} on {args.data}",
            "data": {"dataset": args.data}, "optimizer": {"name": args.optimizer},
            "finetune": {"stages": args.stages, "weights": args.weights, "train_bn": args.train_bn,

@@ -125,9 +125,14 @@ def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = Fals
     import keras
 
     from kzoo.zoo.backbones import BACKBONES, build_application, input_layers
+    from kzoo.zoo.hub import build_hub_finetune_model, is_hub_spec
 
     ft, info, seed = recipe.finetune, data.info, recipe.seed
     backbone = ft.backbone
+    if is_hub_spec(backbone):  # a KerasHub preset: before the path test (hub:DIR holds a path)
+        return build_hub_finetune_model(backbone, info.input_shape, info.num_classes, ft.head_dropout, seed,
+                                        augmentation(recipe, info.input_shape),
+                                        float(np.max(sample(data, STATS_SAMPLE)[0])) or 255.0, ft.weights)
     if pretrained is not None or is_backbone_path(backbone):
         source = pretrained if pretrained is not None else load_backbone_file(backbone, trust_model)
         front = augmentation(recipe, info.input_shape)
