@@ -473,8 +473,16 @@ def validate_combinations(recipe):
         what = "callbacks.momentum_warmup" if "momentum_warmup" in recipe.callbacks else "schedule one_cycle's momentum"
         raise RecipeError(f"{what} needs an optimizer with a momentum: sgd, rmsprop with momentum > 0, adam, "
                           f"adamw or gains. Received: optimizer.name={opt.name}, momentum={opt.momentum}")
+    ft = recipe.finetune
+    if ft.pretrain.dataset and ft.backbone:
+        raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
+                          f"Received: backbone={ft.backbone!r}")
+    from kzoo.zoo import MODELS
+
+    if ft.scratch_baseline and ft.backbone and ft.backbone not in MODELS:
+        raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
+                          f"Received: backbone={ft.backbone!r}")
     if recipe.strategy == "multiworker":
-        ft = recipe.finetune
         if ft.pretrain.dataset or ft.scratch_baseline:
             raise RecipeError("strategy = multiworker trains the stages themselves; run [finetune.pretrain] and "
                               "scratch_baseline on one machine. Received: strategy=multiworker")

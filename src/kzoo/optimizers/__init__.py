@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from kzoo.optimizers.compose import (
-    can_schedule_momentum,
-    composed_class,
-    scheduled_optimizer,
-    with_group_learning_rates,
-)
+from kzoo.optimizers.compose import composed_class, scheduled_optimizer, with_group_learning_rates
 from kzoo.optimizers.gains import AdaptiveGainSGD, validate_gain_config
 from kzoo.registry import Registry
 
@@ -94,5 +89,5 @@ def build_optimizer(cfg, learning_rate=None, lr_multipliers=None):
 
 
 __all__ = ["GAIN_FIELDS", "OPTIMIZERS", "OPTIMIZER_DESCRIPTIONS", "AdaptiveGainSGD", "build_optimizer",
-           "can_schedule_momentum", "composed_class", "scheduled_optimizer", "validate_gain_config",
+           "composed_class", "scheduled_optimizer", "validate_gain_config",
            "with_group_learning_rates"]

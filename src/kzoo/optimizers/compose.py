@@ -60,13 +60,6 @@ def composed_class(optimizer_or_class):
     return _COMPOSED[cls]
 
 
-def can_schedule_momentum(optimizer) -> bool:
-    """Whether `optimizer` (a kzoo optimizer) has a momentum a callback may change."""
-    if not isinstance(optimizer, ScheduledMomentum):
-        return False
-    return not (isinstance(optimizer, RMSpropMomentum) and optimizer.built and not optimizer.momentum)
-
-
 def with_group_learning_rates(optimizer, lr_multipliers: dict):
     """A copy of a Keras or kzoo optimizer whose updates are scaled per layer: `lr_multipliers`
     maps layer names to factors of the learning rate.

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import keras
 
 from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
-from kzoo.errors import RecipeError
 from kzoo.runs import BACKUP, cached_result
 from kzoo.train.determinism import seed_everything
 from kzoo.train.distribution import decide, worker_index
@@ -97,20 +96,6 @@ def evaluate(model, data, setup):
     return model.evaluate(data.test, verbose=0)
 
 
-def check_paths(recipe):
-    """Refuses, before anything is trained, what the engine cannot do with this recipe."""
-    ft = recipe.finetune
-    if ft.pretrain.dataset and ft.backbone:
-        raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
-                          f"Received: backbone={ft.backbone!r}")
-    if ft.scratch_baseline and ft.backbone:
-        from kzoo.zoo import MODELS
-
-        if ft.backbone not in MODELS:
-            raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
-                              f"Received: backbone={ft.backbone!r}")
-
-
 def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunResult:
     """Trains a recipe into an open `RunDir` and writes its artifacts; returns a `RunResult`.
 
@@ -119,7 +104,6 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     sampled, `metrics.json` (last: its presence marks a finished run) and `report.html`. A run
     killed part-way resumes when run again into the same folder.
     """
-    check_paths(recipe)
     setup = decide(recipe, strategy)
     seed_everything(recipe.seed, recipe.deterministic)
     data = prepare(recipe, setup, cache_dir=run_dir.path)
