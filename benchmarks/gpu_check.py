@@ -110,7 +110,7 @@ def _xla_digests(tiny: bool) -> dict:
 
 
 def _build(recipe, arrays):
-    from kzoo.recipes.runner import build_model
+    from kzoo.train import build_model
 
     return build_model(recipe, arrays)
 

@@ -92,7 +92,7 @@ def main(argv=None):
     from kzoo import data as kdata
     from kzoo.callbacks import RunContext, build_callbacks
     from kzoo.recipes import load
-    from kzoo.recipes.runner import build_model, compile_model, seed_everything
+    from kzoo.train import build_model, compile_stage, plan, seed_everything
 
     warnings.simplefilter("ignore")
     recipe = load(args.recipe, [f"epochs={args.epochs}"])
@@ -103,7 +103,7 @@ def main(argv=None):
     arrays = splits.arrays
     model = build_model(recipe, arrays)
     steps = int(np.ceil(arrays.info.num_train / d.batch_size))
-    compile_model(model, recipe, steps)
+    compile_stage(model, recipe, plan(recipe)[0][0], None, steps)
     # built as a recipe's [callbacks.update_ratio], [callbacks.gradients], [callbacks.activations]
     # tables with no arguments would build them: default sampling and probe size
     context = RunContext(recipe=recipe, steps_per_epoch=steps,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -29,25 +30,22 @@ def synthetic_arrays(n=2048, shape=(32, 32, 3), classes=10, seed=0):
 def kzoo_setup(recipe, arrays):
     """The model, compiled, and the training pipeline as `kzoo run` builds them with its defaults.
 
-    The step is planned by `kzoo.train.determinism` (XLA where the model allows it, op
-    determinism only where it does not); returns the model, the dataset and the plan, whose
-    `op_determinism` the timing loop re-applies before each fit (it is process-wide).
+    Seeds, model and compile go through `kzoo.train` (`compile_stage` asks
+    `kzoo.train.determinism` for XLA or op determinism); returns the model, the dataset and the
+    plan, whose `op_determinism` the timing loop re-applies before each fit (it is process-wide).
     """
     from kzoo.data.core import make_dataset
-    from kzoo.recipes.runner import build_model, compile_model, resolve_steps_per_execution
-    from kzoo.train.determinism import plan_step, seed_everything
+    from kzoo.train import build_model, compile_stage, plan, seed_everything
+    from kzoo.train.determinism import plan_step
 
     d = recipe.data
     steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
     seed_everything(recipe.seed, recipe.deterministic)
     model = build_model(recipe, arrays)
-    plan = plan_step(model, recipe.deterministic, recipe.jit_compile)
-    plan.apply()
-    # compile_model passes recipe.jit_compile on; the plan's decision goes in its place.
-    planned = recipe.__class__(**{**recipe.__dict__, "jit_compile": plan.jit_compile})
-    compile_model(model, planned, steps, resolve_steps_per_execution(planned, steps))
+    step_plan = plan_step(model, recipe.deterministic, recipe.jit_compile)  # what compile_stage applies
+    compile_stage(model, recipe, plan(recipe)[0][0], None, steps)
     ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed, d.cache, d.shuffle_buffer)
-    return model, ds, plan
+    return model, ds, step_plan
 
 
 def baseline_setup(recipe, arrays, keras_defaults=False):
@@ -223,19 +221,20 @@ def monitor_overhead(recipe, arrays, epochs=2, repeats=3):
     """
     from kzoo.callbacks import RunContext, build_callbacks
     from kzoo.data.core import make_dataset
-    from kzoo.recipes.runner import build_model, compile_model, resolve_steps_per_execution
+    from kzoo.train import build_model, compile_stage, plan, seed_everything
 
     d = recipe.data
     steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
     ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed)
+    seed_everything(recipe.seed, recipe.deterministic)
     context = RunContext(recipe=recipe, steps_per_epoch=steps,
                          probe=(arrays.x_train[:256].astype("float32"), arrays.y_train[:256]))
-    set_determinism(recipe.deterministic)
     setups = {}
     for name, with_monitors, spe in (("on", True, None), ("off", False, None), ("off_spe1", False, 1)):
         callbacks = build_callbacks({"update_ratio": {}, "gradients": {}, "activations": {}}, context) if with_monitors else []
         model = build_model(recipe, arrays)
-        compile_model(model, recipe, steps, spe or resolve_steps_per_execution(recipe, steps, callbacks))
+        r = dataclasses.replace(recipe, steps_per_execution=spe) if spe else recipe
+        compile_stage(model, r, plan(r)[0][0], None, steps, callbacks)
         # warm-up past every monitor's first sample (gradients and activations sample every
         # 100 steps), so the tracing of their functions is not timed
         model.fit(ds, epochs=max(1, -(-120 // steps)), verbose=0, shuffle=False, callbacks=callbacks)

@@ -5,8 +5,8 @@ The engine calls, in this order:
 1. `seed_everything(seed, deterministic)` first, before data, model or any compilation.
 2. `plan = plan_step(model, deterministic=..., jit_compile=..., strategy=...)` once per compile,
    after the model is built; `plan.apply()` just before
-   `model.compile(..., jit_compile=plan.jit_compile)`; `plan.note` (one line, or "") printed
-   unless the run is silent.
+   `model.compile(..., jit_compile=plan.jit_compile)`; `plan.note` (one line, or "") printed.
+   `jit_compile_for(recipe, model, setup)` does all of this for `compile_stage`.
 
 What the recipe fields do and cost:
 
@@ -253,3 +253,26 @@ def auto_precision(device: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
     if device == "tpu":
         return "mixed_bfloat16"
     return "mixed_bfloat16" if cpu_has_bf16(cpuinfo) else None
+
+
+_NOTES_SHOWN: set = set()
+
+
+def jit_compile_for(recipe, model, setup=None) -> bool:
+    """The engine's hook in `compile_stage`: plans the step, applies the plan, returns `jit_compile`.
+
+    Prints the plan's note (why XLA is off) once per process and note, on stderr.
+
+    Args:
+        recipe: the `Recipe` (its `deterministic` and `jit_compile`).
+        model: the built model.
+        setup: the run's `kzoo.train.Setup` (its `strategy`). Defaults to `None` (one device).
+    """
+    import sys
+
+    plan = plan_step(model, recipe.deterministic, recipe.jit_compile, getattr(setup, "strategy", None))
+    plan.apply()
+    if plan.note and plan.note not in _NOTES_SHOWN:
+        _NOTES_SHOWN.add(plan.note)
+        print(plan.note, file=sys.stderr)
+    return plan.jit_compile
