@@ -155,3 +155,12 @@ def test_several_replicas_keep_the_step_off_xla_and_say_why():
     plan = plan_step(_model(), deterministic=True, strategy=TwoReplicas(), device="gpu")
     assert (plan.jit_compile, plan.op_determinism, plan.mechanism) == (False, True, "op_determinism")
     assert "TwoReplicas with 2 replicas" in plan.note
+
+
+def test_device_kind_of_the_default_strategy_is_this_machines():
+    import tensorflow as tf
+
+    from kzoo.train.determinism import device_kind
+
+    expected = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    assert device_kind(tf.distribute.get_strategy()) == expected == device_kind()

@@ -120,7 +120,10 @@ def device_kind(strategy=None) -> str:
 
     if strategy is not None and "TPU" in type(strategy).__name__:
         return "tpu"
-    devices = getattr(getattr(strategy, "extended", None), "worker_devices", None) or ()
+    try:
+        devices = tuple(strategy.extended.worker_devices) if strategy is not None else ()
+    except (AttributeError, RuntimeError):  # the default strategy has no device list
+        devices = ()
     if devices:
         return "gpu" if any("GPU" in d.upper() for d in devices) else "cpu"
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
