@@ -180,9 +180,12 @@ def _registry_section(title: str, registry, defaults_of, intro: str) -> list[str
         defaults = defaults_of(name)
         helps = _arg_help(registry.get(name))
         lines += [f"### `{name}`", "", meta.get("description", ""), ""]
-        if defaults:
+        if defaults and any(helps.get(k) for k in defaults):
             lines += ["| key | default | description |", "|---|---|---|"]
             lines += [f"| `{k}` | `{_cell(_toml(v))}` | {_cell(helps.get(k, ''))} |" for k, v in defaults.items()]
+        elif defaults:
+            lines += ["| key | default |", "|---|---|"]
+            lines += [f"| `{k}` | `{_cell(_toml(v))}` |" for k, v in defaults.items()]
         else:
             lines.append("No arguments.")
         lines.append("")

@@ -80,7 +80,8 @@ def recipes_table(page: str) -> str:
         if r["overrides"]:
             name += f", {r.get('label', '')} (`{' '.join('--set ' + o for o in r['overrides'])}`)"
         if r["status"] != "ok":
-            rows.append([name, r.get("description", ""), r.get("dataset", ""), "not run here: " + r["reason"],
+            reason = r["reason"].removeprefix("kzoo: error: ").split(". ")[0]
+            rows.append([name, r.get("description", ""), r.get("dataset", ""), "not run here: " + reason,
                          "", "", ""])
             continue
         accuracy = _pct(r["test_accuracy"])
