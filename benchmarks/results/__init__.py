@@ -8,6 +8,7 @@ docs/*.md from those files. `python -m benchmarks.results --render` only re-rend
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -36,8 +37,10 @@ def machine() -> str:
             f"keras {keras.__version__}, Python {platform.python_version()}")
 
 
+@functools.lru_cache(maxsize=None)
 def commit() -> str:
-    """The checked-out commit (with '+changes' when the tree differs from it), or ''."""
+    """The checked-out commit (with '+changes' when the tree differs from it), or ''. Cached, so
+    the commit of a results file is the one its command started on."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()

@@ -29,8 +29,10 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
 
+    from benchmarks import results
     from benchmarks.results import render
 
+    results.commit()  # record the commit the measurements start on
     if not args.render:
         import importlib
 

@@ -165,7 +165,7 @@ def ensemble(page: str) -> str:
     right, wrong = mc.get("entropy_correct"), mc.get("entropy_wrong")
     entropy = (f"mean predictive entropy {right:.3f} on the right answers and "
                + (f"{wrong:.3f} on the wrong ones" if wrong is not None else "no wrong answer"))
-    plots = "\n\n" + "\n".join(f"![{p}](results/{p})" for p in data["plots"]) if page.startswith("docs") else ""
+    plots = "\n\n" + "\n".join(f"![{p.removesuffix('.png').replace('-', ' ')}](results/{p})" for p in data["plots"]) if page.startswith("docs") else ""
     return (_table(["run", "seed", "accuracy", "loss", "ECE", f"accuracy, TTA x{tta}"], rows, "lrrrrr")
             + f"\n\nEnsemble minus mean member: {gain * 100:+.2f} accuracy points on {e['num_test']} test images "
             f"(one image is {100 / e['num_test']:.2f} points). On s0, {data['mc_samples']} MC-dropout passes give "
@@ -199,7 +199,8 @@ def tuning(page: str) -> str:
     scores = [float(t["val_accuracy"]) for t in data["trials"] if t.get("val_accuracy")]
     first = float(data["trials"][0]["val_accuracy"])
     best, untuned = data["best_replay"], data["untuned"]
-    return (f"`{data['search_command']}` took {_secs(data['search_seconds'])}; one line per finished trial:\n\n"
+    command = f"kzoo tune cnn-digits --max-trials {data['max_trials']} --max-epochs {data['max_epochs']} --export best.toml"
+    return (f"`{command}` took {_secs(data['search_seconds'])}; one line per finished trial:\n\n"
             f"```\n{line}\n```\n\n```\n{ranking}\n```\n\n"
             f"Trial 1, the recipe as written, scored {_pct(first)} validation accuracy; the best of all "
             f"{len(scores)} scored {_pct(max(scores))}. `kzoo run best.toml` replays the best trial: "

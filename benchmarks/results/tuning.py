@@ -37,7 +37,7 @@ def measure() -> dict:
     results.kzoo("run", "cnn-digits", "--epochs", MAX_EPOCHS, "--out", os.path.join(work, "untuned"),
                  "--overwrite", "--quiet")
     payload = {**results.header("tuning", time.perf_counter() - started),
-               "command": results.command_line("tuning"), "search_command": "kzoo " + " ".join(map(str, args)),
+               "command": results.command_line("tuning"), "search_command": "kzoo " + " ".join(map(str, args[:-1])) + " best.toml",
                "search_seconds": round(search_seconds, 1), "max_trials": MAX_TRIALS, "max_epochs": MAX_EPOCHS,
                "trial_lines": trial_lines, "ranking": ranking, "trials": trials,
                "best_replay": _metrics(os.path.join(work, "best")),
