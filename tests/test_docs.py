@@ -114,21 +114,36 @@ def test_every_toml_example_is_a_valid_recipe():
 RUNNER = r"""
 import contextlib, io, json, os, sys, tempfile, time, traceback
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow and Keras are imported once, before any op runs; each page then runs in a forked
+# child that imports kzoo itself, so no page leans on a module an earlier page imported.
+import keras, tensorflow  # noqa: E401,F401
 pages = json.load(sys.stdin)
 report = {}
 for page, blocks in pages.items():
-    namespace, out = {"__name__": "__doc_example__"}, io.StringIO()
-    started = time.process_time()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        started, out = time.process_time(), io.StringIO()
+        result = {"ok": True}
         try:
-            with contextlib.redirect_stdout(out):
-                for i, code in enumerate(blocks):
-                    exec(compile(code, f"{page} python block {i + 1}", "exec"), namespace)
-            report[page] = {"ok": True, "stdout": out.getvalue()}
+            with tempfile.TemporaryDirectory() as tmp:
+                os.chdir(tmp)
+                namespace = {"__name__": "__doc_example__"}
+                with contextlib.redirect_stdout(out):
+                    for i, code in enumerate(blocks):
+                        exec(compile(code, f"{page} python block {i + 1}", "exec"), namespace)
         except BaseException:
-            report[page] = {"ok": False, "error": traceback.format_exc(), "stdout": out.getvalue()}
-    report[page]["cpu_seconds"] = round(time.process_time() - started, 1)
+            result = {"ok": False, "error": traceback.format_exc()}
+        result.update(stdout=out.getvalue(), cpu_seconds=round(time.process_time() - started, 1))
+        with os.fdopen(write, "w") as f:
+            json.dump(result, f)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    report[page] = json.loads(data) if data else {"ok": False, "error": "the example process died"}
 json.dump(report, sys.stdout)
 """
 
