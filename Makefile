@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench docs clean
+.PHONY: run test lint bench docs clean hub
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,6 +14,20 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The optional `hub` extra (KerasHub backbones): `make hub` once, then `make test` runs tests/test_hub.py.
+# keras-hub -> tensorflow-text -> the full `tensorflow` wheel, which overwrites tensorflow-cpu's files
+# in the shared `tensorflow/` folder with its CUDA build (CUDA warnings on every import on a machine
+# without a GPU); reinstalling tensorflow-cpu's own files, same version, puts the CPU build back.
+HUB_STAMP := $(VENV)/.hub-installed
+$(HUB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,hub]'
+	if $(BIN)/python -m pip show -q tensorflow-cpu 2>/dev/null; then \
+		$(BIN)/python -m pip install -q --force-reinstall --no-deps \
+			"tensorflow-cpu==$$($(BIN)/python -m pip show tensorflow-cpu | sed -n 's/^Version: //p')"; fi
+	touch $(HUB_STAMP)
+
+hub: $(HUB_STAMP)
 
 run: $(STAMP)
 	$(BIN)/kzoo run mlp-digits

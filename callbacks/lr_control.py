@@ -7,8 +7,6 @@ helpers scale its multiplier instead, so plateau and adaptive callbacks work wit
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 from keras import ops
 
@@ -94,47 +92,39 @@ def find_schedule(optimizer, cls):
 
 
 class ScheduleMomentum(keras.callbacks.Callback):
-    """Applies a `OneCycle` schedule's momentum each step: Adam's and AdamW's `beta_1`.
-
-    Keras reads SGD's and RMSprop's momentum as a Python number when the train step is traced,
-    so it cannot move during training; for those this callback warns once and does nothing.
+    """Applies a `OneCycle` schedule's momentum each step: SGD's and RMSprop's momentum, the
+    Adam family's `beta_1` (through kzoo's scheduled-momentum optimizers, `kzoo.optimizers`).
     Adam's bias correction assumes a fixed beta_1; like fastai, we accept the small mismatch.
     """
 
-    # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
+    # Per-step hooks: the engine keeps steps_per_execution at 1 while this callback runs.
     needs_every_step = True
 
-    def on_train_begin(self, logs=None):
-        opt = _inner(self.model.optimizer)
-        self._schedule = find_schedule(opt, OneCycle)
+    def set_model(self, model):
+        super().set_model(model)
+        opt = getattr(model, "optimizer", None)
         self._variable = None
-        if self._schedule is None:
+        if opt is None or find_schedule(opt, OneCycle) is None:
             return
-        if not hasattr(opt, "beta_1"):
-            warnings.warn(f"one_cycle: the momentum of {type(opt).__name__} cannot change during "
-                          "training in Keras; only the learning rate cycles.", stacklevel=2)
-            self._schedule = None
-            return
-        self._saved = float(opt.beta_1)
-        # One variable per optimizer, reused by later fits (their train step captured it);
-        # set with object.__setattr__ so the optimizer does not track it as saved state.
-        variable = getattr(opt, "_kzoo_cycled_beta_1", None)
-        if variable is None:
-            variable = keras.Variable(self._saved, dtype="float32", trainable=False, name="cycled_beta_1")
-            object.__setattr__(opt, "_kzoo_cycled_beta_1", variable)
-        self._variable = variable
-        object.__setattr__(opt, "beta_1", variable)
+        from kzoo.optimizers import scheduled_optimizer
+
+        inner = _inner(opt)
+        if getattr(inner, "momentum_variable", None) is None:
+            scheduled_optimizer(inner)
+            model.train_function = None  # a step traced before would read the old constant
+        self._variable = inner
+
+    def on_train_begin(self, logs=None):
+        self._schedule = find_schedule(self.model.optimizer, OneCycle)
+        if self._schedule is not None and self._variable is None:
+            self.set_model(self.model)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._variable is not None:
+        if self._schedule is not None and self._variable is not None:
             step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-            self._variable.assign(self._schedule.momentum(step))
+            self._variable.set_momentum(self._schedule.momentum(step))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._variable is not None and logs is not None:
-            logs["momentum"] = float(ops.convert_to_numpy(self._variable))
+            logs["momentum"] = self._variable.get_momentum()
 
-    def on_train_end(self, logs=None):
-        if self._variable is not None:
-            object.__setattr__(_inner(self.model.optimizer), "beta_1", self._saved)  # a float again, for saving
-            self._variable = None

@@ -2,11 +2,10 @@
 then raise it smoothly, per step or per epoch, and log it like the learning rate.
 
 Keras 3 optimizers keep `momentum` and `beta_1` as Python floats, which a compiled train step
-captures as constants when it is traced: assigning a new float afterwards changes nothing.
-So the scheduled optimizers below hold the value in an optimizer variable, read by the
-compiled step each time; `MomentumScheduler` assigns that variable. It turns a stock `SGD`,
-`RMSprop`, `Adam`, `AdamW`, `Adamax` or `Nadam` into its scheduled twin when training starts,
-keeping the optimizer's state, so a recipe needs nothing more than the callback.
+captures as constants when it is traced. kzoo's optimizers (`kzoo.optimizers`) hold the value in
+an optimizer variable once a callback asks for it; `MomentumScheduler` asks and assigns it. A
+stock Keras optimizer (SGD, RMSprop with momentum, Adam, AdamW, Adamax, Nadam) is turned into
+its kzoo class when training starts, keeping its state.
 
 Reference:
     Sutskever, Martens, Dahl & Hinton 2013, "On the importance of initialization and momentum
@@ -18,159 +17,10 @@ from __future__ import annotations
 import math
 
 import keras
-from keras import ops
 
 from kzoo.callbacks.registry import register_callback
 from kzoo.errors import RecipeError
-
-
-class ScheduledMomentum:
-    """Mixin holding an optimizer's momentum-like hyperparameter in a variable.
-
-    `momentum_attr` names the hyperparameter (`momentum` or `beta_1`); `momentum_variable` is
-    the scalar variable the compiled update step reads. Its Python attribute is kept equal to
-    the variable's last assigned value, so `get_config` saves the current value.
-    """
-
-    momentum_attr = "momentum"
-    momentum_variable = None
-
-    def build(self, variables):
-        super().build(variables)
-        self._add_momentum_variable()
-
-    def _add_momentum_variable(self):
-        if getattr(self, "momentum_variable", None) is None:
-            value = float(getattr(self, self.momentum_attr))
-            self.momentum_variable = self.add_variable(
-                shape=(), initializer=keras.initializers.Constant(value), dtype="float32",
-                name=self.momentum_attr)
-
-    def set_momentum(self, value: float):
-        """Sets the hyperparameter used from the next update step on."""
-        value = float(value)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{self.momentum_attr} must be in [0, 1). Received: {self.momentum_attr}={value}")
-        setattr(self, self.momentum_attr, value)
-        if self.momentum_variable is not None:
-            self.momentum_variable.assign(value)
-
-    def get_momentum(self) -> float:
-        if self.momentum_variable is None:
-            return float(getattr(self, self.momentum_attr))
-        return float(ops.convert_to_numpy(self.momentum_variable))
-
-    def update_step(self, gradient, variable, learning_rate):
-        # The parent's step reads the attribute with ops.cast / arithmetic: give it the variable
-        # while the step is traced, so the graph reads the variable instead of a constant.
-        name = self.momentum_attr
-        value = getattr(self, name)
-        object.__setattr__(self, name, self.momentum_variable)
-        try:
-            return super().update_step(gradient, variable, learning_rate)
-        finally:
-            object.__setattr__(self, name, value)
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class ScheduledSGD(ScheduledMomentum, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` whose momentum lives in a variable (see `MomentumScheduler`).
-
-    The velocity buffers are created even when the initial momentum is 0, so a warm-up may
-    start from 0.
-    """
-
-    def build(self, variables):
-        keras.optimizers.SGD.build(self, variables)
-        if not self.momentums:
-            self.momentums = self.add_optimizer_variables(variables, "momentum")
-        self._add_momentum_variable()
-
-    def update_step(self, gradient, variable, learning_rate):
-        # SGD's own step branches on `self.momentum != 0` in Python, which a variable cannot
-        # answer inside a graph: the same update, always with the velocity buffer.
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        m = self.momentums[self._get_variable_index(variable)]
-        momentum = ops.cast(self.momentum_variable, variable.dtype)
-        step = ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate))
-        self.assign(m, step)
-        if self.nesterov:
-            self.assign_add(variable, ops.subtract(ops.multiply(m, momentum),
-                                                   ops.multiply(gradient, learning_rate)))
-        else:
-            self.assign_add(variable, m)
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class ScheduledRMSprop(ScheduledMomentum, keras.optimizers.RMSprop):
-    """`keras.optimizers.RMSprop` whose momentum lives in a variable (set a non-zero initial
-    momentum: RMSprop creates its velocity buffers only then)."""
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class ScheduledAdam(ScheduledMomentum, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` whose beta_1 lives in a variable. The bias correction uses the
-    current beta_1 (`1 - beta_1**t`), exact for a constant beta_1."""
-
-    momentum_attr = "beta_1"
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class ScheduledAdamW(ScheduledMomentum, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` whose beta_1 lives in a variable."""
-
-    momentum_attr = "beta_1"
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class ScheduledAdamax(ScheduledMomentum, keras.optimizers.Adamax):
-    """`keras.optimizers.Adamax` whose beta_1 lives in a variable."""
-
-    momentum_attr = "beta_1"
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class ScheduledNadam(ScheduledMomentum, keras.optimizers.Nadam):
-    """`keras.optimizers.Nadam` whose beta_1 lives in a variable."""
-
-    momentum_attr = "beta_1"
-
-
-# Most specific first: AdamW is an Adam subclass.
-SCHEDULED = [
-    (keras.optimizers.SGD, ScheduledSGD),
-    (keras.optimizers.RMSprop, ScheduledRMSprop),
-    (keras.optimizers.AdamW, ScheduledAdamW),
-    (keras.optimizers.Adam, ScheduledAdam),
-    (keras.optimizers.Adamax, ScheduledAdamax),
-    (keras.optimizers.Nadam, ScheduledNadam),
-]
-
-
-def scheduled_optimizer(optimizer):
-    """Turns a stock Keras optimizer, built or not, into its scheduled twin, in place.
-
-    Its state (iterations, momentum buffers) is kept; a built optimizer gains one scalar
-    variable holding the momentum. Returns the optimizer; raises `ValueError` for an optimizer
-    without a momentum-like hyperparameter.
-    """
-    if isinstance(optimizer, ScheduledMomentum):
-        return optimizer
-    for base, twin in SCHEDULED:
-        if type(optimizer) is base:
-            if twin is ScheduledRMSprop and optimizer.built and not optimizer.momentum:
-                raise ValueError("RMSprop was built with momentum 0 and has no velocity to schedule. "
-                                 "Received: momentum=0.0")
-            optimizer.__class__ = twin
-            if optimizer.built:
-                if twin is ScheduledSGD and not optimizer.momentums:
-                    optimizer.momentums = optimizer.add_optimizer_variables(
-                        optimizer._trainable_variables, "momentum")
-                optimizer._add_momentum_variable()
-            return optimizer
-    raise ValueError("Momentum scheduling needs SGD, RMSprop, Adam, AdamW, Adamax or Nadam. "
-                     f"Received: optimizer={type(optimizer).__name__}")
+from kzoo.optimizers import scheduled_optimizer
 
 
 def momentum_warmup_value(progress: float, start: float, end: float, shape: str = "cosine") -> float:
@@ -227,7 +77,7 @@ class MomentumScheduler(keras.callbacks.Callback):
         if optimizer is None:
             return
         inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        if not isinstance(inner, ScheduledMomentum):
+        if getattr(inner, "momentum_variable", None) is None:
             scheduled_optimizer(inner)
             # A train step traced before the swap would keep reading the old constant.
             model.train_function = None

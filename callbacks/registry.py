@@ -38,14 +38,17 @@ def callback_defaults(name: str) -> dict:
 
 def build_callbacks(specs: dict, context: RunContext) -> list:
     """Builds every callback a recipe's [callbacks] section names, in its order, plus the ones
-    its schedule implies (one_cycle's momentum)."""
-    callbacks = [CALLBACKS.get(name)(context, **dict(kwargs)) for name, kwargs in specs.items()]
+    its schedule implies (one_cycle's momentum). Callbacks that read the others' epoch logs
+    (`runs_last`, e.g. TensorBoard) come after them whatever their place in the recipe."""
+    built = [CALLBACKS.get(name)(context, **dict(kwargs)) for name, kwargs in specs.items()]
+    callbacks = [cb for cb in built if not getattr(cb, "runs_last", False)]
+    last = [cb for cb in built if getattr(cb, "runs_last", False)]
     schedule = getattr(context.recipe, "schedule", None) or {}
     if schedule.get("name") == "one_cycle":
         from kzoo.callbacks.lr_control import ScheduleMomentum
 
         callbacks.append(ScheduleMomentum())
-    return callbacks
+    return callbacks + last
 
 
 def list_callbacks(pattern="*"):
@@ -139,3 +142,23 @@ def reduce_lr_on_plateau(context, monitor: str = "val_loss", factor: float = 0.1
                                  cooldown=cooldown, min_lr=min_lr, verbose=1)
     except ValueError as e:
         raise RecipeError(f"callbacks.reduce_lr_on_plateau: {e}") from None
+
+
+@register_callback
+def tensorboard(context, histogram_freq: int = 0, update_ratio_histograms: bool = False, write_graph: bool = True):
+    """TensorBoard event files in <run dir>/tensorboard: loss, metrics, learning rate, monitors' values."""
+    import os
+
+    from kzoo.callbacks.tensorboard import TensorBoard
+
+    if context.out_dir is None:
+        raise UserError("callbacks.tensorboard writes into the run folder; run it from a recipe.")
+    if histogram_freq < 0:
+        raise RecipeError(f"callbacks.tensorboard.histogram_freq must be >= 0 (epochs between weight "
+                          f"histograms; 0: none). Received: histogram_freq={histogram_freq}")
+    specs = getattr(context.recipe, "callbacks", None) or {}
+    if update_ratio_histograms and "update_ratio" not in specs:
+        raise RecipeError("callbacks.tensorboard.update_ratio_histograms needs [callbacks.update_ratio] in the "
+                          "same recipe. Received: update_ratio_histograms=true")
+    return TensorBoard(os.path.join(context.out_dir, "tensorboard"), update_ratio_histograms,
+                       histogram_freq=histogram_freq, write_graph=write_graph)

@@ -37,9 +37,13 @@ class DataConfig:
     image_size: list = field(default_factory=list)
     standardize: str = "per_channel"
     pca_whiten: bool = False
-    cache: bool = True
+    cache: object = None  # "auto" (None) | "memory" | "disk" | "none" (kzoo.data.streaming); true/false too
     shuffle_buffer: int = 10000
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if not (self.cache is None or isinstance(self.cache, bool) or self.cache in ("auto", "memory", "disk", "none")):
+            raise RecipeError(f"data.cache must be auto, memory, disk or none (or true/false). Received: cache={self.cache!r}")
 
 
 @dataclass
@@ -55,23 +59,17 @@ class OptimizerConfig:
     rho: float = 0.9
     clipnorm: float = 0.0
     clipvalue: float = 0.0
-    # Per-weight adaptive gains (name = "gains"): see kzoo.optimizers_gains.AdaptiveGainSGD.
+    # Per-weight adaptive gains (name = "gains"): see kzoo.optimizers.gains.AdaptiveGainSGD.
     gain_increase: float = 0.05
     gain_decrease: float = 0.95
     min_gain: float = 0.01
     max_gain: float = 10.0
 
 
-# Optimizer names a recipe may use, with the line `kzoo list optimizers` shows for each.
-OPTIMIZER_DESCRIPTIONS = {
-    "sgd": "SGD, optionally with momentum and Nesterov momentum (Sutskever et al. 2013)",
-    "adagrad": "Adagrad: per-weight rates from accumulated squared gradients (Duchi et al. 2011)",
-    "rmsprop": "RMSprop: a moving average of squared gradients (Tieleman & Hinton 2012)",
-    "adam": "Adam: momentum plus RMSprop scaling with bias correction (Kingma & Ba 2014)",
-    "adamw": "AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2017)",
-    "gains": "SGD with per-weight adaptive gains, delta-bar-delta (Jacobs 1988; kzoo.optimizers_gains)",
-}
-OPTIMIZERS = tuple(OPTIMIZER_DESCRIPTIONS)
+def _optimizer_names() -> tuple:
+    from kzoo.optimizers import OPTIMIZERS
+
+    return tuple(OPTIMIZERS.list())
 
 
 # --- [finetune]: staged fine-tuning (kzoo.finetune) -------------------------------------------
@@ -124,6 +122,11 @@ def build_finetune(raw, recipe, explicit_epochs: bool = False) -> FinetuneConfig
             raise RecipeError(f"finetune.{key} is out of range. Received: {key.rsplit('.', 1)[-1]}={value}")
     if len(cfg.resize) not in (0, 2):
         raise RecipeError(f"finetune.resize must be [height, width]. Received: resize={cfg.resize}")
+    if not cfg.stages:  # without a plan nothing reads the other [finetune] fields: refuse, don't ignore
+        given = sorted(k for k in raw if k != "stages")
+        if given:
+            raise RecipeError(f"finetune.{given[0]} needs finetune.stages (e.g. stages = \"head:2@1e-3, all:3@1e-4\"). "
+                              f"Received: {given[0]}={raw[given[0]]!r}")
     return cfg
 # --- end [finetune] ------------------------------------------------------------------------------
 
@@ -276,11 +279,12 @@ def validate_ranges(recipe: Recipe):
             "jit_compile = true needs deterministic = false: Keras turns XLA off under TensorFlow's "
             "deterministic ops. Received: jit_compile=true, deterministic=true"
         )
-    if recipe.optimizer.name not in OPTIMIZERS:
+    optimizers = _optimizer_names()
+    if recipe.optimizer.name not in optimizers:
         name = recipe.optimizer.name
-        raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, OPTIMIZERS)} Valid: {', '.join(OPTIMIZERS)}.")
+        raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, optimizers)} Valid: {', '.join(optimizers)}.")
     if recipe.optimizer.name == "gains":
-        from kzoo.optimizers_gains import validate_gain_config
+        from kzoo.optimizers import validate_gain_config
 
         validate_gain_config(recipe.optimizer)
     if len(recipe.data.image_size) not in (0, 2) or any(
@@ -440,15 +444,48 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
     return recipe
 
 
+# Validators of sections that higher layers own, registered by them (kzoo.tuning registers
+# [tune]): the schema never imports the layers above it.
+SECTION_VALIDATORS: dict = {}
+
+
+def register_section_validator(section: str, validate):
+    """Registers `validate(value, raw_recipe) -> value` for a top-level recipe section."""
+    SECTION_VALIDATORS[section] = validate
+
+
 def _validate_distribution_and_tune(recipe, raw, model_raw, schedule_raw, callbacks_raw):
-    """Hook for kzoo.tuning: the strategy fields and the [tune] section."""
-    from kzoo.tuning.spaces import validate_tune
-    from kzoo.tuning.strategy import validate_strategy_fields
+    """The strategy fields, the combinations every path must honour, and the [tune] section."""
+    from kzoo.train.distribution import validate_strategy_fields
 
     validate_strategy_fields(recipe)
+    validate_combinations(recipe)
     if recipe.tune:
         full = {**raw, "model": model_raw, "schedule": schedule_raw, "callbacks": callbacks_raw}
-        recipe.tune = validate_tune(recipe.tune, full)
+        recipe.tune = SECTION_VALIDATORS["tune"](recipe.tune, full)
+
+
+def validate_combinations(recipe):
+    """Refuses, in one line, settings that no training path could honour together."""
+    opt = recipe.optimizer
+    wants_momentum = "momentum_warmup" in recipe.callbacks or recipe.schedule.get("name") == "one_cycle"
+    if wants_momentum and (opt.name == "adagrad" or (opt.name == "rmsprop" and not opt.momentum)):
+        what = "callbacks.momentum_warmup" if "momentum_warmup" in recipe.callbacks else "schedule one_cycle's momentum"
+        raise RecipeError(f"{what} needs an optimizer with a momentum: sgd, rmsprop with momentum > 0, adam, "
+                          f"adamw or gains. Received: optimizer.name={opt.name}, momentum={opt.momentum}")
+    ft = recipe.finetune
+    if ft.pretrain.dataset and ft.backbone:
+        raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
+                          f"Received: backbone={ft.backbone!r}")
+    from kzoo.zoo import MODELS
+
+    if ft.scratch_baseline and ft.backbone and ft.backbone not in MODELS:
+        raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
+                          f"Received: backbone={ft.backbone!r}")
+    if recipe.strategy == "multiworker":
+        if ft.pretrain.dataset or ft.scratch_baseline:
+            raise RecipeError("strategy = multiworker trains the stages themselves; run [finetune.pretrain] and "
+                              "scratch_baseline on one machine. Received: strategy=multiworker")
 
 
 def _registered(path, name, registry):

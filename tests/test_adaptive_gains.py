@@ -7,7 +7,7 @@ import pytest
 def test_gain_rule_additive_increase_multiplicative_decrease_and_clipping():
     import keras
 
-    from kzoo.optimizers_gains import AdaptiveGainSGD
+    from kzoo.optimizers import AdaptiveGainSGD
 
     opt = AdaptiveGainSGD(learning_rate=0.1, gain_increase=0.05, gain_decrease=0.5, min_gain=0.3,
                           max_gain=1.1)
@@ -49,7 +49,7 @@ def _steps_to_converge(optimizer, tol=1e-4, max_steps=3000):
 def test_gains_beat_sgd_momentum_on_an_ill_conditioned_quadratic(lr):
     import keras
 
-    from kzoo.optimizers_gains import AdaptiveGainSGD
+    from kzoo.optimizers import AdaptiveGainSGD
 
     sgd = _steps_to_converge(keras.optimizers.SGD(lr, momentum=0.9))
     gains = _steps_to_converge(AdaptiveGainSGD(lr, momentum=0.9))
@@ -60,7 +60,7 @@ def test_gains_beat_sgd_momentum_on_an_ill_conditioned_quadratic(lr):
 def test_serialization_round_trip_and_validation():
     import keras
 
-    from kzoo.optimizers_gains import AdaptiveGainSGD
+    from kzoo.optimizers import AdaptiveGainSGD
 
     opt = AdaptiveGainSGD(0.02, momentum=0.5, gain_increase=0.1, gain_decrease=0.8, max_gain=5.0,
                           averaging=0.7, clipnorm=1.0)
@@ -77,7 +77,7 @@ def test_mlp_digits_trains_with_the_gains_optimizer(tmp_path):
     import keras
 
     import kzoo
-    from kzoo.optimizers_gains import AdaptiveGainSGD
+    from kzoo.optimizers import AdaptiveGainSGD
 
     recipe = kzoo.recipes.load("mlp-digits", ["optimizer.name=gains", "optimizer.lr=0.01",
                                               "optimizer.momentum=0.9", "epochs=3"])

@@ -25,7 +25,7 @@ def attempt(tmp_path, cli, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("training started for a recipe that should have been refused")
 
-    monkeypatch.setattr(runner, "_train", no_training)
+    monkeypatch.setattr(runner, "train", no_training)
     path = tmp_path / "recipe.toml"
 
     def run(recipe):

@@ -17,6 +17,9 @@ FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```", re.S | re.M)
 BLOCK = re.compile(r"<!-- results:(?P<name>[a-z0-9-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.S)
 # What counts as a published figure: an accuracy-like fraction, a thousands-separated count, a
 # speed, a size or a speed-up. Such numbers belong inside generated blocks.
+# A Python example that cannot run offline (a download, a folder on the reader's machine) starts
+# with this line and says why; every other ```python block runs.
+NO_RUN = re.compile(r"^# Not run in the tests: (?P<reason>.+)$", re.M)
 FIGURE = re.compile(r"\b0\.\d{3,}\b|\b\d{1,3}(?:,\d{3})+\b|\d\s?(?:samples/s|ms\b|KiB|MiB)|\d(?:\.\d+)?x (?:faster|slower)")
 
 
@@ -152,7 +155,7 @@ json.dump(report, sys.stdout)
 def example_report():
     """Runs every page's ```python blocks in one fresh process: each page in order, in its own
     namespace and temporary working folder, as a reader would paste them."""
-    examples = {page: fenced(page, "python") for page in pages()}
+    examples = {page: runnable(page) for page in pages()}
     examples = {page: blocks for page, blocks in examples.items() if blocks}
     proc = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(examples), capture_output=True,
                           text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -160,8 +163,19 @@ def example_report():
     return examples, json.loads(proc.stdout)
 
 
+def runnable(page):
+    return [body for body in fenced(page, "python") if not NO_RUN.match(body)]
+
+
 def _pages_with_examples():
-    return [page for page in pages() if fenced(page, "python")]
+    return [page for page in pages() if runnable(page)]
+
+
+def test_examples_that_do_not_run_say_why_and_are_few():
+    skipped = [(page, NO_RUN.match(body).group("reason")) for page in pages() for body in fenced(page, "python")
+               if NO_RUN.match(body)]
+    assert all(len(reason.split()) >= 3 for _, reason in skipped), skipped
+    assert len(skipped) <= sum(len(fenced(page, "python")) for page in pages()) // 3, skipped
 
 
 @pytest.mark.parametrize("page", _pages_with_examples())

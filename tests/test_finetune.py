@@ -13,8 +13,8 @@ import kzoo  # noqa: F401
 from kzoo.data.framing import prepare_arrays
 from kzoo.errors import RecipeError, UserError
 from kzoo.finetune import freeze, model_structure, parse_stages, with_group_learning_rates
-from kzoo.finetune.staged import compile_stage, group_multipliers
 from kzoo.recipes.schema import build_recipe
+from kzoo.train import compile_stage, group_multipliers
 from kzoo.zoo import create_model
 
 
@@ -141,7 +141,7 @@ def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded.optimizer).__name__ == "GroupLRAdam"
+    assert type(loaded.optimizer).__name__ == "KzooAdam"
     assert loaded.optimizer.lr_multipliers == model.optimizer.lr_multipliers
     # five groups from 1e-2 (head) down to 1e-4 (the stem, empty in this CNN): stage0 is three steps down.
     assert loaded.optimizer.lr_multipliers["stage0_block0_conv"] == pytest.approx(0.01 ** 0.75)
@@ -156,7 +156,7 @@ def test_group_learning_rates_are_saved_with_the_model_and_resume(tmp_path):
             "print(type(m.optimizer).__name__, len(m.optimizer.lr_multipliers))")
     done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["GroupLRAdam", str(len(model.optimizer.lr_multipliers))]
+    assert done.stdout.split() == ["KzooAdam", str(len(model.optimizer.lr_multipliers))]
 
 
 # ---------------------------------------------------------------- staged runs
@@ -202,9 +202,16 @@ def test_cli_finetunes_a_zoo_model_then_an_earlier_run(cli, tmp_path):
     metrics = json.loads((second / "metrics.json").read_text())
     assert metrics["num_train"] == 50 and metrics["stages"] == ["top1:1@0.001"]
     model = keras.models.load_model(second / "model.keras")
-    assert model.get_layer("backbone").get_layer("stage0_block0_dense") is not None
     first_model = keras.models.load_model(first / "model.keras")
-    assert len(model_structure(model).stages) == len(model_structure(first_model).stages)
+    assert len(model_structure(model).stages) == len(model_structure(first_model).stages) == 3
+    # The earlier run is the starting point: `top1` trained its last stage on, and left the
+    # stages below exactly as the first run's training left them.
+    backbone = model.get_layer("backbone")
+    for name, trained in (("stage0_block0_dense", False), ("stage1_block0_dense", False),
+                          ("stage2_block0_dense", True)):
+        same = [np.array_equal(a, b) for a, b in
+                zip(backbone.get_layer(name).get_weights(), first_model.get_layer(name).get_weights())]
+        assert same and all(same) != trained, name
     code, out, err = cli("finetune", "--backbone", first, "--data", "digits", "--stages", "head:1@1e-3",
                          "--set", "finetune.pad=2", "--out", tmp_path / "third")
     assert code == 2 and "Received: input_shape=(12, 12, 1)" in err
@@ -238,9 +245,21 @@ def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
                                             'finetune.stages=["head:1@1e-3", "all:1@1e-3"]'])
     result = run(recipe, out=str(tmp_path / "t"), verbose=0)
     m = result.metrics
-    for key in ("test_accuracy", "scratch_test_accuracy", "pretrain_test_accuracy"):
-        assert 0 <= m[key] <= 1
     assert m["num_train"] == 50 and m["pretrain_dataset"] == "mnist-5k"
+    # Each figure is the accuracy of the model it names on that model's whole test split.
+    from kzoo.data import load_arrays
+
+    def accuracy(model, x, y):
+        return float(np.mean(model.predict(x, verbose=0).argmax(axis=1) == y))
+
+    framed = prepare_arrays(load_arrays("digits"), recipe.finetune, seed=recipe.data.split_seed)
+    assert m["test_accuracy"] == pytest.approx(accuracy(result.model, framed.x_test, framed.y_test), abs=1e-6)
+    mnist = load_arrays("mnist-5k")
+    pretrained = keras.models.load_model(tmp_path / "t" / "pretrained.keras")
+    assert m["pretrain_test_accuracy"] == pytest.approx(accuracy(pretrained, mnist.x_test, mnist.y_test), abs=1e-6)
+    # The scratch model is not kept, but its figure counts right answers on the same 360 images.
+    n = len(framed.y_test)
+    assert n == 360 and m["scratch_test_accuracy"] * n == pytest.approx(round(m["scratch_test_accuracy"] * n), abs=1e-3)
     assert result.model.input_shape[1:] == (28, 28, 1)
     assert os.path.isfile(tmp_path / "t" / "pretrained.keras")
     assert os.path.isfile(tmp_path / "t" / "report.html")  # staged runs get the report too
@@ -249,7 +268,7 @@ def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
 # ---------------------------------------------------------------- keras.applications backbones
 def test_application_backbone_takes_a_local_weights_file_and_keeps_its_structure(tmp_path):
     from kzoo.data import load_arrays
-    from kzoo.finetune import build_finetune_model
+    from kzoo.train import build_finetune_model
     from kzoo.zoo.backbones import build_application
 
     app = build_application("MobileNetV3Small", (32, 32, 3))

@@ -15,8 +15,8 @@ import pytest
 
 from kzoo.errors import RunDirError
 from kzoo.finetune import parse_stages
-from kzoo.finetune.staged import compile_stage as compile_stage_as_shipped
 from kzoo.runs import BACKUP, LOCK, RunDir, atomic_write, latest_snapshot
+from kzoo.train.compile import compile_stage as compile_stage_as_shipped
 
 
 def _kzoo(*args):
@@ -292,11 +292,13 @@ class Stopped(Exception):
 def _spy_on_stages(monkeypatch, stop_at=None):
     """Records `(stage number, optimizer)` of every stage compiled; raises `Stopped` instead of
     compiling stage `stop_at` (a run stopped after the stage before it)."""
-    from kzoo.finetune import staged
+    from kzoo.train import loop
 
     compiled = []
 
     def compile_stage(model, recipe, stage, *args, **kwargs):
+        if not recipe.finetune.stages:  # pretraining or the scratch baseline (one-stage plans)
+            return compile_stage_as_shipped(model, recipe, stage, *args, **kwargs)
         number = parse_stages(recipe.finetune.stages).index(stage) + 1
         if number == stop_at:
             raise Stopped(number)
@@ -304,7 +306,7 @@ def _spy_on_stages(monkeypatch, stop_at=None):
         compiled.append((number, model.optimizer))
         return groups
 
-    monkeypatch.setattr(staged, "compile_stage", compile_stage)
+    monkeypatch.setattr(loop, "compile_stage", compile_stage)
     return compiled
 
 
@@ -331,7 +333,7 @@ def test_sigkilled_staged_run_resumes_inside_its_stage_with_its_rates(staged, tm
     # Stage 2 went on with its per-group rates and its restored step count (3 epochs in all);
     # stage 3 started with its own rates and a new optimizer.
     (_, second), (_, third) = compiled
-    assert type(second).__name__ == "GroupLRAdam" and second.lr_multipliers == pytest.approx(STAGE_2_RATES)
+    assert type(second).__name__ == "KzooAdam" and second.lr_multipliers == pytest.approx(STAGE_2_RATES)
     assert third.lr_multipliers == pytest.approx(STAGE_3_RATES)
     assert int(second.iterations) == 3 * _steps(killed) and int(third.iterations) == 2 * _steps(killed)
     _assert_same_run(killed, reference, STAGED_KEYS)

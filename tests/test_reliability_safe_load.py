@@ -1,5 +1,6 @@
 """Model and weights files from users load without running code from them."""
 
+import json
 import zipfile
 
 import keras
@@ -39,7 +40,7 @@ def test_file_with_lambda_is_refused_and_its_code_never_runs(tmp_path, suffix):
     assert message.endswith(f"Received: {path}")
     assert not marker.exists()
 
-    trusted = load_model(path, trust=True, compile=False)
+    trusted = load_model(path, trust_model=True, compile=False)
     assert marker.exists()  # the flag really does hand the file's code to Keras
     x = np.ones((2, 3), "float32")
     np.testing.assert_allclose(trusted.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
@@ -96,3 +97,78 @@ def test_weights_file_for_another_architecture_is_refused(tmp_path):
     wrong_kind.touch()
     with pytest.raises(ModelFileError, match="must end in .weights.h5"):
         load_weights(mlp(8), wrong_kind)
+
+
+# ---------------------------------------------------------------- every command that loads a model
+@pytest.fixture(scope="module")
+def lambda_run(tmp_path_factory):
+    """A run directory (digits recipe, model.keras) whose model holds a Lambda layer, named as
+    kzoo names its layers so that it also serves as a fine-tuning backbone."""
+    from kzoo.recipes import load
+
+    run_dir = tmp_path_factory.mktemp("lambda") / "run"
+    run_dir.mkdir()
+    (run_dir / "recipe.toml").write_text(load("mlp-digits").to_toml())
+    inputs = keras.Input((8, 8, 1), name="input")
+    x = keras.layers.Flatten(name="stem_flatten")(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="doubler")(x)
+    x = keras.layers.Dense(16, activation="relu", name="stage0_block0_dense")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="head_dense")(x)
+    keras.Model(inputs, outputs).save(run_dir / "model.keras")
+    return run_dir
+
+
+def _refusal(path):
+    return (f"kzoo: error: {path} holds Python code (Lambda layer 'doubler'); kzoo does not run code "
+            f"from model files. If you trust its source, pass --trust-model (Python: trust_model=True). "
+            f"Received: {path}\n")
+
+
+COMMANDS = {
+    "eval": lambda run, out: ["eval", run],
+    "export": lambda run, out: ["export", run, "--format", "keras", "--out", out / "exported.keras"],
+    "finetune": lambda run, out: ["finetune", "--backbone", run, "--data", "digits", "--stages", "head:1@1e-3",
+                                  "--out", out / "ft", "--quiet"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_command_refuses_a_model_with_code_in_one_line_unless_trusted(command, lambda_run, tmp_path, cli):
+    args = COMMANDS[command](lambda_run, tmp_path)
+    before = sorted(p.name for p in lambda_run.iterdir())
+    code, out, err = cli(*args)
+    assert code == 2
+    assert err == _refusal(lambda_run / "model.keras")
+    assert sorted(p.name for p in lambda_run.iterdir()) == before  # nothing written into the run
+    assert list(tmp_path.iterdir()) == []  # nor anywhere else
+
+    code, out, err = cli(*args, "--trust-model")
+    assert code == 0, err
+    if command == "eval":
+        report = json.loads((lambda_run / "eval.json").read_text())
+        assert report["num_test"] == 360 and f"accuracy {report['test_accuracy']:.4f}" in out
+    elif command == "export":
+        # The export keeps the Lambda: reading it back for its check needed the same trust.
+        assert "test accuracy: keras" in out
+        assert layers_with_code(json.loads(zipfile.ZipFile(tmp_path / "exported.keras").read("config.json")))
+    else:
+        metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+        assert metrics["stages"] == ["head:1@0.001"]
+        with pytest.raises(UnsafeModelError):  # the fine-tuned model keeps the backbone's code
+            load_model(tmp_path / "ft" / "model.keras")
+
+
+def test_recipe_backbone_with_code_needs_the_caller_to_trust_it(lambda_run, tmp_path, cli):
+    # A recipe can name a model file but cannot vouch for it: only `kzoo run --trust-model` can.
+    from kzoo.recipes.schema import build_recipe
+
+    backbone = lambda_run / "model.keras"
+    recipe = tmp_path / "transfer.toml"
+    recipe.write_text(build_recipe({"data": {"dataset": "digits"},
+                                    "finetune": {"stages": "head:1@1e-3", "backbone": str(backbone)}}).to_toml())
+    code, out, err = cli("run", recipe, "--out", tmp_path / "r", "--quiet")
+    assert code == 2 and err == _refusal(backbone)
+    assert not (tmp_path / "r").exists()
+    code, out, err = cli("run", recipe, "--out", tmp_path / "r", "--quiet", "--trust-model")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["num_test"] == 360

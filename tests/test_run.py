@@ -73,7 +73,7 @@ def test_augmentation_only_in_training():
     import keras
 
     import kzoo
-    from kzoo.recipes.runner import build_model
+    from kzoo.train import build_model
 
     recipe = kzoo.recipes.load("cnn-digits", ["data.augment.translation=0.3", "data.augment.flip=horizontal"])
     arrays = kzoo.data.load_arrays("digits")
@@ -97,7 +97,6 @@ def test_multi_step_execution_trains_every_epoch_like_one_step_per_call(cli, tmp
     assert auto.model.steps_per_execution == 21
     one = kzoo.recipes.run(kzoo.recipes.load("mlp-digits", sets + ["steps_per_execution=1"]),
                            out=str(tmp_path / "one"), verbose=0)
-    assert all(r["loss"] > 0 and r["accuracy"] > 0 for r in auto.history)
     assert [r["loss"] for r in auto.history] == pytest.approx([r["loss"] for r in one.history], rel=1e-5)
     assert auto.metrics["test_loss"] == pytest.approx(one.metrics["test_loss"], rel=1e-5)
 

@@ -7,16 +7,19 @@ validating a recipe's [tune] section needs none of it.
 
 import importlib
 
+from kzoo.recipes.schema import register_section_validator
+from kzoo.tuning.spaces import validate_tune
+
+register_section_validator("tune", validate_tune)
+
 _LAZY = {
     "search": "kzoo.tuning.search",
     "SearchResult": "kzoo.tuning.search",
     "KzooTuner": "kzoo.tuning.search",
     "RecipeHyperModel": "kzoo.tuning.hypermodel",
-    "make_strategy": "kzoo.tuning.strategy",
-    "validate_tune": "kzoo.tuning.spaces",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY) + ["validate_tune"]
 
 
 def __getattr__(name):

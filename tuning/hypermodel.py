@@ -1,14 +1,13 @@
 """A KerasTuner HyperModel over a recipe: each trial is the recipe with the trial's values set.
 
-The model, its data and its training come from the same functions `kzoo run` uses
-(`kzoo.recipes.runner.build_model`, `compile_model`, `kzoo.data.load`), in the same order and
-with the same seeds, so `kzoo run` on an exported trial reproduces its validation score.
+The data, the model and the training come from the engine `kzoo run` uses (`kzoo.train`), in
+the same order and with the same seeds, so `kzoo run` on an exported trial reproduces its
+validation score, staged recipes included.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 
 import keras_tuner
 
@@ -64,57 +63,39 @@ class RecipeHyperModel(keras_tuner.HyperModel):
             raise TrialFailed(f"bad combination: {e}") from None
 
     def build(self, hp):
-        from kzoo import data as kdata
-        from kzoo.recipes.runner import build_model, seed_everything
-        from kzoo.tuning.strategy import global_batch_size
+        """The trial's data and model, from the engine (`kzoo.train`) as `kzoo run` builds them."""
+        from kzoo.train import build, decide, prepare, seed_everything
 
         recipe, values = self.trial_recipe(hp)
+        setup = decide(recipe, self.strategy)
         seed_everything(recipe.seed, recipe.deterministic)
-        d = recipe.data
-        batch_size = global_batch_size(recipe, self.strategy) if self.strategy is not None else d.batch_size
-        splits = kdata.load(d.dataset, batch_size, d.data_dir or None, d.validation_split, d.test_split,
-                            d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer,
-                            d.eval_batch_size or None)
+        data = prepare(recipe, setup)
+        seed_everything(recipe.seed, recipe.deterministic)
         try:
-            model = build_model(recipe, splits.arrays)
+            model = build(recipe, data, setup)
         except UserError as e:
             raise TrialFailed(f"bad combination: {e}") from None
-        self._trial = (recipe, splits, batch_size)
+        self._trial = (recipe, data, setup)
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
-        """Compiles and trains the model `build` returned, in the order `kzoo run` does (same
-        per-epoch shuffles, same per-epoch dropout seeds); raises `TrialFailed` on a NaN loss."""
-        import contextlib
-
+        """Trains the model `build` returned through the engine's loop (every stage of a staged
+        recipe, the same per-epoch shuffles and dropout seeds as `kzoo run`, no checkpoints:
+        an interrupted trial runs again); raises `TrialFailed` on a NaN loss."""
         import keras
         import numpy as np
 
-        from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
-        from kzoo.data.core import make_epoch_dataset
-        from kzoo.recipes.runner import compile_model, resolve_steps_per_execution
-        from kzoo.runs import _resume_classes
+        from kzoo.callbacks import LearningRateLogger, build_callbacks
+        from kzoo.train import fit_plan, steps_per_epoch
+        from kzoo.train.engine import context_for
 
-        recipe, splits, batch_size = self._trial
+        recipe, data, setup = self._trial
         self._trial = None  # hold no datasets between trials
-        arrays, d = splits.arrays, recipe.data
-        steps = math.ceil(arrays.info.num_train / batch_size)
-        probe_n = min(len(arrays.x_train), 256)
-        context = RunContext(recipe=recipe, out_dir=self.trial_dir, steps_per_epoch=steps,
-                             probe=(arrays.x_train[:probe_n].astype("float32"), arrays.y_train[:probe_n]))
-        all_callbacks = [LearningRateLogger()] + build_callbacks(recipe.callbacks, context)
-        train = make_epoch_dataset(arrays.x_train, arrays.y_train, batch_size, recipe.seed, recipe.epochs, 0,
-                                   d.shuffle_buffer)
-        # `kzoo run` reseeds dropout and augmentation each epoch (no backup here: a trial that
-        # is interrupted runs again from scratch)
-        all_callbacks += [_resume_classes()["EpochReseed"]()]
-        all_callbacks += list(callbacks or []) + [keras.callbacks.TerminateOnNaN()]
-        with self.strategy.scope() if self.strategy is not None else contextlib.nullcontext():
-            compile_model(model, recipe, steps,
-                          resolve_steps_per_execution(recipe, steps, all_callbacks, self.strategy))
-        history = model.fit(train, validation_data=splits.val, epochs=recipe.epochs, steps_per_epoch=steps,
-                            shuffle=False, callbacks=all_callbacks, verbose=self.verbose)
-        losses = history.history.get("loss", [])
+        context = context_for(recipe, data, self.trial_dir, steps_per_epoch(recipe, data, setup))
+        result = fit_plan(model, recipe, data, setup, None,
+                          lambda: [LearningRateLogger()] + build_callbacks(recipe.callbacks, context),
+                          extra=list(callbacks or []) + [keras.callbacks.TerminateOnNaN()], verbose=self.verbose)
+        losses = [row.get("loss") for row in result.rows]
         if not losses or not np.isfinite(losses[-1]):
             raise TrialFailed(f"loss became NaN or inf at epoch {len(losses)}")
-        return history
+        return result.history()

@@ -401,7 +401,7 @@ def plot_trials(rows: list[dict], objective: str, direction: str, path: str, tit
 
 
 def print_ranking(rows: list[dict], objective: str, direction: str, top: int = 5):
-    from kzoo.cli import print_table
+    from kzoo.tables import print_table
 
     best = ranked(rows, objective, direction)[:top]
     if not best:
@@ -497,8 +497,8 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         >>> result.best["val_accuracy"], result.best_recipe.optimizer.lr
     """
     from kzoo.recipes.loader import load
+    from kzoo.train.distribution import apply_precision, make_strategy
     from kzoo.tuning import distributed
-    from kzoo.tuning.strategy import apply_precision, make_strategy
 
     if isinstance(recipe, str):
         recipe = load(recipe)
@@ -520,6 +520,18 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         raise UserError(f"--role must be chief or worker. Received: role={role}")
     if (role is None) != (oracle is None):
         raise UserError(f"--role and --oracle go together. Received: role={role}, oracle={oracle}")
+    ft = recipe.finetune
+    if ft.stages and (ft.pretrain.dataset or ft.scratch_baseline):
+        raise RecipeError("kzoo tune trains each trial's stages; run [finetune.pretrain] or scratch_baseline "
+                          "with kzoo run, then tune from its model (finetune.backbone = RUN). "
+                          f"Received: pretrain.dataset={ft.pretrain.dataset!r}, scratch_baseline={ft.scratch_baseline}")
+    if ft.stages and "optimizer.lr" in recipe.tune:
+        raise RecipeError("A staged recipe trains at its stages' rates: tune \"finetune.stages\" (e.g. "
+                          "[\"head:2@1e-3, all:3@1e-4\", \"head:2@3e-3, all:3@3e-4\"]) instead of optimizer.lr. "
+                          "Received: tune key optimizer.lr")
+    if ft.stages and (tuner == "hyperband" or max_epochs is not None):
+        raise RecipeError("A staged recipe's epochs are its stages' total: change the stages in [tune] instead of "
+                          f"--max-epochs or hyperband's budgets. Received: tuner={tuner}, max_epochs={max_epochs}")
     if max_epochs is not None:
         recipe = _with_overrides(recipe, {"epochs": max_epochs})
     strategy_name = strategy or recipe.strategy

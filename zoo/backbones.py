@@ -12,6 +12,7 @@ padding, a final convolution) join the group of the layer before them.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 
@@ -29,15 +30,24 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 class BackboneRegistry(Registry):
     """Registered `keras.applications` backbones; `list`, `meta` and `get` also show the zoo's
-    own models (`kzoo list models`), which serve as backbones from scratch or from a saved run."""
+    own models (`kzoo list models`), which serve as backbones from scratch or from a saved run,
+    and, with the `hub` extra installed, one `hub:<example preset>` row per KerasHub family
+    kzoo has a stage table for (`kzoo.zoo.hub`)."""
 
     def _zoo(self):
         from kzoo.zoo.registry import MODELS
 
         return MODELS
 
+    @staticmethod
+    def _hub():
+        from kzoo.zoo.hub import HUB_PREFIX, list_families
+
+        return {f"{HUB_PREFIX}{f.example}": f for f in list_families()}
+
     def list(self, pattern="*"):
-        return sorted(set(super().list(pattern)) | set(self._zoo().list(pattern)))
+        hub = [n for n in self._hub() if fnmatch.fnmatch(n, pattern)] if isinstance(pattern, str) else []
+        return sorted(set(super().list(pattern)) | set(self._zoo().list(pattern))) + sorted(hub)
 
     def __contains__(self, name):
         return super().__contains__(name) or name in self._zoo()
@@ -48,6 +58,10 @@ class BackboneRegistry(Registry):
     def meta(self, name):
         if self.is_application(name):
             return super().meta(name)
+        family = self._hub().get(name)
+        if family is not None:
+            return {"description": f"{family.description}; any {family.backbone} preset or preset folder",
+                    "source": "keras_hub", "stages": family.stage.strip("^")}
         meta = self._zoo().meta(name)
         return {"description": meta["description"], "source": "kzoo zoo",
                 "stages": "stage{i}_* (stem_*, head_*)"}

@@ -41,7 +41,9 @@ FIELD_HELP = {
     "data.standardize": "`per_channel`, `zero_center`, `scale` or `none`; fitted on the training split "
                         "only and saved inside the model.",
     "data.pca_whiten": "PCA whitening of the flattened input, fitted on the training split (for MLPs).",
-    "data.cache": "Cache the prepared dataset in memory.",
+    "data.cache": "`auto` (unset: in memory when the decoded images fit a budget, else read each epoch), "
+                  "`memory`, `disk` (decoded once, then read from disk) or `none`; `true` is `auto`, "
+                  "`false` is `none`.",
     "data.shuffle_buffer": "Shuffle buffer size (seeded per epoch).",
     "data.augment.flip": "`none`, `horizontal`, `vertical` or `horizontal_and_vertical`.",
     "data.augment.translation": "Random shift, as a fraction of the image size.",
@@ -99,6 +101,8 @@ def _toml(value) -> str:
 
 
 def _type(value) -> str:
+    if value is None:
+        return "string or boolean"  # a field whose unset default kzoo resolves (data.cache: auto)
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", tuple: "list",
             dict: "table"}.get(type(value), type(value).__name__)
 
@@ -225,7 +229,7 @@ def render() -> str:
     """The reference as Markdown; raises if a fixed field of the schema has no description."""
     from kzoo.callbacks.registry import CALLBACKS, callback_defaults
     from kzoo.callbacks.schedules import SCHEDULES, schedule_defaults
-    from kzoo.recipes.schema import OPTIMIZER_DESCRIPTIONS
+    from kzoo.optimizers import OPTIMIZER_DESCRIPTIONS
 
     missing = missing_help()
     if missing:

@@ -18,10 +18,14 @@ __version__ = "0.1.0"
 from kzoo import (  # noqa: E402
     callbacks,  # noqa: E402,F401
     data,  # noqa: E402,F401
-    finetune,  # noqa: E402,F401  (registers the per-group learning-rate optimizers)
+    finetune,  # noqa: E402,F401
+    optimizers,  # noqa: E402,F401  (registers kzoo's optimizers for loading saved models)
     recipes,  # noqa: E402,F401
+    train,  # noqa: E402,F401
+    tuning,  # noqa: E402,F401  (registers the recipe schema's [tune] validator; KerasTuner loads lazily)
     zoo,  # noqa: E402,F401  (registers models, layers, activations, initializers)
 )
 from kzoo.errors import DataError, RecipeError, RunDirError, UserError  # noqa: E402
 
-__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "recipes", "zoo"]
+__all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "optimizers",
+           "recipes", "train", "tuning", "zoo"]

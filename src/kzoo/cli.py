@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 
+from kzoo.safe_load import add_trust_model_flag
+from kzoo.tables import print_table
+
 _COMMANDS: dict[str, tuple] = {}
 
 
@@ -33,15 +36,6 @@ def arguments(fn):
         return cmd
 
     return wrap
-
-
-def print_table(rows: list[list[str]], header: list[str]):
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line.rstrip())
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def _add_run_flags(p):
@@ -82,7 +76,7 @@ def cmd_list(args):
         print_table(rows, ["name", "description", "model", "dataset", "epochs"])
         return
     if args.what == "optimizers":
-        from kzoo.recipes.schema import OPTIMIZER_DESCRIPTIONS
+        from kzoo.optimizers import OPTIMIZER_DESCRIPTIONS
 
         print_table([[k, v] for k, v in OPTIMIZER_DESCRIPTIONS.items()], ["name", "description"])
         return
@@ -116,6 +110,9 @@ def _run_args(p):
     p.add_argument("--out", help="run directory. Defaults to runs/<recipe>-<timestamp>")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    # A recipe's finetune.backbone may name a model file; trusting it is the caller's decision,
+    # never the recipe's.
+    add_trust_model_flag(p)
 
 
 @arguments(_run_args)
@@ -124,7 +121,8 @@ def cmd_run(args):
     from kzoo.recipes import run
 
     recipe = load_recipe_from_args(args)
-    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2)
+    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+                 trust_model=args.trust_model)
     m = result.metrics
     print(f"\n{recipe.name}: test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
           f"best val accuracy {m['best_val_accuracy']:.4f}")

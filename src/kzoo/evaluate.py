@@ -27,15 +27,21 @@ _EPS = 1e-7  # Keras's probability clip in sparse categorical cross-entropy
 # -- Loading ---------------------------------------------------------------------------------
 
 
-def load_run(run_dir: str):
+def load_run(run_dir: str, trust_model: bool = False):
     """Reads a run directory's recipe and trained model.
+
+    The model goes through `kzoo.safe_load`: a `model.keras` holding Python code (a `Lambda`
+    layer) is refused with one line unless `trust_model` (the CLI's `--trust-model`).
+
+    Args:
+        run_dir: the run directory (`recipe.toml`, `model.keras`).
+        trust_model: let Keras rebuild Python code from the model file. Defaults to `False`.
 
     Returns:
         `(recipe, model)`: the validated `Recipe` and the Keras model (not compiled).
     """
-    import keras
-
     from kzoo.recipes.loader import load as load_recipe
+    from kzoo.safe_load import load_model_file
 
     if not os.path.isdir(run_dir):
         raise RunDirError(f"No such run directory: {run_dir}")
@@ -43,18 +49,25 @@ def load_run(run_dir: str):
         if not os.path.isfile(os.path.join(run_dir, name)):
             raise RunDirError(f"{run_dir} holds no finished run: {name} is missing. Received: {run_dir}")
     recipe = load_recipe(os.path.join(run_dir, "recipe.toml"))
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    model = load_model_file(os.path.join(run_dir, "model.keras"), trust_model=trust_model)
     return recipe, model
 
 
 def test_split(recipe, data: str | None = None):
-    """The test split (arrays) of the recipe's dataset, or of `data` with the recipe's split
-    settings; returns a `kzoo.data.core.ArraySplits` whose `x_test`, `y_test` are used."""
-    from kzoo.data import load_arrays
+    """The test split of the recipe's dataset, or of `data` with the recipe's split settings,
+    as a `kzoo.data.core.ArraySplits` whose `x_test`, `y_test` and `info` are used.
+
+    A streamed source (image folder, tensorflow-datasets) decodes only its test split; its
+    training and validation arrays come back empty.
+    """
+    from kzoo.data import load
 
     d = recipe.data
-    return load_arrays(data or d.dataset, d.data_dir or None, d.validation_split, d.test_split,
-                       d.split_seed, d.image_size or None)
+    splits = load(data or d.dataset, data_dir=d.data_dir or None, validation_split=d.validation_split,
+                  test_split=d.test_split, split_seed=d.split_seed, image_size=d.image_size or None, cache="none")
+    if getattr(splits, "parts", None) is None:  # in memory
+        return splits.arrays
+    return splits.to_arrays(("test",))
 
 
 def _check_inputs(model, x, where: str):
@@ -280,7 +293,8 @@ def _summary(result: dict, keys=("test_accuracy", "test_loss", "ece")) -> dict:
 
 
 def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout: int = 0,
-                 bins: int = 15, seed: int = 0, batch_size: int = 256, write: bool = True) -> dict:
+                 bins: int = 15, seed: int = 0, batch_size: int = 256, write: bool = True,
+                 trust_model: bool = False) -> dict:
     """Evaluates one finished run on its test split.
 
     Args:
@@ -292,12 +306,14 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
         bins: confidence bins of the calibration error. Defaults to `15`.
         seed: seed of the augmentations and dropout masks. Defaults to `0`.
         write: write eval.json, the plots and report.html into the run directory. Defaults to `True`.
+        trust_model: load a model file holding Python code (`Lambda` layers); only for files
+            you trust. Defaults to `False`.
 
     Returns:
         A dict as in `eval.json`: accuracy, loss, ECE, per-class metrics, confusion matrix,
         and `tta` / `mc_dropout` sections when asked for.
     """
-    recipe, model = load_run(run_dir)
+    recipe, model = load_run(run_dir, trust_model)
     arrays = test_split(recipe, data)
     x, y, info = arrays.x_test, arrays.y_test, arrays.info
     _check_inputs(model, x, run_dir)
@@ -335,7 +351,7 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
 
 
 def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int = 15, seed: int = 0,
-                      batch_size: int = 256, out: str | None = None) -> dict:
+                      batch_size: int = 256, out: str | None = None, trust_model: bool = False) -> dict:
     """Evaluates several runs and the ensemble that averages their predicted probabilities.
 
     The runs must share the test split (same dataset and split settings, or `data`).
@@ -344,6 +360,8 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
         run_dirs: two or more run directories.
         tta: test-time augmentation views for every member (0: none). Defaults to `0`.
         out: a directory for ensemble.json and the ensemble's plots. Defaults to none.
+        trust_model: load model files holding Python code (`Lambda` layers); only for files
+            you trust. Defaults to `False`.
 
     Returns:
         `{"members": [...], "mean_member_accuracy": ..., "ensemble": {...}}`, and with `tta`
@@ -357,7 +375,7 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
     members, probs_all, tta_all, split_cache = [], [], [], {}
     x = y = info = None
     for run_dir in run_dirs:
-        recipe, model = load_run(run_dir)
+        recipe, model = load_run(run_dir, trust_model)
         d = recipe.data
         key = (data or d.dataset, d.data_dir, d.validation_split, d.test_split, d.split_seed, tuple(d.image_size))
         if key not in split_cache:

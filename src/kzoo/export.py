@@ -148,7 +148,8 @@ def export_keras(model, path: str) -> str:
 
 
 def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None, quantize: str = "none",
-               overwrite: bool = False, check: bool = True, batch_size: int = 256) -> ExportResult:
+               overwrite: bool = False, check: bool = True, batch_size: int = 256,
+               trust_model: bool = False) -> ExportResult:
     """Exports a finished run's model, and checks the export on the run's test split.
 
     Args:
@@ -160,6 +161,8 @@ def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None,
         overwrite: replace an earlier export at `out`. Defaults to `False`.
         check: predict the test split with the export and compare with the Keras model.
             Defaults to `True`.
+        trust_model: load a model file holding Python code (`Lambda` layers); only for files
+            you trust. Defaults to `False`.
     """
     from kzoo.evaluate import accuracy, load_run, predict, test_split
 
@@ -169,7 +172,7 @@ def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None,
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
     if quantize != "none" and format != "tflite":
         raise UserError(f"--quantize applies to --format tflite only. Received: format={format!r}")
-    recipe, model = load_run(run_dir)
+    recipe, model = load_run(run_dir, trust_model)
     if out is None:
         name = DEFAULT_NAMES[format]
         if quantize != "none":
@@ -192,14 +195,14 @@ def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None,
         arrays = test_split(recipe)
         x, y = arrays.x_test.astype("float32"), arrays.y_test
         reference = predict(model, x, batch_size)
-        exported = _predict_export(out, format, x, batch_size)
+        exported = _predict_export(out, format, x, batch_size, trust_model)
         result.keras_accuracy = round(accuracy(reference, y), 6)
         result.exported_accuracy = round(accuracy(exported, y), 6)
         result.max_abs_diff = float(np.abs(reference - exported).max())
     return result
 
 
-def _predict_export(path, format, x, batch_size):
+def _predict_export(path, format, x, batch_size, trust_model=False):
     if format == "tflite":
         return tflite_predict(path, x, batch_size)
     if format == "savedmodel":
@@ -209,7 +212,8 @@ def _predict_export(path, format, x, batch_size):
         outs = [np.asarray(loaded.serve(tf.constant(x[start:start + batch_size])))
                 for start in range(0, len(x), batch_size)]
         return np.concatenate(outs).astype("float64")
-    import keras
+    from kzoo.safe_load import load_model_file
 
-    model = keras.saving.load_model(path, compile=False)
+    # The .keras export holds whatever code the run's model held: read it back the same way.
+    model = load_model_file(path, trust_model=trust_model)
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float64")

@@ -77,16 +77,17 @@ def layers_with_code(config) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def load_model(path: str, trust: bool = False, compile: bool = True, custom_objects=None):
+def load_model(path: str, trust_model: bool = False, compile: bool = True, custom_objects=None):
     """Loads a `.keras` model file (or a legacy `.h5` one) without executing code from it.
 
     Keras's `safe_mode` stays on. A file holding a `Lambda` layer (Python bytecode) is refused
-    with `UnsafeModelError` naming the layer, unless `trust=True` (the CLI's `--trust-model`).
+    with `UnsafeModelError` naming the layer, unless `trust_model=True` (the CLI's `--trust-model`).
     kzoo's own layers are registered first, so run directories load in a fresh process.
 
     Args:
         path: the model file.
-        trust: the user trusts the file: let Keras rebuild Python code from it. Defaults to `False`.
+        trust_model: the user trusts the file: let Keras rebuild Python code from it. Defaults
+            to `False`.
         compile: restore the optimizer and loss too. Defaults to `True`.
         custom_objects: extra classes the file needs, as for `keras.saving.load_model`.
 
@@ -99,27 +100,52 @@ def load_model(path: str, trust: bool = False, compile: bool = True, custom_obje
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ModelFileError(f"No such model file: {path}")
+        raise ModelFileError(f"No such model file: {path}. Received: {path}")
     config = _model_config(path)
     code = layers_with_code(config) if config is not None else []
-    if code and not trust:
+    if code and not trust_model:
         raise UnsafeModelError(
             f"{path} holds Python code (Lambda layer {', '.join(repr(c) for c in code)}); kzoo does "
             f"not run code from model files. If you trust its source, pass {TRUST_FLAG} "
-            f"(Python: trust=True). Received: {path}"
+            f"(Python: trust_model=True). Received: {path}"
         )
     try:
-        return keras.saving.load_model(path, custom_objects=custom_objects, compile=compile, safe_mode=not trust)
+        return keras.saving.load_model(path, custom_objects=custom_objects, compile=compile,
+                                       safe_mode=not trust_model)
     except ValueError as e:
         if "safe_mode" in str(e):  # code our scan did not recognize; Keras refused it
             raise UnsafeModelError(
                 f"{path} holds Python code that Keras will not load in safe mode. If you trust its "
-                f"source, pass {TRUST_FLAG} (Python: trust=True). Received: {path}"
+                f"source, pass {TRUST_FLAG} (Python: trust_model=True). Received: {path}"
             ) from None
         raise ModelFileError(f"Cannot load {path}: {str(e).splitlines()[0]} Received: {path}") from None
     except (OSError, TypeError, KeyError) as e:
         raise ModelFileError(f"Cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
                              f"Received: {path}") from None
+
+
+def load_model_file(path: str, trust_model: bool = False, compile: bool = False):
+    """Loads a user's model given as a `.keras` file or a run directory (its `model.keras`),
+    as `load_model` does: code in the file is refused unless `trust_model`.
+
+    This is the one way kzoo's commands read a model file (`kzoo eval`, `kzoo export`,
+    `kzoo finetune --backbone`, a recipe's `finetune.backbone`); their `--trust-model` flag is
+    `trust_model`. It is an argument, never a recipe field, so a downloaded recipe cannot turn
+    it on.
+
+    Args:
+        path: a model file, or a run directory holding `model.keras`.
+        trust_model: let Keras rebuild Python code (`Lambda` layers) from the file. Defaults
+            to `False`.
+        compile: restore the optimizer and loss too. Defaults to `False`.
+
+    Example:
+        >>> backbone = kzoo.safe_load.load_model_file("runs/cnn-digits-0")
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    return load_model(path, trust_model=trust_model, compile=compile)
 
 
 def load_weights(model, path: str):
@@ -131,7 +157,7 @@ def load_weights(model, path: str):
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ModelFileError(f"No such weights file: {path}")
+        raise ModelFileError(f"No such weights file: {path}. Received: {path}")
     if not path.endswith(".weights.h5"):
         raise ModelFileError(f"A weights file must end in .weights.h5. Received: {path}")
     try:

@@ -117,3 +117,25 @@ def test_memory_is_flat_over_15_trials(tiny_recipe, tmp_path):
            on_trial_end=lambda row: rss.append(rss_mb()))
     assert len(rss) == 15
     assert rss[14] <= rss[2] * 1.15, rss
+
+
+STAGED_TUNE = '''
+"finetune.stages" = ["head:1@3e-3, all:1@1e-3", "head:1@3e-2, all:1@3e-3"]
+'''
+STAGED = '''
+[finetune]
+stages = ["head:1@3e-3", "all:1@1e-3"]
+'''
+
+
+def test_search_on_a_staged_recipe_trains_the_stages_and_best_export_reproduces_exactly(tiny_recipe, tmp_path):
+    path = tiny_recipe(tune=STAGED_TUNE, epochs=2, extra=STAGED)
+    result = search(path, tuner="grid", max_trials=2, out=str(tmp_path / "s"), export=str(tmp_path / "best.toml"),
+                    verbose=0)
+    assert len(result.trials) == 2 and {t["status"] for t in result.trials} == {"completed"}
+    best = load(str(tmp_path / "best.toml"))
+    assert best.finetune.stages == [s.strip() for s in result.best["finetune.stages"].split(",")]
+    replay = run(best, out=str(tmp_path / "replay"), verbose=0)
+    assert [row["stage"] for row in replay.history] == [1, 2]
+    # the search scored the same staged training the export runs: the same number, not a near one
+    assert replay.metrics["best_val_accuracy"] == round(result.best["val_accuracy"], 6)

@@ -67,6 +67,8 @@ def test_multiworker_run_trains_two_processes_to_the_same_weights(tiny_recipe, t
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         procs.append(kzoo_process("run", path, "--set", 'strategy="multiworker"', "--out", tmp_path / f"w{index}",
+                                  "--set", "callbacks.early_stopping.patience=5",
+                                  "--set", "callbacks.update_ratio.every_n_steps=2",
                                   "--quiet", env={"TF_CONFIG": tf_config}))
     try:
         logs = [p.communicate(timeout=180)[0] for p in procs]
@@ -78,6 +80,13 @@ def test_multiworker_run_trains_two_processes_to_the_same_weights(tiny_recipe, t
     assert [m["worker_index"] for m in metrics] == [0, 1]
     assert all(m["replicas"] == 2 and m["num_workers"] == 2 for m in metrics)
     assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"] > 0.3  # it learned, identically
+    for i in range(2):  # the recipe's callbacks ran, and the run folder is like any other's
+        out = tmp_path / f"w{i}"
+        for name in ("report.html", "history.csv", "curves.png", "dynamics.png", "recipe.toml"):
+            assert (out / name).is_file(), name
+        header = (out / "history.csv").read_text().splitlines()[0].split(",")
+        assert {"loss", "val_accuracy", "learning_rate", "update_ratio/median"} <= set(header), header
+        assert metrics[i]["epochs_run"] == 2
     models = [keras.saving.load_model(tmp_path / f"w{i}" / "model.keras") for i in range(2)]
     for a, b in zip(models[0].weights, models[1].weights):  # batch-norm statistics included
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)

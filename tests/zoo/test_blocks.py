@@ -70,7 +70,7 @@ def test_instance_norm_on_dense_features_is_refused():
     with pytest.raises(RecipeError, match="Instance normalization"):
         from kzoo.data import load_arrays
         from kzoo.recipes import load
-        from kzoo.recipes.runner import build_model
+        from kzoo.train import build_model
 
         build_model(load("mlp-digits", ["model.normalization=instance"]), load_arrays("digits"))
 

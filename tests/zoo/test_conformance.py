@@ -85,3 +85,41 @@ def test_fresh_process_load_and_mirrored_strategy(tmp_path):
     assert report["max_abs_diff"] == 0.0
     assert report["replicas"] == 2
     assert report["finite"]
+
+
+# A layer with the bug the save/load check exists for: `scale` is a constructor argument that
+# `get_config` forgets, so every reloaded copy is built with the default and agrees with every
+# other reloaded copy, but not with the model that was saved.
+@keras.saving.register_keras_serializable(package="kzoo_tests")
+class ForgetfulScale(keras.layers.Layer):
+    def __init__(self, scale=1.0, forget=True, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.forget = forget
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+    def get_config(self):
+        config = super().get_config()
+        return config if self.forget else {**config, "scale": self.scale, "forget": False}
+
+
+def test_conformance_fails_a_layer_whose_config_drops_an_argument(tmp_path):
+    buggy = conformance_case("forgetful", lambda: ForgetfulScale(3.0), (6,))
+    with pytest.raises(AssertionError, match="forgetful: outputs differ after loading"):
+        check_conformance(buggy, tmp_path)
+    # The same layer with a complete config passes: the failure is the dropped argument.
+    fixed = conformance_case("complete", lambda: ForgetfulScale(3.0, forget=False), (6,))
+    check_conformance(fixed, tmp_path)
+
+
+def test_fresh_process_check_compares_with_the_saved_model(tmp_path, monkeypatch):
+    from kzoo.zoo.layers import RReLU
+
+    # Only this process's RReLU forgets its bounds: the file holds the defaults, so the fresh
+    # process rebuilds a layer with another inference slope than the one that was saved.
+    monkeypatch.setattr(RReLU, "get_config", lambda self: keras.layers.Layer.get_config(self))
+    case = conformance_case("rrelu", lambda: RReLU(lower=0.0, upper=0.1), (6,))
+    with pytest.raises(AssertionError, match="outputs differ in a fresh process"):
+        check_in_fresh_process([case], tmp_path, mirrored=False)

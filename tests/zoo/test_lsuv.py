@@ -47,7 +47,7 @@ def test_lsuv_on_a_cnn_with_batch_norm_and_its_limits():
 def test_recipe_initializer_lsuv_runs_lsuv_after_building():
     from kzoo.data import load_arrays
     from kzoo.recipes import load
-    from kzoo.recipes.runner import build_model
+    from kzoo.train import build_model
 
     recipe = load("mlp-digits", ["model.initializer=lsuv", "model.depth=4", "model.width=32"])
     arrays = load_arrays("digits")

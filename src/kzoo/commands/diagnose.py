@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from kzoo.cli import arguments, command, print_table
+from kzoo.cli import arguments, command
+from kzoo.tables import print_table
 
 
 def _args(p):

@@ -3,7 +3,9 @@ ensemble of several; test-time augmentation and Monte-Carlo dropout on request."
 
 from __future__ import annotations
 
-from kzoo.cli import arguments, command, print_table
+from kzoo.cli import arguments, command
+from kzoo.safe_load import add_trust_model_flag
+from kzoo.tables import print_table
 
 
 def _args(p):
@@ -17,6 +19,7 @@ def _args(p):
     p.add_argument("--bins", type=int, default=15, help="calibration bins. Defaults to 15")
     p.add_argument("--seed", type=int, default=0, help="seed of augmentations and dropout. Defaults to 0")
     p.add_argument("--out", help="ensemble only: a folder for ensemble.json and its plots")
+    add_trust_model_flag(p)
 
 
 def _f(v):
@@ -35,7 +38,7 @@ def cmd_eval(args):
         if args.out:
             raise UserError(f"--out is for ensembles; one run writes into its own folder. Received: out={args.out}")
         r = evaluate_run(args.runs[0], data=args.data, tta=args.tta, mc_dropout=args.mc_dropout,
-                         bins=args.bins, seed=args.seed)
+                         bins=args.bins, seed=args.seed, trust_model=args.trust_model)
         print(f"{r['recipe']} on {r['dataset']} ({r['num_test']} test examples): accuracy {r['test_accuracy']:.4f}, "
               f"loss {r['test_loss']:.4f}, ECE {r['ece']:.4f}, macro F1 {r['macro_f1']:.4f}\n")
         print_table([[c["class"], _f(c["precision"]), _f(c["recall"]), _f(c["f1"]), str(c["support"])]
@@ -53,7 +56,8 @@ def cmd_eval(args):
         return 0
     if args.mc_dropout:
         raise UserError(f"--mc-dropout takes one run. Received: {len(args.runs)} runs")
-    r = evaluate_ensemble(args.runs, data=args.data, tta=args.tta, bins=args.bins, seed=args.seed, out=args.out)
+    r = evaluate_ensemble(args.runs, data=args.data, tta=args.tta, bins=args.bins, seed=args.seed, out=args.out,
+                          trust_model=args.trust_model)
     tta = "tta" in r
     rows = []
     for m in r["members"]:

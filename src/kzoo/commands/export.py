@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kzoo.cli import arguments, command
+from kzoo.safe_load import add_trust_model_flag
 
 
 def _args(p):
@@ -15,6 +16,7 @@ def _args(p):
     p.add_argument("--out", help="output path. Defaults to RUN_DIR/export/...")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export at the output path")
     p.add_argument("--no-check", action="store_true", help="skip predicting the test split with the export")
+    add_trust_model_flag(p)
 
 
 @arguments(_args)
@@ -22,7 +24,8 @@ def _args(p):
 def cmd_export(args):
     from kzoo.export import export_run
 
-    r = export_run(args.run, args.format, args.out, args.quantize, args.overwrite, check=not args.no_check)
+    r = export_run(args.run, args.format, args.out, args.quantize, args.overwrite, check=not args.no_check,
+                   trust_model=args.trust_model)
     kind = r.format + (f" ({r.quantize})" if r.quantize != "none" else "")
     print(f"exported {kind}: {r.path} ({r.size_bytes / 1024:.1f} KiB)")
     if r.keras_accuracy is not None:

@@ -7,14 +7,15 @@ It builds the recipe the flags describe (`kzoo finetune ... --show` prints it) a
 from __future__ import annotations
 
 from kzoo.cli import arguments, command
+from kzoo.safe_load import add_trust_model_flag
 
 DEFAULT_STAGES = "head:3@1e-3, top2:3@1e-4, all:4@1e-5"
 
 
 def _args(p):
     p.add_argument("--backbone", required=True,
-                   help="a zoo model or keras.applications name (kzoo list backbones), or a model.keras / run "
-                        "directory from an earlier kzoo run")
+                   help="a zoo model or keras.applications name (kzoo list backbones), a model.keras / run "
+                        "directory from an earlier kzoo run, or hub:PRESET_OR_DIR (a KerasHub preset; the hub extra)")
     p.add_argument("--data", required=True, help="a dataset name (kzoo list datasets), a folder or an .npz file")
     p.add_argument("--stages", default=DEFAULT_STAGES,
                    help=f"stage plan WHAT:EPOCHS@LR, ... (WHAT: head, topK, all; LR: a rate or LO..HI). "
@@ -32,6 +33,7 @@ def _args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--show", action="store_true", help="print the recipe and stop")
+    add_trust_model_flag(p)  # for a --backbone model file; never part of the recipe
 
 
 def recipe_from_args(args):
@@ -42,7 +44,7 @@ def recipe_from_args(args):
     from kzoo.recipes.schema import build_recipe
     from kzoo.zoo import MODELS
 
-    label = os.path.basename(os.path.normpath(args.backbone)).replace(".keras", "")
+    label = os.path.basename(os.path.normpath(args.backbone.removeprefix("hub:"))).replace(".keras", "")
     raw = {"name": f"finetune-{label}", "description": f"fine-tune {args.backbone} on {args.data}",
            "data": {"dataset": args.data}, "optimizer": {"name": args.optimizer},
            "finetune": {"stages": args.stages, "weights": args.weights, "train_bn": args.train_bn,
@@ -69,7 +71,8 @@ def cmd_finetune(args):
     if args.show:
         print(recipe.to_toml(), end="")
         return 0
-    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2)
+    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+                 trust_model=args.trust_model)
     m = result.metrics
     print(f"\n{recipe.name}: test accuracy {m['test_accuracy']:.4f} after stages {', '.join(m['stages'])}")
     print(f"artifacts: {result.out_dir}/ (recipe.toml, history.csv, metrics.json, model.keras, curves.png)")

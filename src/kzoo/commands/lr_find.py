@@ -18,20 +18,32 @@ def _args(p):
 
 
 def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
-    """Builds the recipe's data and compiled model (as `kzoo run` would) and runs `lr_find` on it."""
-    import numpy as np
+    """Builds the recipe's data and model through the engine, compiles its first stage (as
+    `kzoo run` would: a staged recipe's freezing and per-group rates included) and runs
+    `lr_find` on it."""
+    import math
 
-    from kzoo import data as kdata
     from kzoo.callbacks import lr_find
-    from kzoo.recipes.runner import build_model, compile_model, seed_everything
+    from kzoo.finetune.structure import model_structure
+    from kzoo.train import (
+        build,
+        compile_stage,
+        decide,
+        plan,
+        prepare,
+        seed_everything,
+        steps_per_epoch,
+    )
 
+    setup = decide(recipe)
     seed_everything(recipe.seed, recipe.deterministic)
-    d = recipe.data
-    splits = kdata.load(d.dataset, d.batch_size, d.data_dir or None, d.validation_split, d.test_split,
-                        d.split_seed, recipe.seed, d.image_size or None, d.cache, d.shuffle_buffer)
-    model = build_model(recipe, splits.arrays)
-    compile_model(model, recipe, int(np.ceil(splits.arrays.info.num_train / d.batch_size)))
-    return lr_find(model, splits.train, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
+    data = prepare(recipe, setup)
+    model = build(recipe, data, setup)
+    stages, staged = plan(recipe)
+    per_epoch = steps_per_epoch(recipe, data, setup)
+    compile_stage(model, recipe, stages[0], model_structure(model) if staged else None, per_epoch, setup=setup)
+    batches = data.epochs(setup.batch_size, recipe.seed, math.ceil(steps / per_epoch) + 1)
+    return lr_find(model, batches, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
 
 
 @arguments(_args)

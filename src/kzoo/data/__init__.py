@@ -1,10 +1,13 @@
 """Datasets for kzoo: built-in offline sets, tensorflow-datasets, image folders and .npz files.
 
-Every source yields numpy arrays; `load` splits them (stratified, seeded) and wraps them in
-tf.data pipelines (cache, shuffle, batch, prefetch).
+`load` returns train/validation/test pipelines behind one contract (`info`, `sample`,
+`epochs`, `val`, `test`): the built-in sets and `.npz` files are held in memory and split
+(stratified, seeded) as arrays; image folders and tensorflow-datasets stream from disk through
+tf.data (`kzoo.data.streaming`), split from their labels alone and cached as `data.cache` says.
 """
 
 from kzoo.data import sources as _sources  # noqa: F401  (registers the built-in datasets)
 from kzoo.data.core import DatasetInfo, Splits, list_datasets, load, load_arrays, register_dataset
+from kzoo.data.streaming import StreamSplits
 
-__all__ = ["DatasetInfo", "Splits", "list_datasets", "load", "load_arrays", "register_dataset"]
+__all__ = ["DatasetInfo", "Splits", "StreamSplits", "list_datasets", "load", "load_arrays", "register_dataset"]

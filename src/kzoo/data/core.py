@@ -54,10 +54,13 @@ class ArraySplits:
 
 @dataclass
 class Splits:
-    """Batched train/validation/test datasets, the arrays they came from, and the metadata.
+    """Batched train/validation/test datasets of an in-memory source, the arrays they came
+    from, and the metadata.
 
-    `train` is built on first use: `kzoo run` and the tuner train on per-epoch pipelines of
-    their own (`make_epoch_dataset`), and a pipeline made from arrays copies them into memory.
+    The contract the training engine reads is `info`, `sample`, `epochs`, `val` and `test`;
+    streamed sources (`kzoo.data.streaming.StreamSplits`) implement the same methods without
+    holding the arrays. `train` is built on first use: a pipeline made from arrays copies them
+    into memory.
     """
 
     val: object
@@ -65,13 +68,13 @@ class Splits:
     info: DatasetInfo
     arrays: ArraySplits
     train_options: dict = field(default_factory=dict)
+    eval_batch_size: int = 256
+    cache: str = "memory"
 
     @functools.cached_property
     def train(self):
         return make_dataset(self.arrays.x_train, self.arrays.y_train, shuffle=True, **self.train_options)
 
-    # The contract the training engine reads (kzoo.train): `info`, `sample`, `epochs`, `val`,
-    # `test`. A streamed source implements the same methods without holding the arrays.
     def sample(self, n: int = 256):
         """`(x, y)` numpy: the first `n` training examples (float32), for probes, LSUV and
         fitting standardization on a bounded sample."""
@@ -84,24 +87,33 @@ class Splits:
         a = self.arrays
         return make_epoch_dataset(a.x_train, a.y_train, batch_size, seed, epochs, initial_epoch, shuffle_buffer)
 
+    def with_arrays(self, arrays: ArraySplits) -> Splits:
+        """These splits' settings over other arrays (framing, fewer labels)."""
+        keep = self.cache != "none"
+        val = make_dataset(arrays.x_val, arrays.y_val, self.eval_batch_size, cache=keep) if len(arrays.x_val) else None
+        test = make_dataset(arrays.x_test, arrays.y_test, self.eval_batch_size, cache=keep)
+        return Splits(val, test, arrays.info, arrays, dict(self.train_options), self.eval_batch_size, self.cache)
+
+
+STREAMED = ("folder", "tfds")
+
 
 def _resolve_source(name: str):
-    """Finds the loader for a registered name, a folder, an .npz file or a tfds name."""
+    """`(loader, display name, source)` for a registered name, or `(target, display name,
+    source)` for a streamed source (`folder` path or `tfds` name); `.npz` files load arrays."""
     from kzoo.data import sources
 
     if name in DATASETS:
         return DATASETS.get(name), name, "builtin"
     if name.startswith("tfds:"):
-        return (lambda data_dir=None, **kw: sources.load_tfds(name[5:], data_dir, **kw)), name[5:], "tfds"
+        return name[5:], name[5:], "tfds"
     if name.endswith(".npz") or name.startswith("npz:"):
         path = name[4:] if name.startswith("npz:") else name
         return (lambda data_dir=None, **kw: sources.load_npz(path)), os.path.basename(path), "npz"
     if name.startswith("folder:") or os.sep in name or os.path.isdir(name):
         path = name[7:] if name.startswith("folder:") else name
-        return (
-            lambda data_dir=None, **kw: sources.load_folder(path, **kw)
-        ), os.path.basename(os.path.normpath(path)), "folder"
-    return (lambda data_dir=None, **kw: sources.load_tfds(name, data_dir, **kw)), name, "tfds"
+        return path, os.path.basename(os.path.normpath(path)), "folder"
+    return name, name, "tfds"
 
 
 def _stratified_split(x, y, fraction, seed):
@@ -122,6 +134,34 @@ def _stratified_split(x, y, fraction, seed):
     return xa, ya, xb, yb
 
 
+def split_indices(name, y, y_test, validation_split, test_split, split_seed, class_names=()):
+    """Positions of the train, validation and test examples, chosen from labels alone.
+
+    The same stratified, seeded choice `load_arrays` makes of arrays: with a separate test
+    split (`y_test` not `None`), `"test"` is all of it and validation is taken from `y`;
+    otherwise test and then validation are held out of `y`. `"train"` and `"val"` index `y`,
+    `"test"` indexes `y_test` when given, else `y`; each is in the split's order.
+    """
+    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
+        if not 0 <= value < 1:
+            raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
+    y = np.asarray(y, dtype="int64")
+    if not len(y):
+        raise DataError(f"Dataset '{name}' has no training examples. Received: 0 training examples")
+    _check_classes(name, y, np.asarray(y_test if y_test is not None else y[:0]), list(class_names))
+    index = np.arange(len(y))
+    if y_test is not None:
+        test, val_fraction = np.arange(len(y_test)), validation_split
+    else:
+        index, y, test, _ = _stratified_split(index, y, test_split, split_seed)
+        val_fraction = validation_split / (1 - test_split)
+    train, _, val, _ = _stratified_split(index, y, val_fraction, split_seed)
+    if not len(train) or not len(test):
+        raise DataError(f"Dataset '{name}' is too small to split into train, validation and test. "
+                        f"Received: {len(index) + len(test)} examples")
+    return {"train": train, "val": val, "test": test}
+
+
 def load_arrays(
     name: str = "digits",
     data_dir: str | None = None,
@@ -140,6 +180,9 @@ def load_arrays(
         if not 0 <= value < 1:
             raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
     loader, display_name, source = _resolve_source(name)
+    if source in STREAMED:  # decoded through the streamed pipeline, then held whole
+        return _load_stream(source, loader, display_name, data_dir, validation_split, test_split,
+                            split_seed, image_size, cache="none").to_arrays()
     kwargs = {"image_size": tuple(image_size)} if image_size else {}
     raw = loader(data_dir=data_dir, **kwargs)
     class_names = list(raw.get("class_names") or [])
@@ -309,11 +352,16 @@ def load(
     split_seed: int = 0,
     seed: int = 0,
     image_size=None,
-    cache: bool = True,
+    cache: bool | str = "auto",
     shuffle_buffer: int = 10000,
     eval_batch_size: int | None = None,
-) -> Splits:
+    cache_dir: str | None = None,
+):
     """Loads a dataset as batched train/validation/test `tf.data.Dataset`s.
+
+    Image folders and tensorflow-datasets stream from disk (`kzoo.data.streaming`): nothing
+    is decoded until a pipeline runs, and only what the cache mode allows is kept. The
+    built-in sets and `.npz` files are held in memory.
 
     Args:
         name: a registered name (`kzoo list datasets`), any tensorflow-datasets name
@@ -326,19 +374,76 @@ def load(
             Defaults to `0.2`.
         split_seed: seed of the (stratified) split. Defaults to `0`.
         seed: seed of the training shuffle. Defaults to `0`.
+        image_size: `[height, width]` images are resized to. Defaults to a folder's `64x64`
+            and a tfds dataset's own size.
+        cache: `"auto"`, `"memory"`, `"disk"` or `"none"` (`True` is `"auto"`, `False`
+            `"none"`); see `kzoo.data.streaming` for the budgets `"auto"` uses. In-memory
+            sources only tell whether their pipelines `cache()`. Defaults to `"auto"`.
+        shuffle_buffer: examples in a tfds split's (and an in-memory source's) shuffle buffer;
+            a folder's epoch shuffles its whole file list. Defaults to `10000`.
         eval_batch_size: batch size of the validation and test pipelines; evaluation keeps no
             gradients, so larger batches are cheaper. Defaults to `4 * batch_size`.
+        cache_dir: where `cache="disk"` (or `"auto"`) may write decoded images, such as the
+            run folder. Defaults to none (no disk cache).
+
+    Returns:
+        A `Splits` (in-memory sources) or `kzoo.data.streaming.StreamSplits` (folders, tfds).
 
     Example:
         >>> splits = kzoo.data.load("digits", batch_size=32)
         >>> splits.info.input_shape, splits.info.num_classes
         ((8, 8, 1), 10)
+        >>> x, y = splits.sample(100)   # numpy, the first 100 training examples
     """
+    from kzoo.data.streaming import cache_mode
+
     if batch_size < 1:
         raise DataError(f"data.batch_size must be at least 1. Received: batch_size={batch_size}")
-    arrays = load_arrays(name, data_dir, validation_split, test_split, split_seed, image_size)
+    mode = cache_mode(cache)
     eval_batch_size = eval_batch_size or 4 * batch_size
-    val = make_dataset(arrays.x_val, arrays.y_val, eval_batch_size, cache=cache) if len(arrays.x_val) else None
-    test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, cache=cache)
-    train_options = {"batch_size": batch_size, "seed": seed, "cache": cache, "shuffle_buffer": shuffle_buffer}
-    return Splits(val, test, arrays.info, arrays, train_options)
+    target, display_name, source = _resolve_source(name)
+    if source in STREAMED:
+        return _load_stream(source, target, display_name, data_dir, validation_split, test_split, split_seed,
+                            image_size, mode, cache_dir, batch_size, eval_batch_size, seed, shuffle_buffer)
+    arrays = load_arrays(name, data_dir, validation_split, test_split, split_seed, image_size)
+    keep = mode != "none"
+    val = make_dataset(arrays.x_val, arrays.y_val, eval_batch_size, cache=keep) if len(arrays.x_val) else None
+    test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, cache=keep)
+    train_options = {"batch_size": batch_size, "seed": seed, "cache": keep, "shuffle_buffer": shuffle_buffer}
+    return Splits(val, test, arrays.info, arrays, train_options, eval_batch_size, "memory" if keep else "none")
+
+
+def _load_stream(source, target, display_name, data_dir, validation_split, test_split, split_seed, image_size,
+                 cache="auto", cache_dir=None, batch_size=64, eval_batch_size=256, seed=0, shuffle_buffer=10000):
+    """A folder or tfds dataset as `StreamSplits` (see `load`)."""
+    from kzoo.data import sources, streaming
+
+    mode = streaming.cache_mode(cache)
+    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
+        if not 0 <= value < 1:
+            raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
+    if source == "folder":
+        size = tuple(int(d) for d in (image_size or (64, 64)))
+        parts, listing = sources.folder_parts(target, size, validation_split, test_split, split_seed)
+        class_names, skipped, input_shape = listing.class_names, len(listing.skipped), (*size, listing.channels)
+    else:
+        parts, class_names, input_shape = sources.tfds_parts(target, data_dir, image_size, validation_split,
+                                                             test_split, split_seed, shuffle_buffer)
+        skipped = 0
+    labels = np.concatenate([p.labels for p in parts.values() if p is not None])
+    num_classes = len(class_names) or int(labels.max()) + 1
+    info = DatasetInfo(
+        name=display_name,
+        input_shape=tuple(int(d) for d in input_shape),
+        num_classes=num_classes,
+        class_names=class_names or [str(i) for i in range(num_classes)],
+        num_train=parts["train"].n,
+        num_val=parts["val"].n if parts["val"] is not None else 0,
+        num_test=parts["test"].n,
+        source=source,
+        skipped_files=skipped,
+    )
+    example_bytes = 4 * int(np.prod(info.input_shape))
+    mode = streaming.resolve_cache(mode, list(parts.values()), example_bytes, cache_dir)
+    parts = streaming.apply_cache(mode, parts, cache_dir)
+    return streaming.StreamSplits(parts, info, batch_size, eval_batch_size, seed, cache=mode)

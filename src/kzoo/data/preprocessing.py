@@ -46,6 +46,71 @@ def preprocessing_layers(x_train, standardize="per_channel", pca_whiten=False):
     return layers
 
 
+STATISTICS_EXAMPLES = 10000
+STATISTICS_BYTES = 256 << 20
+
+
+def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False,
+                             max_examples: int = STATISTICS_EXAMPLES, max_bytes: int = STATISTICS_BYTES):
+    """`preprocessing_layers` fitted on a bounded sample: the first `max_examples` training
+    examples of any `Splits`, never the whole split in memory.
+
+    When that sample fits `max_bytes` as float64, this is exactly
+    `preprocessing_layers(splits.sample(max_examples)[0], ...)` (so small datasets get the same
+    layers as before). Larger samples (224x224 photos: 10,000 of them are 12 GB as float64)
+    are read in batches: per-channel mean and variance and the largest value are accumulated
+    in float64; PCA whitening is fitted on as many first examples as `max_bytes` holds.
+
+    Args:
+        splits: what `kzoo.data.load` returned.
+        standardize, pca_whiten: as in `preprocessing_layers`.
+        max_examples: examples the statistics come from. Defaults to `10000`.
+        max_bytes: float64 bytes a sample may take in memory. Defaults to 256 MiB.
+    """
+    n = min(int(max_examples), int(splits.info.num_train))
+    per_example = 8 * int(np.prod(splits.info.input_shape))
+    if n * per_example <= max_bytes:
+        return preprocessing_layers(splits.sample(n)[0], standardize, pca_whiten)
+    if standardize not in STANDARDIZE:
+        raise RecipeError(f"data.standardize must be one of {', '.join(STANDARDIZE)}. Received: {standardize!r}")
+    count, total, squares, peak = 0, 0.0, 0.0, 0.0
+    for start in range(0, n, 512):  # the first n examples, 512 at a time
+        x = np.asarray(_examples(splits, start, min(start + 512, n)), dtype="float64")
+        axes = tuple(range(x.ndim - 1))
+        count += int(np.prod([x.shape[a] for a in axes]))
+        total = total + x.sum(axis=axes)
+        squares = squares + np.square(x).sum(axis=axes)
+        peak = max(peak, float(np.abs(x).max()))
+    mean = total / count
+    layers = []
+    if standardize == "per_channel":
+        var = np.maximum(squares / count - mean**2, 1e-12)
+        layers.append(keras.layers.Normalization(axis=-1, mean=mean, variance=var, name="preprocess_standardize"))
+    elif standardize == "zero_center":
+        layers.append(keras.layers.Normalization(axis=-1, mean=mean, variance=np.ones_like(mean), name="preprocess_center"))
+    elif standardize == "scale":
+        layers.append(keras.layers.Rescaling(1.0 / max(peak, 1e-12), name="preprocess_scale"))
+    if pca_whiten:
+        from kzoo.zoo.layers import PCAWhitening
+
+        scaled = splits.sample(max(max_bytes // per_example, 2))[0]
+        for layer in layers:
+            scaled = np.asarray(layer(scaled))
+        whiten = PCAWhitening(name="preprocess_pca_whiten")
+        whiten.adapt(scaled)
+        layers.append(whiten)
+    return layers
+
+
+def _examples(splits, start, stop):
+    """Training examples `start` to `stop - 1`, float32 numpy."""
+    part = getattr(splits, "parts", {}).get("train")
+    if part is None:  # in memory
+        return splits.arrays.x_train[start:stop].astype("float32")
+    keys = part.keys().skip(start).take(stop - start)  # skipped before decoding
+    return next(iter(splits._framed(part._loaded(keys)).batch(stop - start).as_numpy_iterator()))[0]
+
+
 def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0):
     """Random augmentation layers (active only in training), from the recipe's [data.augment].
 

@@ -52,9 +52,7 @@ def can_download(builder, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_tfds(name: str, data_dir=None, image_size=None, **kwargs):
-    """Loads a tensorflow-datasets dataset (with its own train/test splits) as arrays."""
-    import tensorflow as tf
+def _open_tfds_builder(name, data_dir):
     import tensorflow_datasets as tfds
 
     try:
@@ -70,30 +68,64 @@ def load_tfds(name: str, data_dir=None, image_size=None, **kwargs):
             "(no network). Run once with network access, pass data.data_dir=DIR holding the "
             "prepared data, or use an offline dataset (digits, mnist-5k)."
         )
+    return builder
+
+
+def tfds_parts(name: str, data_dir=None, image_size=None, validation_split=0.1, test_split=0.2,
+               split_seed=0, shuffle_buffer=10000):
+    """A tensorflow-datasets dataset as streamed `Part`s, with its class names.
+
+    The splits are `tfds.load` datasets read in their stored order, images left encoded until
+    after an epoch's shuffle (so the shuffle buffer holds compressed examples). A dataset with
+    a `test` split keeps it; the validation examples (and, without a `test` split, the test
+    examples) are a stratified, seeded choice of positions in `train`, made from its labels.
+
+    Returns:
+        `(parts, class_names, input_shape)`.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from kzoo.data.core import split_indices
+    from kzoo.data.streaming import Part, fingerprint
+
+    builder = _open_tfds_builder(name, data_dir)
     splits = builder.info.splits
     split_names = ["train", "test"] if not splits or "test" in splits else ["train"]
-    keys = builder.info.supervised_keys or ("image", "label")
-    image_key, label_key = keys[0], keys[1]
-    loaded = tfds.load(name, split=split_names, data_dir=data_dir, as_supervised=False)
-    out = {}
-    for split_name, ds in zip(split_names, loaded):
-        def prepare(example):
-            x = tf.cast(example[image_key], tf.float32)
-            if image_size:
-                x = tf.image.resize(x, image_size)
-            return x, example[label_key]
+    image_key, label_key = (builder.info.supervised_keys or ("image", "label"))[:2]
+    feature = builder.info.features[image_key]
+    encoded = isinstance(feature, tfds.features.Image)
+    decoders = {image_key: tfds.decode.SkipDecoding()} if encoded else None
+    streams = {s: tfds.load(name, split=s, data_dir=data_dir, decoders=decoders, shuffle_files=False)
+               for s in split_names}
+    size = tuple(int(d) for d in image_size) if image_size else None
 
-        ds = ds.map(prepare)
-        if not image_size and any(d is None for d in ds.element_spec[0].shape):
-            raise DataError(
-                f"Dataset '{name}' has images of different sizes. Set data.image_size = [H, W]."
-            )
-        xs, ys = zip(*ds.batch(1024).as_numpy_iterator())
-        out[f"x_{split_name}"] = np.concatenate(xs)
-        out[f"y_{split_name}"] = np.concatenate(ys)
-    label = builder.info.features[label_key]
-    out["class_names"] = list(getattr(label, "names", []) or [])
-    return out
+    @tf.autograph.experimental.do_not_convert
+    def load(example):
+        x = feature.decode_example(example[image_key]) if encoded else example[image_key]
+        x = tf.cast(x, tf.float32)
+        if size:
+            x = tf.image.resize(x if x.shape.rank == 3 else x[..., None], size)
+        return x, tf.cast(example[label_key], tf.int64)
+
+    labels = {}
+    for s, ds in streams.items():
+        batches = [b for b in ds.map(lambda ex: ex[label_key]).batch(8192).as_numpy_iterator()]
+        labels[s] = np.concatenate(batches).astype("int64") if batches else np.zeros((0,), "int64")
+    whole = {s: Part((lambda ds=ds: ds), load, labels[s], shuffle_buffer,
+                     fingerprint("tfds", name, builder.version, s, size)) for s, ds in streams.items()}
+    spec = whole["train"].uncached().element_spec[0]
+    if any(d is None for d in spec.shape):
+        raise DataError(f"Dataset '{name}' has images of different sizes. Set data.image_size = [H, W]. "
+                        f"Received: image shape={tuple(spec.shape)}")
+    label_feature = builder.info.features[label_key]
+    class_names = list(getattr(label_feature, "names", []) or [])
+    index = split_indices(name, labels["train"], labels.get("test"), validation_split, test_split,
+                          split_seed, class_names)
+    parts = {"train": whole["train"].subset(np.sort(index["train"]))}
+    parts["val"] = whole["train"].subset(np.sort(index["val"])) if len(index["val"]) else None
+    parts["test"] = whole["test"] if "test" in whole else whole["train"].subset(np.sort(index["test"]))
+    return parts, class_names, tuple(int(d) for d in spec.shape)
 
 
 def load_npz(path: str):
@@ -122,100 +154,62 @@ def load_npz(path: str):
     return arrays  # labels, NaN and shapes are checked for every source in `load_arrays`
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+def folder_parts(path: str, image_size=(64, 64), validation_split=0.1, test_split=0.2, split_seed=0):
+    """A folder of class sub-folders as streamed `Part`s, split from its file list.
 
+    See `kzoo.data.images.list_folder` for what happens to awkward files. The split is the
+    one `load_arrays` makes of the same examples (stratified, seeded), made without decoding.
 
-def _read_image(path: str):
-    """The decoded image (H, W, C) as uint8, or `None` when the file is not a readable image."""
+    Returns:
+        `(parts, listing)`: `listing` is the `kzoo.data.images.FolderListing`.
+    """
     import tensorflow as tf
 
-    try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
-        return image.numpy()
-    except (tf.errors.OpError, ValueError):
-        return None
+    from kzoo.data.core import split_indices
+    from kzoo.data.images import decoder, list_folder
+    from kzoo.data.streaming import Part, fingerprint
 
+    image_size = tuple(int(d) for d in (image_size or (64, 64)))
+    listing = list_folder(path)
+    decode = decoder(image_size, listing.channels)
+    index = split_indices(path, listing.labels["train"], listing.labels.get("test"), validation_split,
+                          test_split, split_seed, listing.class_names)
 
-def _to_channels(image, channels: int):
-    if image.shape[-1] in (2, 4):  # drop the alpha channel
-        image = image[..., :-1]
-    if channels == 3 and image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    if channels == 1 and image.shape[-1] == 3:  # only reached if every image is grayscale
-        image = image[..., :1]
-    return image
+    def part(split, positions):
+        paths = np.asarray(listing.paths[split], dtype=object)[positions].astype(str)
+        labels = listing.labels[split][positions]
+        stamps = [listing.stamps[split][i] for i in positions]
+        key = fingerprint("folder", os.path.abspath(path), image_size, listing.channels, paths.tolist(), stamps)
+        return Part(lambda: tf.data.Dataset.from_tensor_slices((paths, labels)), decode, labels, None, key)
+
+    parts = {"train": part("train", index["train"]),
+             "val": part("train", index["val"]) if len(index["val"]) else None}
+    parts["test"] = part("test", np.arange(len(listing.labels["test"]))) if "test" in listing.labels \
+        else part("train", index["test"])
+    return parts, listing
 
 
 def load_folder(path: str, image_size=(64, 64), **kwargs):
-    """Loads a folder of class sub-folders (one per class) into memory.
+    """Loads a folder of class sub-folders (one per class) into memory, unsplit.
 
-    A folder with `train/` and `test/` sub-folders keeps that split. What happens to awkward
-    input:
-
-    - unreadable or corrupt image files are skipped, with a warning giving their count;
-    - images of different sizes are all resized (bilinear) to `image_size`;
-    - grayscale images mixed with color ones are converted to RGB; an all-grayscale folder
-      stays one channel; alpha channels are dropped;
-    - a class folder with no readable image, fewer than 2 classes, or a `test/` folder whose
-      classes differ from `train/`'s are refused with a `DataError`.
-
-    Args:
-        path: the folder.
-        image_size: `(height, width)` every image is resized to. Defaults to `(64, 64)`.
+    See `kzoo.data.images.list_folder` for what happens to awkward input; images are decoded
+    with `kzoo.data.images.decoder` (resized to `image_size`, bilinear), as the streamed
+    pipeline does.
 
     Returns:
         A dict with `x_train`, `y_train` (and `x_test`, `y_test`), `class_names` and
         `skipped`, the number of files that could not be read.
     """
-    import warnings
-
     import tensorflow as tf
 
-    if not os.path.isdir(path):
-        raise DataError(f"No such data folder: {path}")
-    image_size = tuple(image_size or (64, 64))
-    parts = {"train": path}
-    if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
-        parts = {"train": os.path.join(path, "train"), "test": os.path.join(path, "test")}
-    class_names, images, skipped = None, {}, []
-    for split, folder in parts.items():
-        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-        if class_names is None:
-            if len(classes) < 2:
-                raise DataError(
-                    f"{folder} needs one sub-folder per class and at least 2 classes; found "
-                    f"{len(classes)}. Received: {folder}"
-                )
-            class_names = classes
-        elif classes != class_names:
-            raise DataError(f"The class folders of {folder} differ from train's {class_names}. Received: {classes}")
-        images[split] = []
-        for label, name in enumerate(class_names):
-            class_dir = os.path.join(folder, name)
-            files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
-            read = 0
-            for file in files:
-                image = _read_image(os.path.join(class_dir, file))
-                if image is None or image.ndim != 3 or 0 in image.shape:
-                    skipped.append(os.path.join(class_dir, file))
-                    continue
-                images[split].append((image, label))
-                read += 1
-            if not read:
-                raise DataError(
-                    f"Class folder {class_dir} holds no readable image ({', '.join(IMAGE_EXTENSIONS)}); "
-                    f"add images or remove the folder. Received: {class_dir}"
-                )
-    if skipped:
-        shown = ", ".join(os.path.relpath(p, path) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        warnings.warn(f"kzoo: skipped {len(skipped)} unreadable image file(s) in {path}: {shown}", stacklevel=2)
-    everything = [im for split in images.values() for im, _ in split]
-    channels = 3 if any(im.shape[-1] >= 3 for im in everything) else 1
-    out = {"class_names": class_names, "skipped": len(skipped)}
-    for split, pairs in images.items():
-        resized = [
-            tf.image.resize(_to_channels(im, channels).astype("float32"), image_size).numpy() for im, _ in pairs
-        ]
-        out[f"x_{split}"] = np.stack(resized)
-        out[f"y_{split}"] = np.asarray([label for _, label in pairs], dtype="int64")
+    from kzoo.data.images import decoder, list_folder
+
+    listing = list_folder(path)
+    decode = decoder(tuple(image_size or (64, 64)), listing.channels)
+    out = {"class_names": listing.class_names, "skipped": len(listing.skipped)}
+    for split, paths in listing.paths.items():
+        ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), listing.labels[split]))
+        batches = list(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(256).as_numpy_iterator())
+        out[f"x_{split}"] = np.concatenate([b[0] for b in batches])
+        out[f"y_{split}"] = np.concatenate([b[1] for b in batches])
     return out

@@ -3,8 +3,10 @@ and freezing them.
 
 The structure is never stored beside the model: it is derived from the layer names every zoo
 model follows (`stem_*`, `stage{i}_*`, `head_*`) and, for a nested `keras.applications` backbone
-(`backbone_<name>`), from that application's stage table in `kzoo.zoo.backbones`. Names are saved
-with the model, so the structure survives `model.save` / `keras.models.load_model` unchanged.
+(`backbone_<name>`), from that application's stage table in `kzoo.zoo.backbones`; for a nested
+KerasHub backbone (found by its class), from its family's table in `kzoo.zoo.hub` (ResNet:
+`conv1_*` stem, `stack{i}_*` stages). Names are saved with the model, so the structure survives
+`model.save` / `keras.models.load_model` unchanged.
 Layers that match no pattern join the group of the layer before them; preprocessing,
 augmentation and input layers (`preprocess_*`, `augment_*`) belong to no group and never train.
 """
@@ -47,14 +49,20 @@ def _is_model(layer) -> bool:
 def _assign_zoo(layers, groups, current):
     """Walks layers named by the zoo's pattern; returns the group the last layer joined."""
     from kzoo.zoo.backbones import application_for
+    from kzoo.zoo.hub import hub_family
 
     for layer in layers:
         name = layer.name
         if isinstance(layer, keras.layers.InputLayer) or name.startswith(_OUTSIDE):
             continue
         if _is_model(layer):
-            app = application_for(name)
-            current = _assign_application(layer, app, groups) if app else _assign_zoo(layer.layers, groups, current)
+            app, family = application_for(name), hub_family(layer)
+            if app:
+                current = _assign_application(layer, app, groups)
+            elif family:
+                current = _assign_hub(layer, family, groups)
+            else:
+                current = _assign_zoo(layer.layers, groups, current)
             continue
         m = _STAGE.match(name)
         if name.startswith("stem_"):
@@ -80,6 +88,25 @@ def _assign_application(model, app, groups):
         for i, patterns in enumerate(stages):
             if any(p.search(layer.name) for p in patterns):
                 current = ("stage", i)
+        groups.setdefault(current, []).append(layer)
+    return current
+
+
+def _assign_hub(model, family, groups):
+    """Groups a KerasHub backbone's layers by its family's table: stem patterns first, then the
+    stage number the stage pattern captures (numbers taken in sorted order as stages 0, 1, ...)."""
+    stem, stage = family.patterns()
+    layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    numbers = sorted({int(m.group(1)) for lyr in layers if (m := stage.search(lyr.name))
+                      and not any(p.search(lyr.name) for p in stem)})
+    index = {n: i for i, n in enumerate(numbers)}
+    current = ("stem", 0)
+    for layer in layers:
+        m = stage.search(layer.name)
+        if any(p.search(layer.name) for p in stem):
+            current = ("stem", 0)
+        elif m:
+            current = ("stage", index[int(m.group(1))])
         groups.setdefault(current, []).append(layer)
     return current
 
@@ -128,8 +155,11 @@ def freeze(model, structure: Structure, trainable_groups: int, train_bn: bool = 
 
 
 def _outside_layers(model):
+    from kzoo.zoo.hub import hub_family
+
     for layer in model.layers:
         if _is_model(layer):
-            yield from _outside_layers(layer)
+            if hub_family(layer) is None:  # a KerasHub backbone has none: its `input_*` layers train
+                yield from _outside_layers(layer)
         elif layer.name.startswith(_OUTSIDE):
             yield layer

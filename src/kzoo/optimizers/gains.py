@@ -94,7 +94,7 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
         self.assign(reference, ops.add(ops.multiply(reference, self.averaging),
                                        ops.multiply(g, 1.0 - self.averaging)))
         step = ops.multiply(ops.multiply(g, new_gain), lr)
-        if self.momentum:
+        if self.velocities:  # built with momentum, or for a momentum schedule
             velocity = self.velocities[index]
             self.assign(velocity, ops.subtract(ops.multiply(velocity, self.momentum), step))
             self.assign_add(variable, velocity)

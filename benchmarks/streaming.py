@@ -1,0 +1,258 @@
+"""`python -m benchmarks.streaming`: memory and speed of reading image folders, kzoo's streamed
+pipeline against `keras.utils.image_dataset_from_directory`, on the same folders in the same run.
+
+Generates JPEG folders of 1,000 and 4,000 photos at 224x224 in 4 class folders (random crops
+and rescales of scikit-learn's two sample photos, with pixel jitter so every file differs)
+under `benchmarks/out/`, then measures, each in a fresh process:
+
+- one pass over the training split with `kzoo.data.load(folder, image_size=(224, 224))` and
+  `splits.epochs(32, ...)`, with the default `cache="auto"` and with `cache="none"`;
+- one pass over the training subset of `keras.utils.image_dataset_from_directory(folder,
+  image_size=(224, 224), validation_split=0.3, subset="training")` (the share kzoo trains on);
+- `kzoo finetune --data FOLDER --image-size 224 224` completing one short head stage of a
+  MobileNetV3Small (random weights) on the 4,000-image folder.
+
+Peak memory is the process's peak resident set (`ru_maxrss`), TensorFlow's import included.
+The checks: kzoo's peak grows by at most 50 KB per extra image from 1,000 to 4,000 images, and
+its time per image is no more than Keras's. Writes `benchmarks/results-streaming.json` and
+`benchmarks/results-streaming.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "out")
+SIZE = 224
+CLASSES = ("bloom", "coast", "petal", "temple")
+GROWTH_LIMIT_KB = 50
+
+
+def make_folder(n: int, root: str, seed: int = 0) -> str:
+    """`n` JPEGs of 224x224 in 4 class folders: crops of scikit-learn's sample photos (the
+    flower photo for two classes, the temple photo for the other two, at different scales),
+    each rescaled and jittered. Reused when already complete."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    done = os.path.join(root, ".complete")
+    if os.path.isfile(done):
+        return root
+    photos = load_sample_images().images  # china.jpg (temple), flower.jpg; 427x640x3 each
+    rng = np.random.default_rng(seed)
+    scales = {"bloom": (0.3, 0.55), "petal": (0.6, 0.95), "coast": (0.3, 0.55), "temple": (0.6, 0.95)}
+    for c in CLASSES:
+        os.makedirs(os.path.join(root, c), exist_ok=True)
+    for i in range(n):
+        name = CLASSES[i % len(CLASSES)]
+        photo = photos[1] if name in ("bloom", "petal") else photos[0]
+        side = int(rng.uniform(*scales[name]) * min(photo.shape[:2]))
+        top = rng.integers(0, photo.shape[0] - side + 1)
+        left = rng.integers(0, photo.shape[1] - side + 1)
+        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((SIZE, SIZE), Image.BILINEAR)
+        pixels = np.asarray(crop, dtype="int16") + rng.integers(-12, 13, (SIZE, SIZE, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(
+            os.path.join(root, name, f"{i:05d}.jpg"), quality=90)
+    with open(done, "w") as f:
+        f.write(str(n))
+    return root
+
+
+def _peak_mb(who=None) -> float:
+    import resource
+
+    return resource.getrusage(who if who is not None else resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(reader: str, folder: str, cache: str, batch_size: int = 32) -> dict:
+    """One pass over the training split in this process; returns images, seconds, peak MB."""
+    import keras
+    import tensorflow as tf  # noqa: F401 - both readers' imports happen before the clock starts
+
+    import kzoo
+
+    baseline = _peak_mb()
+    began = time.perf_counter()
+    images = 0
+    if reader == "kzoo":
+        splits = kzoo.data.load(folder, image_size=(SIZE, SIZE), cache=cache, batch_size=batch_size)
+        for _, y in splits.epochs(batch_size, seed=0, epochs=1):
+            images += int(y.shape[0])
+        mode = splits.cache
+    else:
+        ds = keras.utils.image_dataset_from_directory(folder, image_size=(SIZE, SIZE), batch_size=batch_size,
+                                                      validation_split=0.3, subset="training", seed=0,
+                                                      verbose=False)
+        for _, y in ds:
+            images += int(y.shape[0])
+        mode = "-"
+    seconds = time.perf_counter() - began
+    return {"reader": reader, "cache": mode, "images": images, "seconds": round(seconds, 3),
+            "ms_per_image": round(1000 * seconds / max(images, 1), 4),
+            "peak_mb": round(_peak_mb(), 1), "after_import_mb": round(baseline, 1)}
+
+
+def _run_child(reader, folder, cache):
+    cmd = [sys.executable, "-m", "benchmarks.streaming", "--child", reader, "--folder", folder, "--cache", cache]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{reader} on {folder} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def finetune_peak(folder: str, out_dir: str) -> dict:
+    """Peak memory and wall time of `kzoo finetune` completing one head stage on `folder`."""
+    cmd = [os.path.join(os.path.dirname(sys.executable), "kzoo"), "finetune", "--backbone", "MobileNetV3Small",
+           "--weights", "none", "--data", folder, "--image-size", str(SIZE), str(SIZE),
+           "--stages", "head:1@1e-3", "--batch-size", "32", "--out", out_dir, "--overwrite", "--quiet"]
+    wrapper = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(json.dumps({'rc': p.returncode, 'seconds': round(time.perf_counter() - t, 1), "
+               "'peak_mb': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1), "
+               "'stderr': p.stderr[-1500:]}))")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, check=False)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["command"] = " ".join(["kzoo", *cmd[1:]])
+    metrics = os.path.join(out_dir, "metrics.json")
+    if result["rc"] == 0 and os.path.isfile(metrics):
+        with open(metrics) as f:
+            m = json.load(f)
+        result["test_accuracy"] = m.get("test_accuracy")
+    return result
+
+
+def machine() -> dict:
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        memory_gb = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb, "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__, "platform": platform.platform()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.streaming", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 4000], help="the two folder sizes")
+    parser.add_argument("--repeats", type=int, default=4, help="passes per reader and size (best time kept)")
+    parser.add_argument("--skip-finetune", action="store_true", help="do not run kzoo finetune")
+    parser.add_argument("--out", default=HERE, help="folder for results-streaming.json and .md")
+    parser.add_argument("--child", choices=("kzoo", "keras"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default="auto", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.folder, args.cache)))
+        return 0
+
+    started = time.perf_counter()
+    folders = {n: make_folder(n, os.path.join(OUT, f"photos-{n}")) for n in args.sizes}
+    readers = [("kzoo", "auto"), ("kzoo", "none"), ("keras", "-")]
+    rows = []
+    for n, folder in folders.items():
+        for repeat in range(args.repeats):
+            order = readers if repeat % 2 == 0 else readers[::-1]  # alternate, so neither always runs warm
+            for reader, cache in order:
+                row = {"folder_images": n, "repeat": repeat, "requested_cache": cache, **_run_child(reader, folder, cache)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    summary = _summarise(rows, args.sizes)
+    result = {"benchmark": "streaming image folders", "command": "python -m benchmarks.streaming",
+              "machine": machine(), "summary": summary, "runs": rows}
+    if not args.skip_finetune:
+        big = max(args.sizes)
+        result["finetune"] = finetune_peak(folders[big], os.path.join(OUT, "finetune-run"))
+        result["finetune"]["folder_images"] = big
+        print(json.dumps(result["finetune"]), flush=True)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results-streaming.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(args.out, "results-streaming.md"), "w") as f:
+        f.write(markdown(result))
+    print(markdown(result))
+    return 0 if all(s["meets_goal"] for s in summary["checks"]) else 1
+
+
+def _summarise(rows, sizes):
+    """Best time and largest peak per (size, reader, requested cache); the two checks."""
+    small, big = sorted(sizes)
+    table = {}
+    for row in rows:
+        key = (row["folder_images"], row["reader"], row["requested_cache"])
+        t = table.setdefault(key, {"folder_images": key[0], "reader": key[1], "requested_cache": key[2],
+                                   "cache": row["cache"], "images": row["images"], "ms_per_image": [],
+                                   "peak_mb": []})
+        t["ms_per_image"].append(row["ms_per_image"])
+        t["peak_mb"].append(row["peak_mb"])
+    for t in table.values():
+        t["ms_per_image"] = min(t["ms_per_image"])
+        t["peak_mb"] = max(t["peak_mb"])
+    checks = []
+    for cache in ("auto", "none"):
+        a, b = table[(small, "kzoo", cache)], table[(big, "kzoo", cache)]
+        growth = (b["peak_mb"] - a["peak_mb"]) * 1024 / (big - small)
+        checks.append({"check": f"kzoo (cache={cache}) peak memory growth per extra image",
+                       "value_kb": round(growth, 2), "limit_kb": GROWTH_LIMIT_KB,
+                       "meets_goal": growth <= GROWTH_LIMIT_KB})
+        for n in (small, big):
+            k, keras_row = table[(n, "kzoo", cache)], table[(n, "keras", "-")]
+            ratio = k["ms_per_image"] / keras_row["ms_per_image"]
+            checks.append({"check": f"kzoo (cache={cache}) time per image / Keras's, {n} images",
+                           "ratio": round(ratio, 3), "meets_goal": ratio <= 1.0})
+    return {"table": sorted(table.values(), key=lambda t: (t["folder_images"], t["reader"], t["requested_cache"])),
+            "checks": checks}
+
+
+def markdown(result) -> str:
+    m = result["machine"]
+    lines = [
+        "# Streaming image folders: kzoo vs keras.utils.image_dataset_from_directory",
+        "",
+        f"Written by `{result['command']}` on {m['cpu']} ({m['cores']} cores, {m['memory_gb']} GB), "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. One pass over the training split "
+        "(70% of the folder) at 224x224, batch 32, in a fresh process each; time from the "
+        "call that opens the folder to the last batch (best of the repeats), peak resident "
+        "memory with TensorFlow's import (largest of the repeats).",
+        "",
+        "| images in folder | reader | cache (chosen) | training images | ms per image | peak memory (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in result["summary"]["table"]:
+        lines.append(f"| {t['folder_images']:,} | {t['reader']} | {t['requested_cache']} ({t['cache']}) | "
+                     f"{t['images']:,} | {t['ms_per_image']:.3f} | {t['peak_mb']:,.0f} |")
+    lines += ["", "| check | value | goal met |", "|---|---|---|"]
+    for c in result["summary"]["checks"]:
+        value = f"{c['value_kb']} KB (limit {c['limit_kb']} KB)" if "value_kb" in c else f"{c['ratio']}x"
+        lines.append(f"| {c['check']} | {value} | {'yes' if c['meets_goal'] else 'NO'} |")
+    ft = result.get("finetune")
+    if ft:
+        lines += ["", f"`{ft['command']}` ({ft['folder_images']:,} images): exit code {ft['rc']}, "
+                      f"{ft['seconds']} s, peak memory {ft['peak_mb']:,.0f} MB"
+                      + (f", test accuracy {ft['test_accuracy']}" if ft.get("test_accuracy") is not None else "") + "."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""TensorBoard logs of a kzoo run: Keras's callback, fed what kzoo's callbacks put in the logs.
+
+Keras's `keras.callbacks.TensorBoard` writes every value in the epoch logs as a scalar, so the
+training-dynamics monitors' values (`update_ratio/median`, `grad_norm/<layer>`, ...) reach
+TensorBoard once they are in the logs when it runs: `build_callbacks` puts this callback after
+the others (`runs_last`). Two additions: the learning rate is the one kzoo's
+`LearningRateLogger` put in the logs (the rate of the epoch's last step, plateau and adaptive
+multipliers included, as in `history.csv`), and an optional histogram of the layers' update
+ratios per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` that keeps kzoo's logged learning rate and can draw the
+    update ratios of all layers as one histogram per epoch.
+
+    Args:
+        log_dir: the folder of the event files (`train/` and `validation/` inside).
+        update_ratio_histograms: each epoch, a histogram `update_ratio/log10` of log10 of every
+            layer's update ratio (needs an `UpdateRatioMonitor` before this callback).
+            Defaults to `False`.
+        **kwargs: passed to `keras.callbacks.TensorBoard` (`histogram_freq` for weight
+            histograms, `write_graph`, ...).
+
+    Example:
+        >>> model.fit(x, y, callbacks=[kzoo.callbacks.UpdateRatioMonitor(), TensorBoard("logs")])
+        >>> # then: tensorboard --logdir logs
+    """
+
+    runs_last = True  # reads what the other callbacks write into the epoch logs
+
+    def __init__(self, log_dir, update_ratio_histograms=False, **kwargs):
+        super().__init__(log_dir=log_dir, **kwargs)
+        self.update_ratio_histograms = bool(update_ratio_histograms)
+
+    def _collect_learning_rate(self, logs):
+        # Keras reads the optimizer's rate for the next step; the logged one is the epoch's own.
+        return logs if "learning_rate" in logs else super()._collect_learning_rate(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.update_ratio_histograms and logs:
+            ratios = [float(v) for k, v in logs.items()
+                      if k.startswith("update_ratio/") and k != "update_ratio/median"]
+            values = [math.log10(r) for r in ratios if math.isfinite(r) and r > 0]
+            if values:
+                with self._train_writer.as_default():
+                    self.summary.histogram("update_ratio/log10", values, step=epoch)
+                self._train_writer.flush()

@@ -1,0 +1,312 @@
+"""Streamed datasets: image folders and tensorflow-datasets read through tf.data, never held
+whole in memory unless they fit the cache budget.
+
+Each split is a `Part`: a cheap stream of keys in a fixed order (file paths and labels, or a
+tfds split's encoded examples) and a `load` step that turns a key into `(image, label)` in
+parallel. A training epoch shuffles the keys with a seed that depends only on the run's seed
+and the epoch, then loads them; shuffling is blind to what it shuffles, so the cached and
+uncached pipelines give the same batches in the same order.
+
+Caching (`data.cache`):
+
+- `"memory"`: decoded images are kept in memory (tf.data's `cache()`) once read.
+- `"disk"`: decoded images are written once, one file each, under the caller's cache folder
+  (`<cache_dir>/data-cache/...`, reused by later runs and resumed runs with the same files
+  and image size), and read back in the shuffled order.
+- `"none"`: every epoch decodes the files again.
+- `"auto"` (the default): `"memory"` when the decoded float32 images of all splits fit
+  `memory_budget()` (1 GiB, or a tenth of the machine's memory when that is less) and each
+  image is at most `SMALL_EXAMPLE` (64 KiB: 32x32 colour or 128x128 gray images, not 224x224
+  photos), else `"none"`. Measured on 224x224 JPEGs (2-core CPU, benchmarks/streaming.py):
+  filling tf.data's element-wise memory cache took about twice as long as decoding the files,
+  and reading it back about half as long, so for large images a cache pays only after many
+  epochs; ask for `"memory"` or `"disk"` explicitly then (`"disk"` pays most when the source
+  photos are much larger than `image_size`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+from kzoo.errors import DataError
+
+CACHE_MODES = ("auto", "memory", "disk", "none")
+MEMORY_BUDGET = 1 << 30
+SMALL_EXAMPLE = 64 << 10
+_DONE = "complete.json"
+
+
+def cache_mode(cache) -> str:
+    """`data.cache` as one of `CACHE_MODES`; `True` is `"auto"` and `False` is `"none"`."""
+    if cache is True or cache is None:
+        return "auto"
+    if cache is False:
+        return "none"
+    if isinstance(cache, str) and cache in CACHE_MODES:
+        return cache
+    raise DataError(f"data.cache must be one of {', '.join(CACHE_MODES)} (or true/false). Received: cache={cache!r}")
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images `cache="auto"` keeps in memory: 1 GiB, or a tenth of the
+    machine's physical memory when that is less."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        physical = 8 * MEMORY_BUDGET
+    return int(min(MEMORY_BUDGET, physical // 10))
+
+
+class Part:
+    """One split of a streamed dataset.
+
+    Args:
+        keys: returns a fresh `tf.data.Dataset` of keys in the split's fixed order.
+        load: a map function from a key to `(image float32, label int64)`.
+        labels: the split's labels (int64 numpy), in the same order.
+        shuffle_buffer: the shuffle buffer of an epoch; `None` shuffles the whole split.
+        fingerprint: identifies the keys and `load`, for the disk cache's folder name.
+    """
+
+    def __init__(self, keys, load, labels, shuffle_buffer=None, fingerprint="", memory=False):
+        self.keys, self.load = keys, load
+        self.labels = np.asarray(labels, dtype="int64")
+        self.n = len(self.labels)
+        self.shuffle_buffer = shuffle_buffer
+        self.fingerprint = fingerprint
+        self.memory = memory
+
+    def _loaded(self, keys):
+        import tensorflow as tf
+
+        return keys.map(self.load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    @functools.cached_property
+    def cached(self):
+        """The loaded split in its fixed order, kept in memory once read (one per Part, so every
+        epoch, stage and evaluation shares it)."""
+        return self._loaded(self.keys()).cache()
+
+    def ordered(self):
+        """`(image, label)` examples in the split's fixed order."""
+        return self.cached if self.memory else self._loaded(self.keys())
+
+    def uncached(self):
+        """Like `ordered`, but never fills or reads the memory cache (for partial reads)."""
+        return self._loaded(self.keys())
+
+    def shuffled(self, seed, buffer=None):
+        """One epoch's examples: the fixed order shuffled with `seed`."""
+        buffer = self.n if self.shuffle_buffer is None else (buffer or self.shuffle_buffer)
+        buffer = max(min(int(buffer), self.n), 1)
+        if self.memory:
+            return self.cached.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+        return self._loaded(self.keys().shuffle(buffer, seed=seed, reshuffle_each_iteration=False))
+
+    def subset(self, keep):
+        """The examples at the sorted positions `keep`, in the same order."""
+        import tensorflow as tf
+
+        keep = np.asarray(keep, dtype="int64")
+        mask = np.zeros(self.n, dtype=bool)
+        mask[keep] = True
+        mask_t = tf.constant(mask)
+        keys = self.keys
+
+        def subset_keys():
+            plain = tf.autograph.experimental.do_not_convert
+            return keys().enumerate().filter(plain(lambda i, k: mask_t[i])).map(plain(lambda i, k: k))
+
+        digest = hashlib.sha1(keep.tobytes()).hexdigest()[:12]
+        return Part(subset_keys, self.load, self.labels[keep], self.shuffle_buffer,
+                    f"{self.fingerprint}-subset{digest}", self.memory)
+
+    def to_disk(self, folder):
+        """This split read from one file per decoded example under `folder` (written on first
+        use, in a temporary folder renamed when complete, so a killed run leaves no half cache)."""
+        import tensorflow as tf
+
+        final = os.path.join(folder, self.fingerprint)
+        if not os.path.isfile(os.path.join(final, _DONE)):
+            tmp = f"{final}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            prefix = tf.constant(tmp + os.sep)
+
+            @tf.autograph.experimental.do_not_convert
+            def write(i, example):
+                name = tf.strings.join([prefix, tf.strings.as_string(i, width=8, fill="0"), ".tensor"])
+                tf.io.write_file(name, tf.io.serialize_tensor(example[0]))
+                return i
+
+            written = self.uncached().enumerate().map(write, num_parallel_calls=tf.data.AUTOTUNE)
+            count = int(written.reduce(np.int64(0), lambda total, _: total + 1))
+            if count != self.n:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise DataError(f"The data changed while it was cached: {count} examples instead of {self.n}. "
+                                f"Received: {final}")
+            with open(os.path.join(tmp, _DONE), "w") as f:
+                json.dump({"examples": self.n}, f)
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process finished the same cache first
+                shutil.rmtree(tmp, ignore_errors=True)
+        files = np.asarray([os.path.join(final, f"{i:08d}.tensor") for i in range(self.n)])
+        labels = self.labels
+        shape = None
+
+        def keys():
+            return tf.data.Dataset.from_tensor_slices((files, labels))
+
+        @tf.autograph.experimental.do_not_convert
+        def load(path, label):
+            image = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
+            if shape is not None:
+                image.set_shape(shape)
+            return image, label
+
+        shape = self.uncached().element_spec[0].shape
+        return Part(keys, load, labels, self.shuffle_buffer, self.fingerprint, memory=False)
+
+
+class StreamSplits:
+    """Train/validation/test splits streamed through tf.data (the `kzoo.data.core.Splits`
+    contract without the arrays).
+
+    Args:
+        parts: `{"train": Part, "val": Part or None, "test": Part}`.
+        info: the `DatasetInfo`.
+        batch_size, eval_batch_size, seed: of `train`, `val` and `test`.
+        transform: a per-example map `image -> image` applied after loading (framing).
+        cache: the resolved cache mode (`memory`, `disk` or `none`).
+    """
+
+    def __init__(self, parts, info, batch_size=64, eval_batch_size=256, seed=0, transform=None, cache="none"):
+        self.parts, self.info = parts, info
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.transform = transform
+        self.cache = cache
+
+    @functools.cached_property
+    def arrays(self):
+        """Every split decoded into memory (`to_arrays`), for callers written before streaming;
+        the training engine reads `sample`, `epochs`, `val` and `test` instead."""
+        return self.to_arrays()
+
+    def _framed(self, ds):
+        import tensorflow as tf
+
+        if self.transform is None:
+            return ds
+        transform = self.transform
+        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (transform(x), y)),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def _evaluation(self, part):
+        import tensorflow as tf
+
+        if part is None or not part.n:
+            return None
+        return self._framed(part.ordered()).batch(self.eval_batch_size).prefetch(tf.data.AUTOTUNE)
+
+    @functools.cached_property
+    def val(self):
+        return self._evaluation(self.parts.get("val"))
+
+    @functools.cached_property
+    def test(self):
+        return self._evaluation(self.parts.get("test"))
+
+    @functools.cached_property
+    def train(self):
+        """Epoch 0's training batches (for callers that fit on one dataset)."""
+        return self.epochs(self.batch_size, self.seed, 1, 0)
+
+    def sample(self, n: int = 256):
+        """`(x, y)` numpy: the first `n` training examples (float32), read without filling the
+        memory cache."""
+        part = self.parts["train"]
+        n = min(int(n), part.n)
+        batches = list(self._framed(part.uncached().take(n)).batch(256).as_numpy_iterator())
+        if not batches:
+            spec = self._framed(part.uncached()).element_spec[0]
+            return np.zeros((0, *spec.shape), "float32"), np.zeros((0,), "int64")
+        return (np.concatenate([b[0] for b in batches]).astype("float32", copy=False),
+                np.concatenate([b[1] for b in batches]).astype("int64", copy=False))
+
+    def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
+               shuffle_buffer: int | None = None):
+        """Training batches for epochs `initial_epoch` to `epochs - 1`; each epoch's order depends
+        only on `(seed, epoch)` and no batch straddles two epochs.
+
+        A folder's epoch is a shuffle of its whole file list (`shuffle_buffer` is not needed: the
+        buffer holds file names); a tfds split is shuffled with `shuffle_buffer` examples.
+        """
+        import tensorflow as tf
+
+        from kzoo.data.core import epoch_seed
+
+        part = self.parts["train"]
+        # One pipeline per epoch with its own seed (a seed tensor inside flat_map would clash
+        # with a global seed set by `keras.utils.set_random_seed`), visited in a fixed order;
+        # an epoch's pipeline starts reading only when the one before it is done.
+        per_epoch = [self._framed(part.shuffled(epoch_seed(seed, e), shuffle_buffer)).batch(int(batch_size))
+                     for e in range(int(initial_epoch), int(epochs))]
+        if not per_epoch:
+            return self._framed(part.uncached()).take(0).batch(int(batch_size))
+        steps = -(-part.n // int(batch_size))
+        order = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(per_epoch), dtype="int64"), steps))
+        return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
+
+    def to_arrays(self, which=("train", "val", "test")):
+        """The splits named in `which` as a `kzoo.data.core.ArraySplits` (holding their images
+        in memory); the others come back empty."""
+        from kzoo.data.core import ArraySplits
+
+        out = {}
+        for split in ("train", "val", "test"):
+            part = self.parts.get(split) if split in which else None
+            spec_shape = self.info.input_shape
+            if part is None or not part.n:
+                out[split] = (np.zeros((0, *spec_shape), "float32"), np.zeros((0,), "int64"))
+                continue
+            xs, ys = [], []
+            for x, y in self._framed(part.uncached()).batch(256).as_numpy_iterator():
+                xs.append(x)
+                ys.append(y)
+            out[split] = (np.concatenate(xs).astype("float32", copy=False), np.concatenate(ys).astype("int64"))
+        return ArraySplits(*out["train"], *out["val"], *out["test"], self.info)
+
+
+def resolve_cache(mode, parts, example_bytes, cache_dir=None):
+    """The cache mode `auto` picks for these parts (see the module docstring)."""
+    if mode != "auto":
+        return mode
+    total = sum(p.n for p in parts if p is not None) * example_bytes
+    return "memory" if total <= memory_budget() and example_bytes <= SMALL_EXAMPLE else "none"
+
+
+def apply_cache(mode, parts: dict, cache_dir):
+    """Parts that read through the chosen cache (`mode` is `memory`, `disk` or `none`)."""
+    if mode == "disk":
+        if not cache_dir:
+            raise DataError("data.cache = \"disk\" needs a cache folder (a run writes it in its run folder). "
+                            "Received: cache_dir=None")
+        folder = os.path.join(cache_dir, "data-cache")
+        os.makedirs(folder, exist_ok=True)
+        return {k: (p.to_disk(folder) if p is not None and p.n else p) for k, p in parts.items()}
+    for p in parts.values():
+        if p is not None:
+            p.memory = mode == "memory"
+    return parts
+
+
+def fingerprint(*items) -> str:
+    """A short stable hash of JSON-serialisable items (the disk cache's folder names)."""
+    return hashlib.sha1(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

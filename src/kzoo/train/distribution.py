@@ -1,0 +1,214 @@
+"""Distribution strategies, mixed precision and batch scaling from a recipe's top-level fields,
+decided once for every training path.
+
+`strategy`:
+- `default`: TensorFlow's default strategy (one device; what `kzoo run` always did).
+- `auto`: `TPUStrategy` when a TPU resolves, `MirroredStrategy` with more than one GPU,
+  the default strategy otherwise.
+- `mirrored`: `MirroredStrategy` over every GPU, or over the logical CPUs when there are no
+  GPUs and the CPU was split (`tf.config.set_logical_device_configuration`).
+- `tpu`: `TPUStrategy` (fails with a `RecipeError` when no TPU resolves).
+- `multiworker`: `MultiWorkerMirroredStrategy`; the cluster comes from `TF_CONFIG`.
+
+`mixed_precision`: `off`, `auto` (`mixed_float16` on GPU, `mixed_bfloat16` on TPU, off on
+CPU), `mixed_float16` or `mixed_bfloat16`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from kzoo.errors import RecipeError, closest
+
+STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
+PRECISIONS = ("off", "auto", "mixed_float16", "mixed_bfloat16")
+
+
+def validate_strategy_fields(recipe):
+    """Checks `strategy` and `mixed_precision` name known values (called by `build_recipe`)."""
+    if recipe.strategy not in STRATEGIES:
+        raise RecipeError(f"Unknown strategy '{recipe.strategy}'.{closest(recipe.strategy, STRATEGIES)} "
+                          f"Valid: {', '.join(STRATEGIES)}. Received: strategy={recipe.strategy}")
+    if recipe.mixed_precision not in PRECISIONS:
+        raise RecipeError(f"Unknown mixed_precision '{recipe.mixed_precision}'."
+                          f"{closest(recipe.mixed_precision, PRECISIONS)} Valid: {', '.join(PRECISIONS)}. "
+                          f"Received: mixed_precision={recipe.mixed_precision}")
+
+
+def _tpu_resolver():
+    """A connected TPU cluster resolver, or None when no TPU is reachable."""
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return resolver
+    except (ValueError, RuntimeError, tf.errors.OpError):
+        return None
+
+
+def make_strategy(name: str = "auto"):
+    """Builds the `tf.distribute.Strategy` a recipe's `strategy` field names.
+
+    Args:
+        name: one of `auto`, `default`, `mirrored`, `tpu`, `multiworker`. Defaults to `"auto"`.
+
+    Example:
+        >>> strategy = make_strategy("auto")
+        >>> strategy.num_replicas_in_sync
+        1
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise RecipeError(f"Unknown strategy '{name}'.{closest(name, STRATEGIES)} Received: strategy={name}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name in ("auto", "tpu"):
+        resolver = _tpu_resolver()
+        if resolver is not None:
+            return tf.distribute.TPUStrategy(resolver)
+        if name == "tpu":
+            raise RecipeError("strategy = 'tpu' but no TPU could be resolved. Received: strategy=tpu")
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        return tf.distribute.get_strategy()
+    # One MirroredStrategy per process, reused by later runs: a second one over the same devices
+    # fails in its first all-reduce (InvalidArgumentError at CollectiveReduceV2, TF 2.21).
+    if "mirrored" not in _STRATEGIES:
+        gpus = tf.config.list_logical_devices("GPU")
+        cpus = tf.config.list_logical_devices("CPU")
+        devices = [d.name for d in gpus] or ([d.name for d in cpus] if len(cpus) > 1 else None)
+        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGIES["mirrored"]
+
+
+_STRATEGIES: dict = {}
+
+
+def strategy_kind(strategy) -> str:
+    """`tpu`, `gpu` or `cpu`: what the strategy's replicas run on."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    devices = getattr(strategy.extended, "worker_devices", None) or ()
+    if any("GPU" in d.upper() for d in devices) or (not devices and tf.config.list_logical_devices("GPU")):
+        return "gpu"
+    return "cpu"
+
+
+def precision_policy(mode: str, strategy) -> str | None:
+    """The Keras dtype policy `mixed_precision` asks for on this strategy's devices (None: float32)."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(strategy_kind(strategy))
+    return mode
+
+
+def apply_precision(mode: str, strategy) -> str:
+    """Sets Keras's global dtype policy for a run; returns the policy's name."""
+    import keras
+
+    policy = precision_policy(mode, strategy) or "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def global_batch_size(recipe, strategy) -> int:
+    """`data.batch_size`, times the number of replicas when `scale_batch_with_replicas` is set."""
+    replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    return recipe.data.batch_size * (replicas if recipe.scale_batch_with_replicas else 1)
+
+
+def uses_distribution(recipe) -> bool:
+    """Whether a recipe leaves the foundation's single-device path."""
+    return recipe.strategy != "default" or recipe.mixed_precision != "off" or recipe.scale_batch_with_replicas
+
+
+def worker_index() -> tuple[int, int]:
+    """(this process's index, the number of workers) from `TF_CONFIG`; (0, 1) without one."""
+    import json
+    import os
+
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        raise RecipeError(f"TF_CONFIG is not valid JSON. Received: TF_CONFIG={os.environ.get('TF_CONFIG')!r}") from None
+    cluster = config.get("cluster", {})
+    task = config.get("task", {})
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    index = int(task.get("index", 0)) + (1 if task.get("type") == "worker" and cluster.get("chief") else 0)
+    return index, max(workers, 1)
+
+
+@dataclass
+class Setup:
+    """What a recipe's device fields resolve to, once per run: the strategy (None on the default
+    single-device path), the dtype policy and the global batch size."""
+
+    strategy: Any = None
+    policy: str = "float32"
+    batch_size: int = 64
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    @property
+    def replicas(self) -> int:
+        return int(getattr(self.strategy, "num_replicas_in_sync", 1) or 1) if self.strategy is not None else 1
+
+    @property
+    def multiworker(self) -> bool:
+        import tensorflow as tf
+
+        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def decide(recipe, strategy=None) -> Setup:
+    """The recipe's strategy (or `strategy`, one a caller already made), with Keras's global dtype
+    policy set for it, and the global batch size. Callers restore the global policy after."""
+    if strategy is None and uses_distribution(recipe):
+        strategy = make_strategy(recipe.strategy)  # first: MultiWorkerMirroredStrategy must precede other ops
+    import tensorflow as tf
+
+    policy = apply_precision(recipe.mixed_precision, strategy or tf.distribute.get_strategy())
+    batch = global_batch_size(recipe, strategy) if strategy is not None else recipe.data.batch_size
+    return Setup(strategy=strategy, policy=policy, batch_size=batch)
+
+
+def resolve_steps_per_execution(recipe, steps_per_epoch: int, callbacks=(), strategy=None) -> int:
+    """Steps run per call into the compiled graph. `0` (auto): the largest divisor of the steps
+    per epoch up to 32, which removes most per-step Python overhead on small models; 1 when a
+    callback needs to see every step (it sets `needs_every_step = True`), and 1 under a strategy
+    with several replicas: Keras's multi-step loop fails under `MirroredStrategy` there on
+    TF 2.21 / Keras 3.15 (`You must feed a value for placeholder tensor ...
+    [Op:__inference_multi_step_on_iterator]`).
+
+    It must divide the steps per epoch: Keras runs whole calls, so with 55 steps an epoch and 32
+    a call every epoch would take 64 batches, borrow the next epoch's, and a later epoch would
+    find the data used up and train on nothing. An explicit recipe value that does not divide
+    them is refused (`RecipeError`)."""
+    if recipe.steps_per_execution:
+        if steps_per_epoch % recipe.steps_per_execution:
+            raise RecipeError(
+                f"steps_per_execution must divide the {steps_per_epoch} steps of an epoch "
+                f"({', '.join(map(str, _divisors(steps_per_epoch)))}), or be 0 for auto. "
+                f"Received: steps_per_execution={recipe.steps_per_execution}")
+        return recipe.steps_per_execution
+    if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
+        return 1
+    if strategy is not None and int(getattr(strategy, "num_replicas_in_sync", 1) or 1) > 1:
+        return 1
+    return max(d for d in _divisors(steps_per_epoch) if d <= 32)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]

@@ -1,0 +1,110 @@
+"""The step function for `strategy = "multiworker"`: a custom step run by `strategy.run`,
+inside the same loop and with the same callbacks as every other path.
+
+Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585,
+tensorflow/tensorflow#72388: a `PerReplica` value reaches `_maybe_symbolic_build`, then
+`reduce_per_replica` fails on a scalar). This step avoids both without touching Keras: every
+worker reads its shard of the same seeded shuffle, each replica computes its loss scaled by the
+global batch (`tf.nn.compute_average_loss`), and the Keras optimizer all-reduces the gradients,
+so every worker applies the same update; non-trainable statistics (batch norm) are averaged
+across workers after each epoch. All workers run the same number of steps (the shards repeat;
+an epoch is `num_train // global_batch` steps), so no collective waits on a worker that ran out
+of data. The callbacks are driven through Keras's `CallbackList`, as `fit` drives them.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def evaluate_locally(model, x, y):
+    """`(loss, accuracy)` computed on this worker: every worker holds the same weights."""
+    if not len(x):
+        return None, None
+    probs = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 512].astype("float32"), training=False))
+                            for i in range(0, len(x), 512)])
+    probs = np.clip(probs.astype("float64"), 1e-12, 1.0)
+    loss = float(-np.mean(np.log(probs[np.arange(len(y)), y])))
+    return loss, float(np.mean(np.argmax(probs, -1) == y))
+
+
+def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, verbose):
+    """One stage under `MultiWorkerMirroredStrategy`, with `fit`'s signature in `kzoo.train.loop`."""
+    import tensorflow as tf
+
+    strategy, batch = setup.strategy, setup.batch_size
+    arrays = data.arrays
+    x_train, y_train = arrays.x_train.astype("float32"), arrays.y_train
+    optimizer = model.optimizer
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+
+    def dataset_fn(context):
+        per_replica = context.get_per_replica_batch_size(batch)
+        ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        ds = ds.shuffle(len(x_train), seed=recipe.seed + start, reshuffle_each_iteration=True).repeat()
+        ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return ds.batch(per_replica, drop_remainder=True).prefetch(2)
+
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn(y, probs), global_batch_size=batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer under mixed_float16; else the loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1), tf.cast(y, tf.int64)), tf.float32))
+        return loss, correct
+
+    @tf.function
+    def train_step(it):
+        loss, correct = strategy.run(replica_step, args=next(it))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    # Batch-norm moving statistics are updated locally on each worker; averaging them after
+    # each epoch keeps the workers identical (exact for the moving mean, which is linear in the
+    # batch means of equal-size shards; close for the moving variance).
+    stats = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+
+    @tf.function
+    def sync_statistics():
+        def replica_fn():
+            ctx = tf.distribute.get_replica_context()
+            return [ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v.value)) for v in stats]
+
+        means = strategy.run(replica_fn)
+        for v, mean in zip(stats, means):
+            v.assign(strategy.experimental_local_results(mean)[0])
+
+    hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=end, steps=steps, verbose=0)
+    model.stop_training = False
+    hooks.on_train_begin()
+    for epoch in range(start, end):
+        if model.stop_training:
+            break
+        hooks.on_epoch_begin(epoch)
+        total_loss = total_correct = 0.0
+        for step in range(steps):
+            hooks.on_train_batch_begin(step)
+            loss, correct = train_step(iterator)
+            total_loss += float(loss)
+            total_correct += float(correct)
+            hooks.on_train_batch_end(step, {"loss": total_loss / (step + 1)})
+        if stats:
+            sync_statistics()
+        logs = {"loss": total_loss / steps, "accuracy": total_correct / (steps * batch)}
+        val_loss, val_accuracy = evaluate_locally(model, arrays.x_val, arrays.y_val)
+        if val_loss is not None:
+            logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
+        hooks.on_epoch_end(epoch, logs)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{end} - " + " - ".join(
+                f"{k}: {v:.4f}" for k, v in logs.items() if isinstance(v, float)), flush=True)
+    hooks.on_train_end()
