@@ -296,8 +296,9 @@ def performance_headline(page: str) -> str:
         return "*Not measured yet: run `python -m benchmarks`.*"
     rows = [r for r in data["results"] if r["benchmark"].startswith(("train throughput", "time to"))]
     parts = [f"{r['benchmark']} {r['ratio']:.2f}x" for r in rows]
+    load = f", load average {data['load_average']}" if "load_average" in data else ""
     return (f"kzoo against the same model written in plain Keras (ratio above 1: kzoo is faster): "
-            f"{'; '.join(parts)}. Measured by `python -m benchmarks` on {data['machine']}, {data['date']} "
+            f"{'; '.join(parts)}. Measured by `python -m benchmarks` on {data['machine']}{load}, {data['date']} "
             f"(`benchmarks/results.json`).")
 
 
