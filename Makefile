@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench gpu-check clean hub
+.PHONY: run test lint bench gpu-check docs clean hub
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,5 +47,16 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
+# The docs extra gets its own stamp, so `make test` never needs mkdocs.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+# Generated blocks are rendered from their results files first; --strict fails on a broken link.
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m benchmarks.results --render
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info

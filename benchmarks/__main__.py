@@ -88,13 +88,16 @@ def main(argv=None):
         "mode": "quick" if quick else "full",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": round(time.perf_counter() - started, 1),
+        # Other jobs on the machine slow every timing; the 1-minute load average says how much.
+        "load_average": round(os.getloadavg()[0], 1),
         "results": [r.to_dict() for r in results],
         "scaling": {k: [list(row) for row in rows] for k, rows in tables.items()},
         "reproducibility": reproducibility,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(payload, f, indent=2)
-    md = f"Machine: {payload['machine']}; mode: {payload['mode']}; {payload['date']}; {payload['seconds']} s\n\n"
+    md = (f"Machine: {payload['machine']}; load average {payload['load_average']}; mode: {payload['mode']}; "
+          f"{payload['date']}; {payload['seconds']} s\n\n")
     md += harness.markdown_table(results) + "\n"
     for key, rows in tables.items():
         md += f"\nThroughput by {key} (kzoo pipeline, samples/s):\n\n"

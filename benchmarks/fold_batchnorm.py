@@ -32,8 +32,13 @@ def _models(batch_size):
         rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
 
 
+# The models are untrained: their batch-norm statistics are randomized so folding has work to do.
+NOTE = "baseline: the same model unfolded (untrained, batch-norm statistics randomized)"
+
+
 def _randomize_bn(model):
-    """Trained-looking statistics, so the comparison of outputs means something."""
+    """Non-trivial batch-norm statistics (as training leaves them), so folding changes the
+    arithmetic and the comparison of outputs means something."""
     from kzoo.testing import randomize_batchnorm
 
     randomize_batchnorm(model, mean_std=0.5, variance=(0.5, 2.0), gamma_std=0.2, beta_std=0.2)
@@ -78,11 +83,11 @@ def measure(quick=False):
             if batch == 1:
                 results.append(Result(f"inference latency {name}, batch 1", "ms per batch, folded vs unfolded",
                                       fold * 1e3, orig * 1e3, "ms", goal=goal, higher_is_better=False,
-                                      note="baseline: the same trained model unfolded"))
+                                      note=NOTE))
             else:
                 results.append(Result(f"inference throughput {name}, batch {batch}", "samples/s, folded vs unfolded",
                                       batch / fold, batch / orig, "samples/s", goal=goal,
-                                      note="baseline: the same trained model unfolded"))
+                                      note=NOTE))
     return results
 
 
