@@ -20,7 +20,7 @@ def _models(batch_size):
 
     from kzoo.data import load_arrays
     from kzoo.recipes import load
-    from kzoo.recipes.runner import build_model
+    from kzoo.train import build_model
     from kzoo.zoo import create_model
 
     recipe = load("cnn-digits")

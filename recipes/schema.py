@@ -151,7 +151,7 @@ class Recipe:
     callbacks: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    # Distribution (kzoo.tuning.strategy): auto, default, mirrored, tpu or multiworker.
+    # Distribution (kzoo.train.distribution): auto, default, mirrored, tpu or multiworker.
     strategy: str = "default"
     # off, auto (mixed_float16 on GPU, mixed_bfloat16 on TPU, off on CPU), mixed_float16, mixed_bfloat16.
     mixed_precision: str = "off"

@@ -48,7 +48,7 @@ def test_cifar_densenets_are_the_papers_architecture(name, classes):
 @pytest.mark.parametrize("name, paper, classes", [
     # Table 2 gives one count per architecture for both CIFAR-10 and CIFAR-100, rounded to 0.1M;
     # the head makes them differ by 90 * (channels + 1). DenseNet-40 is within 2% of 1.0M with
-    # 10 classes (1,019,722; 1,060,852 with 100); DenseNet-BC-100 within 2% of 0.8M with 100
+    # 10 classes (1,019,722; 1,060,132 with 100); DenseNet-BC-100 within 2% of 0.8M with 100
     # classes (800,032; 769,162 with 10, the count independent reimplementations report too).
     ("densenet40", 1.0e6, 10),
     ("densenet_bc100", 0.8e6, 100),

@@ -81,7 +81,7 @@ def _run(overrides, out) -> dict:
 def measure() -> dict:
     import keras
 
-    from kzoo.optimizers_gains import AdaptiveGainSGD
+    from kzoo.optimizers import AdaptiveGainSGD
 
     started = time.perf_counter()
     groups = {}

@@ -19,7 +19,7 @@ from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
 from kzoo.runs import BACKUP, cached_result
 from kzoo.train.determinism import seed_everything
 from kzoo.train.distribution import decide, worker_index
-from kzoo.train.loop import fit_plan, keras_fit, plan
+from kzoo.train.loop import fit_plan, keras_fit, plan, steps_per_epoch
 from kzoo.train.model import (
     STATS_SAMPLE,
     build_finetune_model,
@@ -119,8 +119,6 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     model = build(recipe, data, setup, pretrained, trust_model)
 
     timer, made = EpochTimer(), []
-    from kzoo.train.loop import steps_per_epoch
-
     context = context_for(recipe, data, run_dir.path, steps_per_epoch(recipe, data, setup))
 
     def callbacks():
@@ -166,15 +164,12 @@ def _finish(run_dir, recipe, model, result, metrics, callbacks, extra):
     write_report(run_dir.path)
 
 
-def fit_once(recipe, data, setup, verbose, out_dir=None):
-    """Trains the recipe's plain model on `data` with no checkpoints; returns (model, test accuracy)."""
+def fit_once(recipe, data, setup, verbose):
+    """Trains the recipe's plain model on `data` with no checkpoints or callbacks; returns
+    (model, test accuracy)."""
     seed_everything(recipe.seed, recipe.deterministic)
     model = build(recipe, data, setup)
-    from kzoo.train.loop import steps_per_epoch
-
-    context = context_for(recipe, data, out_dir, steps_per_epoch(recipe, data, setup))
-    fit_plan(model, recipe, data, setup, None, lambda: [LearningRateLogger()] + build_callbacks(recipe.callbacks, context),
-             verbose=verbose)
+    fit_plan(model, recipe, data, setup, None, verbose=verbose)
     _, accuracy = evaluate(model, data, setup)
     return model, round(float(accuracy), 6)
 
