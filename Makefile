@@ -33,7 +33,7 @@ run: $(STAMP)
 	$(BIN)/kzoo run mlp-digits
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

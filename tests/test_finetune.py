@@ -236,6 +236,7 @@ def test_digits_in_mnist_framing_with_five_labels_per_class():
     assert len(arrays.x_test) == len(load_arrays("digits").x_test)  # evaluated on the whole test split
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
     from kzoo.recipes import load, run
 

@@ -339,6 +339,7 @@ def test_sigkilled_staged_run_resumes_inside_its_stage_with_its_rates(staged, tm
     _assert_same_run(killed, reference, STAGED_KEYS)
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_staged_run_stopped_between_stages_resumes_at_the_next_one(staged, tmp_path, capsys, monkeypatch):
     import kzoo.recipes
 
@@ -421,6 +422,7 @@ def test_early_stopping_resumed_stops_at_the_same_epoch_with_the_same_weights(tm
     _assert_same_run(out, reference, RUN_KEYS)  # weights included: the best epoch's
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_reduce_lr_on_plateau_resumed_reduces_at_the_same_epochs(tmp_path, monkeypatch, capsys):
     # Stopped after epoch 6, right after the first reduction and one epoch before the second.
     out, reference, printed = _interrupted_run(monkeypatch, capsys, tmp_path, PLATEAU, stops=(6,))
@@ -462,6 +464,7 @@ def test_stage_stopped_early_resumes_at_the_next_stage_from_its_best_weights(tmp
 MONITORED = {**SMALL, "epochs": 2, "callbacks.update_ratio.every_n_steps": 7, "callbacks.update_ratio.adaptive": True}
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_update_ratio_monitor_resumed_samples_at_the_same_steps(tmp_path, monkeypatch, capsys):
     out, reference, printed = _interrupted_run(monkeypatch, capsys, tmp_path, MONITORED, stops=(1,))
     assert "UpdateRatioMonitor: step 7:" in printed  # the adaptive mode changed the rate in epoch 1

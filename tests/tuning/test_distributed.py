@@ -62,6 +62,7 @@ def test_oracle_address_is_checked():
         parse_address("10.0.0.5")
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_chief_and_two_workers_split_the_trials_and_all_exit(tiny_recipe, tmp_path):
     path = tiny_recipe(epochs=1)
     (port,) = free_ports(1)

@@ -54,6 +54,7 @@ def test_search_reports_each_trial_and_best_export_reproduces(tiny_recipe, tmp_p
     assert rss[-1] <= rss[1] * 1.15
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_failed_trials_are_recorded_with_their_reason_and_the_search_goes_on(tiny_recipe, tmp_path, cli):
     path = tiny_recipe(tune='''
 "model.norm_position" = ["before", "middle"]
@@ -72,6 +73,7 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_search_goes_on(tin
     assert "4 trials (3 failed)" in out
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_interrupted_one(tiny_recipe, tmp_path, cli):
     path = tiny_recipe(epochs=3)
     out_dir = tmp_path / "r"
