@@ -122,7 +122,7 @@ def _without_timings(path):
     return rows, metrics
 
 
-@pytest.mark.parametrize("name", ["mlp-digits", "cnn-digits"])
+@pytest.mark.parametrize("name", ["mlp-digits", pytest.param("cnn-digits", marks=pytest.mark.slow)])
 def test_two_runs_of_a_fast_recipe_with_its_defaults_write_the_same_history_and_metrics(name, tmp_path):
     import kzoo
 

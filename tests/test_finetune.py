@@ -190,6 +190,7 @@ def test_single_stage_recipes_read_as_before():
         build_recipe({"epochs": 5, "finetune": {"stages": "head:1@1e-3"}})
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_cli_finetunes_a_zoo_model_then_an_earlier_run(cli, tmp_path):
     first = tmp_path / "first"
     code, out, err = cli("finetune", "--backbone", "mlp", "--data", "digits", "--stages", "head:1@1e-3, all:1@1e-3",

@@ -413,6 +413,7 @@ def _interrupted_run(monkeypatch, capsys, tmp_path, overrides, stops):
     return out, reference, printed
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_early_stopping_resumed_stops_at_the_same_epoch_with_the_same_weights(tmp_path, monkeypatch, capsys):
     # Stopped after epoch 6 (best epoch 5, patience half used), then right after the checkpoint
     # of epoch 7, where it stops, before the fit ends.
@@ -439,6 +440,7 @@ STAGED_EARLY_STOP = {**SMALL, "model.dropout": 0.0, "finetune.stages": ["all:8@3
                      "callbacks.early_stopping.patience": 2, "callbacks.early_stopping.min_delta": 0.02}
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_stage_stopped_early_resumes_at_the_next_stage_from_its_best_weights(tmp_path, monkeypatch):
     import kzoo.recipes
 

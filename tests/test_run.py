@@ -42,6 +42,7 @@ def test_saved_model_loads_and_predicts_the_same(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), x.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_same_seed_same_metrics(tmp_path):
     import kzoo
 
@@ -52,6 +53,7 @@ def test_same_seed_same_metrics(tmp_path):
     assert [r["loss"] for r in a.history] == pytest.approx([r["loss"] for r in b.history], abs=1e-6)
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_existing_run_is_not_overwritten(cli, tmp_path):
     out = tmp_path / "r"
     assert cli("run", "mlp-digits", "--epochs", 1, "--out", out, "--quiet")[0] == 0

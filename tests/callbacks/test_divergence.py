@@ -47,11 +47,13 @@ def adaptive_runs(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_guard_leaves_a_healthy_run_alone(adaptive_runs):
     metrics = adaptive_runs["tuned"].metrics
     assert "stopped" not in metrics and metrics["epochs_run"] == 30
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 @pytest.mark.parametrize("start", ["below", "above"])
 def test_adaptive_monitor_recovers_a_mistuned_learning_rate(adaptive_runs, start):
     tuned = adaptive_runs["tuned"].metrics["test_accuracy"]

@@ -66,7 +66,8 @@ SCRIPT = textwrap.dedent('''
                       "gains": kzoo.optimizers.AdaptiveGainSGD}
 
     def recipe_for(c):
-        raw = {"name": "combo", "seed": 0, "epochs": 4,
+        # XLA is left out here (tests/test_determinism.py covers it): each compile would cost seconds
+        raw = {"name": "combo", "seed": 0, "epochs": 4, "jit_compile": False,
                "data": {"dataset": "digits", "batch_size": 128},
                "model": {"name": "mlp", "depth": 2, "width": 16},
                "optimizer": OPTIMIZERS[c["optimizer"]], "callbacks": CALLBACKS[c["callbacks"]],
