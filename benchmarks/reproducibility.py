@@ -8,8 +8,6 @@ per stage and one pretraining epoch.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import subprocess
 import sys
@@ -17,22 +15,12 @@ import tempfile
 
 import numpy as np
 
+from kzoo.testing import run_without_timings
+
 # Recipe -> extra `--set` overrides beyond the shortened epochs.
 SHORTEN = {
     "transfer-mnist-digits": ['finetune.stages=["head:1@1e-3", "all:1@3e-4"]', "finetune.pretrain.epochs=1"],
 }
-
-
-def without_timings(run_dir: str):
-    """history.csv rows and metrics.json of a run, every timing field left out."""
-    def timing(key):
-        return "second" in key or "time" in key
-
-    with open(os.path.join(run_dir, "history.csv")) as f:
-        rows = [{k: v for k, v in row.items() if not timing(k)} for row in csv.DictReader(f)]
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = {k: v for k, v in json.load(f).items() if not timing(k)}
-    return rows, metrics
 
 
 def synthetic_npz(path: str, n: int = 512, seed: int = 0) -> str:
@@ -62,7 +50,7 @@ def check(name: str, epochs: int = 2, workdir: str | None = None, timeout: float
         if proc.returncode:
             tail = (proc.stderr or proc.stdout).strip().splitlines()
             return {"recipe": name, "identical": None, "error": tail[-1] if tail else f"exit {proc.returncode}"}
-        outs.append(without_timings(out))
+        outs.append(run_without_timings(out))
     (rows_a, metrics_a), (rows_b, metrics_b) = outs
     differing = sorted(k for k in set(metrics_a) | set(metrics_b) if metrics_a.get(k) != metrics_b.get(k))
     return {"recipe": name, "identical": rows_a == rows_b and not differing, "history_identical": rows_a == rows_b,

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from kzoo.testing import steps_to_converge
+
 
 def test_gain_rule_additive_increase_multiplicative_decrease_and_clipping():
     import keras
@@ -23,36 +25,14 @@ def test_gain_rule_additive_increase_multiplicative_decrease_and_clipping():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(w), expected_w, rtol=1e-6)
 
 
-def _steps_to_converge(optimizer, tol=1e-4, max_steps=3000):
-    """Steps of `optimizer` until 0.5 * sum(c_i w_i^2) falls below tol times its start."""
-    import keras
-    import tensorflow as tf
-
-    curvatures = tf.constant([100.0, 10.0, 1.0, 0.1])  # condition number 1000
-    w = keras.Variable(np.ones(4, "float32"))
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = 0.5 * tf.reduce_sum(curvatures * w.value * w.value)
-        optimizer.apply(tape.gradient(loss, [w.value]), [w])
-        return loss
-
-    start = float(step())
-    for i in range(1, max_steps):
-        if float(step()) < tol * start:
-            return i + 1
-    return max_steps
-
-
 @pytest.mark.parametrize("lr", [0.003, 0.01])
 def test_gains_beat_sgd_momentum_on_an_ill_conditioned_quadratic(lr):
     import keras
 
     from kzoo.optimizers import AdaptiveGainSGD
 
-    sgd = _steps_to_converge(keras.optimizers.SGD(lr, momentum=0.9))
-    gains = _steps_to_converge(AdaptiveGainSGD(lr, momentum=0.9))
+    sgd = steps_to_converge(keras.optimizers.SGD(lr, momentum=0.9))
+    gains = steps_to_converge(AdaptiveGainSGD(lr, momentum=0.9))
     assert sgd < 3000, "SGD with momentum should converge at this rate"
     assert gains < 0.8 * sgd, f"gains took {gains} steps, SGD with momentum {sgd}"
 

@@ -1,13 +1,11 @@
 """kzoo.train.determinism: which step a model gets (XLA or op determinism), and same numbers twice."""
 
-import csv
-import json
-import os
 
 import keras
 import numpy as np
 import pytest
 
+from kzoo.testing import run_without_timings
 from kzoo.train.determinism import add_xla_flag, plan_step, seed_everything, set_op_determinism
 
 
@@ -110,26 +108,14 @@ def test_two_xla_compiled_fits_end_with_identical_weights():
         np.testing.assert_array_equal(a, b)
 
 
-def _without_timings(path):
-    """A run's history.csv rows and metrics.json with every timing field left out."""
-    def timing(key):
-        return "second" in key or "time" in key
-
-    with open(os.path.join(path, "history.csv")) as f:
-        rows = [{k: v for k, v in row.items() if not timing(k)} for row in csv.DictReader(f)]
-    with open(os.path.join(path, "metrics.json")) as f:
-        metrics = {k: v for k, v in json.load(f).items() if not timing(k)}
-    return rows, metrics
-
-
 @pytest.mark.parametrize("name", ["mlp-digits", pytest.param("cnn-digits", marks=pytest.mark.slow)])
 def test_two_runs_of_a_fast_recipe_with_its_defaults_write_the_same_history_and_metrics(name, tmp_path):
     import kzoo
 
     for out in ("a", "b"):
         kzoo.recipes.run(kzoo.recipes.load(name, ["epochs=2"]), out=str(tmp_path / out), verbose=0)
-    rows_a, metrics_a = _without_timings(tmp_path / "a")
-    rows_b, metrics_b = _without_timings(tmp_path / "b")
+    rows_a, metrics_a = run_without_timings(tmp_path / "a")
+    rows_b, metrics_b = run_without_timings(tmp_path / "b")
     assert len(rows_a) == 2 and "loss" in rows_a[0]
     assert rows_a == rows_b
     assert metrics_a == metrics_b

@@ -9,6 +9,7 @@ import os
 import time
 
 from benchmarks import results
+from kzoo.testing import steps_to_converge
 
 # group -> [(label, overrides)]; every run is `kzoo run mlp-digits --set ...` with these overrides.
 RUNS = {
@@ -33,29 +34,6 @@ RUNS = {
 }
 QUADRATIC_CURVATURES = (100.0, 10.0, 1.0, 0.1)
 QUADRATIC_RATES = (0.01, 0.003)
-
-
-def steps_to_converge(optimizer, tol: float = 1e-4, max_steps: int = 3000) -> int:
-    """Steps until 0.5 * sum(c_i w_i^2), from w = 1, falls below `tol` times its start."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    curvatures = tf.constant(QUADRATIC_CURVATURES)
-    w = keras.Variable(np.ones(len(QUADRATIC_CURVATURES), "float32"))
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = 0.5 * tf.reduce_sum(curvatures * w.value * w.value)
-        optimizer.apply(tape.gradient(loss, [w.value]), [w])
-        return loss
-
-    start = float(step())
-    for i in range(1, max_steps):
-        if float(step()) < tol * start:
-            return i + 1
-    return max_steps
 
 
 def _run(overrides, out) -> dict:
@@ -94,8 +72,8 @@ def measure() -> dict:
         groups[group] = rows
     quadratic = []
     for lr in QUADRATIC_RATES:
-        quadratic.append({"lr": lr, "sgd_momentum_steps": steps_to_converge(keras.optimizers.SGD(lr, momentum=0.9)),
-                          "gains_steps": steps_to_converge(AdaptiveGainSGD(lr, momentum=0.9))})
+        quadratic.append({"lr": lr, "sgd_momentum_steps": steps_to_converge(keras.optimizers.SGD(lr, momentum=0.9), QUADRATIC_CURVATURES),
+                          "gains_steps": steps_to_converge(AdaptiveGainSGD(lr, momentum=0.9), QUADRATIC_CURVATURES)})
     payload = {**results.header("dynamics", time.perf_counter() - started), "recipe": "mlp-digits",
                "runs": groups, "quadratic": {"curvatures": list(QUADRATIC_CURVATURES), "tolerance": 1e-4,
                                              "rows": quadratic}}

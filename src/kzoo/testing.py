@@ -375,3 +375,46 @@ def _child(tmp_dir, mirrored):
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _child(sys.argv[1], "--mirrored" in sys.argv[2:])
+
+
+def steps_to_converge(optimizer, curvatures=(100.0, 10.0, 1.0, 0.1), tol: float = 1e-4,
+                      max_steps: int = 3000) -> int:
+    """Steps of `optimizer` until the ill-conditioned quadratic 0.5 * sum(c_i w_i^2), from w = 1,
+    falls below `tol` times its start (`max_steps` if it never does).
+
+    Reference: Hinton, Neural Networks for Machine Learning, lecture 6d (per-weight gains on an
+    elongated error surface).
+    """
+    import keras
+    import tensorflow as tf
+
+    c = tf.constant(curvatures, dtype="float32")
+    w = keras.Variable(np.ones(len(curvatures), "float32"))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = 0.5 * tf.reduce_sum(c * w.value * w.value)
+        optimizer.apply(tape.gradient(loss, [w.value]), [w])
+        return loss
+
+    start = float(step())
+    for i in range(1, max_steps):
+        if float(step()) < tol * start:
+            return i + 1
+    return max_steps
+
+
+def run_without_timings(run_dir) -> tuple[list, dict]:
+    """A run folder's history.csv rows and metrics.json with every timing field left out: what
+    two runs of the same recipe must agree on."""
+    import csv
+
+    def timing(key):
+        return "second" in key or "time" in key
+
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        rows = [{k: v for k, v in row.items() if not timing(k)} for row in csv.DictReader(f)]
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = {k: v for k, v in json.load(f).items() if not timing(k)}
+    return rows, metrics
