@@ -152,10 +152,9 @@ def worker_index() -> tuple[int, int]:
 @dataclass
 class Setup:
     """What a recipe's device fields resolve to, once per run: the strategy (None on the default
-    single-device path), the dtype policy and the global batch size."""
+    single-device path) and the global batch size (the dtype policy is set globally)."""
 
     strategy: Any = None
-    policy: str = "float32"
     batch_size: int = 64
 
     def scope(self):
@@ -179,9 +178,9 @@ def decide(recipe, strategy=None) -> Setup:
         strategy = make_strategy(recipe.strategy)  # first: MultiWorkerMirroredStrategy must precede other ops
     import tensorflow as tf
 
-    policy = apply_precision(recipe.mixed_precision, strategy or tf.distribute.get_strategy())
+    apply_precision(recipe.mixed_precision, strategy or tf.distribute.get_strategy())
     batch = global_batch_size(recipe, strategy) if strategy is not None else recipe.data.batch_size
-    return Setup(strategy=strategy, policy=policy, batch_size=batch)
+    return Setup(strategy=strategy, batch_size=batch)
 
 
 def resolve_steps_per_execution(recipe, steps_per_epoch: int, callbacks=(), strategy=None) -> int:

@@ -28,7 +28,6 @@ class FitResult:
     boundaries: list = field(default_factory=list)  # epochs after which a new stage starts
     seconds: float = 0.0  # training wall time of this call
     resumed_after: int = 0  # epochs restored from a checkpoint
-    steps_per_epoch: int = 0
 
     def history(self):
         """The rows as a `keras.callbacks.History` (what KerasTuner reads a trial's score from)."""
@@ -140,7 +139,7 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         seconds += time.perf_counter() - began
         rows = stage_callbacks[-1].rows  # every epoch once
     boundaries = [a["epoch"] for a, b in zip(rows, rows[1:]) if a.get("stage") != b.get("stage")]
-    return FitResult(rows, boundaries, seconds, snapshot.epoch if snapshot else 0, steps)
+    return FitResult(rows, boundaries, seconds, snapshot.epoch if snapshot else 0)
 
 
 def _stage_over(rows, k, ran, epochs, stopped, last):
