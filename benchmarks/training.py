@@ -48,8 +48,23 @@ def kzoo_setup(recipe, arrays):
     return model, ds, step_plan
 
 
+def stock_keras(model):
+    """`model`'s architecture in Keras's own layers: kzoo's fused batch norm becomes
+    `keras.layers.BatchNormalization` (same config; fresh weights, which a speed test ignores)."""
+    import keras
+
+    from kzoo.zoo.layers import FusedBatchNormalization
+
+    def clone(layer):
+        cls = keras.layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
+        return cls.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
 def baseline_setup(recipe, arrays, keras_defaults=False):
-    """The same architecture compiled the plain Keras way, fed by from_tensor_slices().batch().
+    """The same architecture in Keras's own layers (`stock_keras`), compiled the plain Keras way,
+    fed by from_tensor_slices().batch().
 
     With `keras_defaults`, also Keras's defaults where a user would leave them: Adam 1e-3, no
     schedule, batch-norm momentum 0.99, no augmentation, batch size 32.
@@ -69,8 +84,8 @@ def baseline_setup(recipe, arrays, keras_defaults=False):
     aug = recipe.data.augment
     layers = [] if keras_defaults else augmentation_layers(
         arrays.info.input_shape, aug.flip, aug.translation, aug.rotation, aug.zoom, aug.crop, seed=recipe.seed)
-    model = create_model(recipe.model["name"], arrays.info.input_shape, arrays.info.num_classes, layers + [norm],
-                         seed=recipe.seed, **kwargs)
+    model = stock_keras(create_model(recipe.model["name"], arrays.info.input_shape, arrays.info.num_classes,
+                                     layers + [norm], seed=recipe.seed, **kwargs))
     if keras_defaults:
         optimizer = keras.optimizers.Adam()
     else:

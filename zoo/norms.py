@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from kzoo.registry import Registry
+from kzoo.zoo.layers import FusedBatchNormalization
 
 NORMS = Registry("norm")
 
@@ -21,8 +22,9 @@ def register_norm(fn=None, **meta):
 
 @register_norm
 def batch(name=None, momentum=0.9, **kwargs):
-    """Batch normalization over the batch and spatial axes (Ioffe & Szegedy 2015)."""
-    return keras.layers.BatchNormalization(momentum=momentum, name=name, **kwargs)
+    """Batch normalization over the batch and spatial axes (Ioffe & Szegedy 2015), training
+    through TensorFlow's fused kernel where it applies (`FusedBatchNormalization`)."""
+    return FusedBatchNormalization(momentum=momentum, name=name, **kwargs)
 
 
 @register_norm
