@@ -34,16 +34,20 @@ def kzoo_setup(recipe, arrays):
     `kzoo.train.determinism` for XLA or op determinism); returns the model, the dataset and the
     plan, whose `op_determinism` the timing loop re-applies before each fit (it is process-wide).
     """
+    import keras
+
     from kzoo.data.core import make_dataset
-    from kzoo.train import build_model, compile_stage, plan, seed_everything
+    from kzoo.train import build_model, compile_stage, decide, plan, seed_everything
     from kzoo.train.determinism import plan_step
 
     d = recipe.data
     steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
     seed_everything(recipe.seed, recipe.deterministic)
+    decide(recipe)  # the dtype policy, as every run sets it
     model = build_model(recipe, arrays)
     step_plan = plan_step(model, recipe.deterministic, recipe.jit_compile)  # what compile_stage applies
     compile_stage(model, recipe, plan(recipe)[0][0], None, steps)
+    keras.mixed_precision.set_global_policy("float32")  # built layers keep theirs; the baseline is float32
     ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed, d.cache, d.shuffle_buffer)
     return model, ds, step_plan
 
@@ -149,14 +153,14 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5):
     input_k = pipeline_seconds(k_ds)
     stage = "input pipeline" if input_k > 0.5 * epoch_k else "step time"
     cpu_ratio = median(cpu["kzoo"]) / median(cpu["baseline"])
-    xla = "XLA" if k_model.jit_compile else "no XLA"
+    xla = ("XLA" if k_model.jit_compile else "no XLA") + f", {k_model.dtype_policy.name}"
     return Result(
         f"train throughput {name}", "samples/s (steady), kzoo defaults vs Keras defaults", k, b, "samples/s",
         goal=1.5,
         note=(f"kzoo: {xla}, {plan.mechanism}; CPU-time ratio {cpu_ratio:.2f}; slowest stage: {stage} "
               f"(input {input_k * 1e3:.0f} ms of {epoch_k * 1e3:.0f} ms per epoch)"),
         details={"kzoo_runs": values["kzoo"], "baseline_runs": values["baseline"], "cpu_time_ratio": round(cpu_ratio, 3),
-                 "jit_compile": bool(k_model.jit_compile), "mechanism": plan.mechanism, "plan_note": plan.note,
+                 "jit_compile": bool(k_model.jit_compile), "dtype_policy": k_model.dtype_policy.name, "mechanism": plan.mechanism, "plan_note": plan.note,
                  "steps_per_execution": int(k_model.steps_per_execution)},
     )
 

@@ -153,8 +153,9 @@ class Recipe:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     # Distribution (kzoo.train.distribution): auto, default, mirrored, tpu or multiworker.
     strategy: str = "default"
-    # off, auto (mixed_float16 on GPU, mixed_bfloat16 on TPU, off on CPU), mixed_float16, mixed_bfloat16.
-    mixed_precision: str = "off"
+    # auto (bfloat16 where the hardware has it: kzoo.train.distribution.precision_policy), off,
+    # mixed_float16, mixed_bfloat16.
+    mixed_precision: str = "auto"
     # Multiply data.batch_size by the number of replicas (the per-replica batch stays the same).
     scale_batch_with_replicas: bool = False
 

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+import kzoo
 from kzoo.testing import run_without_timings
 from kzoo.train.determinism import add_xla_flag, plan_step, seed_everything, set_op_determinism
 
@@ -110,7 +111,6 @@ def test_two_xla_compiled_fits_end_with_identical_weights():
 
 @pytest.mark.parametrize("name", ["mlp-digits", pytest.param("cnn-digits", marks=pytest.mark.slow)])
 def test_two_runs_of_a_fast_recipe_with_its_defaults_write_the_same_history_and_metrics(name, tmp_path):
-    import kzoo
 
     for out in ("a", "b"):
         kzoo.recipes.run(kzoo.recipes.load(name, ["epochs=2"]), out=str(tmp_path / out), verbose=0)
@@ -121,17 +121,29 @@ def test_two_runs_of_a_fast_recipe_with_its_defaults_write_the_same_history_and_
     assert metrics_a == metrics_b
 
 
-def test_auto_precision_uses_bfloat16_on_a_cpu_only_when_it_has_native_bf16(tmp_path):
-    from kzoo.train.determinism import auto_precision
+def test_auto_precision_computes_in_bfloat16_only_where_the_hardware_has_it(tmp_path, monkeypatch):
+    from kzoo.train import distribution
 
     with_bf16, without = tmp_path / "a", tmp_path / "b"
     with_bf16.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
     without.write_text("processor : 0\nflags : fpu sse2 avx2\n")
-    assert auto_precision("cpu", str(with_bf16)) == "mixed_bfloat16"
-    assert auto_precision("cpu", str(without)) is None
-    assert auto_precision("cpu", str(tmp_path / "missing")) is None
-    assert auto_precision("gpu", str(without)) == "mixed_float16"
-    assert auto_precision("tpu", str(without)) == "mixed_bfloat16"
+    assert distribution.cpu_has_bf16(str(with_bf16)) and not distribution.cpu_has_bf16(str(without))
+    assert not distribution.cpu_has_bf16(str(tmp_path / "missing"))
+
+    cnn, mlp = kzoo.recipes.load("cnn-digits"), kzoo.recipes.load("mlp-digits")
+    staged = kzoo.recipes.load("transfer-mnist-digits")
+    assert cnn.mixed_precision == "auto"  # the default
+    for kind, native, recipe, policy in [
+            ("cpu", True, cnn, "mixed_bfloat16"), ("cpu", True, staged, "mixed_bfloat16"),
+            ("cpu", True, mlp, None),  # XLA compiles an MLP's step; bfloat16 is slower there
+            ("cpu", False, cnn, None), ("tpu", False, mlp, "mixed_bfloat16"),
+            ("gpu", True, mlp, "mixed_bfloat16"), ("gpu", False, cnn, None)]:
+        monkeypatch.setattr(distribution, "device_kind", lambda strategy, kind=kind: kind)
+        monkeypatch.setattr(distribution, "cpu_has_bf16", lambda native=native: native)
+        monkeypatch.setattr(distribution, "gpu_has_bf16", lambda native=native: native)
+        assert distribution.precision_policy("auto", None, recipe) == policy, (kind, native, recipe.name)
+        assert distribution.precision_policy("off", None, recipe) is None
+        assert distribution.precision_policy("mixed_float16", None, recipe) == "mixed_float16"
 
 
 def test_several_replicas_keep_the_step_off_xla_and_say_why():

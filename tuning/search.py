@@ -556,7 +556,7 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
     import tensorflow as tf
 
     previous_policy = keras.mixed_precision.global_policy()
-    apply_precision(recipe.mixed_precision, dist or tf.distribute.get_strategy())
+    apply_precision(recipe.mixed_precision, dist or tf.distribute.get_strategy(), recipe)
     try:
         return _search(recipe, tuner, max_trials, objective, out, overwrite, role, tuner_id, export, verbose,
                        poll_seconds, wait_workers, trial_timeout, connect_timeout, on_trial_end, dist, host, port,

@@ -10,6 +10,7 @@ from kzoo.testing import check_conformance, check_in_fresh_process, conformance_
 from kzoo.zoo import activations, initializers
 from kzoo.zoo.backbones import BackbonePreprocess
 from kzoo.zoo.layers import (
+    FusedBatchNormalization,
     Maxout,
     MCDropout,
     PCAWhitening,
@@ -32,6 +33,7 @@ def _initializer_case(name):
 
 
 LAYER_CASES = [
+    conformance_case("fused_batch_norm", lambda: FusedBatchNormalization(momentum=0.9), (3, 3, 4)),
     conformance_case("maxout", lambda: Maxout(num_pieces=3), (6,)),
     conformance_case("maxout_conv", lambda: Maxout(num_pieces=2), (3, 3, 4)),
     conformance_case("rrelu", lambda: RReLU(lower=0.1, upper=0.3, seed=1), (6,), training_gradient=True),

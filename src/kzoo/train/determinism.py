@@ -233,31 +233,6 @@ def plan_step(model, deterministic: bool = True, jit_compile: bool = True, strat
     return StepPlan(True, False, "xla" if deterministic else "none", device)
 
 
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this x86 CPU computes bfloat16 natively (the `avx512_bf16` or `amx_bf16` flag)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def auto_precision(device: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The Keras dtype policy `mixed_precision = "auto"` should pick on `device` (None: float32).
-
-    `mixed_float16` on GPU, `mixed_bfloat16` on TPU, and `mixed_bfloat16` on a CPU with native
-    bfloat16 (oneDNN's bf16 kernels: plain Keras trained ResNet-20 1.3x faster, in wall and CPU
-    time, on such a 2-core x86 than in float32). Half-precision compute changes the numbers a run produces,
-    so this is what `auto` means, never the default.
-    """
-    if device == "gpu":
-        return "mixed_float16"
-    if device == "tpu":
-        return "mixed_bfloat16"
-    return "mixed_bfloat16" if cpu_has_bf16(cpuinfo) else None
-
-
 _NOTES_SHOWN: set = set()
 
 
