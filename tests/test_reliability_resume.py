@@ -74,17 +74,19 @@ def _assert_same_run(out, reference, keys):
 
 
 def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
+    """cnn-digits with its defaults: bfloat16 on a CPU that has it, fused batch norm, random
+    translation inside the model (the staged test below covers an XLA-compiled MLP)."""
     import kzoo.recipes
 
     epochs = 6
     killed = tmp_path / "killed"
-    run_args = ("run", "mlp-digits", "--epochs", epochs, "--out", killed, "--quiet")
+    run_args = ("run", "cnn-digits", "--epochs", epochs, "--out", killed, "--quiet")
     _sigkill_when_checkpointed(run_args, killed)
 
     resumed = subprocess.run(_kzoo(*run_args), capture_output=True, text=True, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
-    kzoo.recipes.run(kzoo.recipes.load("mlp-digits", {"epochs": epochs}), out=str(tmp_path / "uninterrupted"),
+    kzoo.recipes.run(kzoo.recipes.load("cnn-digits", {"epochs": epochs}), out=str(tmp_path / "uninterrupted"),
                      verbose=0)
 
     metrics = json.loads((killed / "metrics.json").read_text())
@@ -93,6 +95,11 @@ def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
                                                           "epochs_run", "params"))
     with open(killed / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, epochs + 1))
+    from kzoo.safe_load import load_model
+    from kzoo.train.distribution import cpu_has_bf16
+
+    policy = load_model(str(killed / "model.keras")).dtype_policy.name
+    assert policy == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
 
 
 def test_full_disk_at_the_end_loses_no_training(tmp_path, cli, monkeypatch):
