@@ -98,7 +98,7 @@ def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
     from kzoo.safe_load import load_model
     from kzoo.train.distribution import cpu_has_bf16
 
-    policy = load_model(str(killed / "model.keras")).dtype_policy.name
+    policy = load_model(str(killed / "model.keras")).get_layer("stage0_block0_conv").dtype_policy.name
     assert policy == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
 
 
