@@ -1,15 +1,7 @@
 """Momentum warm-up: start with a low momentum (or Adam's beta_1) while gradients are large,
-then raise it smoothly, per step or per epoch, and log it like the learning rate.
-
-Keras 3 optimizers keep `momentum` and `beta_1` as Python floats, which a compiled train step
-captures as constants when it is traced. kzoo's optimizers (`kzoo.optimizers`) hold the value in
-an optimizer variable once a callback asks for it; `MomentumScheduler` asks and assigns it. A
-stock Keras optimizer (SGD, RMSprop with momentum, Adam, AdamW, Adamax, Nadam) is turned into
-its kzoo class when training starts, keeping its state.
-
-Reference:
-    Sutskever, Martens, Dahl & Hinton 2013, "On the importance of initialization and momentum
-    in deep learning" (https://proceedings.mlr.press/v28/sutskever13.html).
+then raise it smoothly, per step or per epoch, and log it like the learning rate. The
+optimizer holds the value in a variable the compiled step reads (`kzoo.optimizers`); a stock
+Keras optimizer is turned into its kzoo class when training starts, keeping its state.
 """
 
 from __future__ import annotations
@@ -20,7 +12,7 @@ import keras
 
 from kzoo.callbacks.registry import register_callback
 from kzoo.errors import RecipeError
-from kzoo.optimizers import scheduled_optimizer
+from kzoo.optimizers import schedule_momentum, scheduled_optimizer  # noqa: F401 (public here)
 
 
 def momentum_warmup_value(progress: float, start: float, end: float, shape: str = "cosine") -> float:
@@ -57,7 +49,8 @@ class MomentumScheduler(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=10, callbacks=[warmup])  # history.history["momentum"]
 
     Reference:
-        Sutskever et al. 2013 (https://proceedings.mlr.press/v28/sutskever13.html).
+        Sutskever, Martens, Dahl & Hinton 2013, "On the importance of initialization and
+        momentum in deep learning" (https://proceedings.mlr.press/v28/sutskever13.html).
     """
 
     def __init__(self, schedule, steps_per_epoch: int | None = None, per_step: bool = True):
@@ -73,15 +66,8 @@ class MomentumScheduler(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is None:
-            return
-        inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        if getattr(inner, "momentum_variable", None) is None:
-            scheduled_optimizer(inner)
-            # A train step traced before the swap would keep reading the old constant.
-            model.train_function = None
-        self._optimizer = inner
+        if getattr(model, "optimizer", None) is not None:
+            self._optimizer = schedule_momentum(model)
 
     def on_train_begin(self, logs=None):
         self._epoch = 0

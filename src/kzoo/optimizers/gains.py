@@ -1,17 +1,13 @@
-"""SGD with a learned gain per weight: the global learning rate times a local gain that grows
-while the weight's gradient keeps its sign and shrinks when the sign flips.
-
-Reference:
-    Jacobs 1988, "Increased rates of convergence through learning rate adaptation"
-    (delta-bar-delta), Neural Networks 1(4); Hinton, Neural Networks for Machine Learning,
-    lecture 6d "Adaptive learning rates for each connection"
-    (https://www.cs.toronto.edu/~hinton/coursera/lecture6/lec6.pdf).
-"""
+"""SGD with a learned gain per weight (delta-bar-delta): the global rate times a local gain that
+grows while the weight's gradient keeps its sign and shrinks when the sign flips."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+# [optimizer] keys only the `gains` optimizer reads.
+GAIN_FIELDS = ("gain_increase", "gain_decrease", "min_gain", "max_gain")
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -45,7 +41,8 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
         >>> model.compile(optimizer=AdaptiveGainSGD(0.01, momentum=0.9), loss="mse")
 
     Reference:
-        Jacobs 1988 (delta-bar-delta); Hinton, lecture 6d
+        Jacobs 1988, "Increased rates of convergence through learning rate adaptation", Neural
+        Networks 1(4); Hinton, Neural Networks for Machine Learning, lecture 6d
         (https://www.cs.toronto.edu/~hinton/coursera/lecture6/lec6.pdf).
     """
 
@@ -102,15 +99,8 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
             self.assign_sub(variable, step)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "momentum": self.momentum,
-            "gain_increase": self.gain_increase,
-            "gain_decrease": self.gain_decrease,
-            "min_gain": self.min_gain,
-            "max_gain": self.max_gain,
-            "averaging": self.averaging,
-        }
+        keys = ("momentum",) + GAIN_FIELDS + ("averaging",)
+        return {**super().get_config(), **{k: getattr(self, k) for k in keys}}
 
 
 def validate_gain_config(cfg):
@@ -118,7 +108,6 @@ def validate_gain_config(cfg):
     from kzoo.errors import RecipeError
 
     try:
-        AdaptiveGainSGD(learning_rate=cfg.lr, momentum=cfg.momentum, gain_increase=cfg.gain_increase,
-                        gain_decrease=cfg.gain_decrease, min_gain=cfg.min_gain, max_gain=cfg.max_gain)
+        AdaptiveGainSGD(learning_rate=cfg.lr, momentum=cfg.momentum, **{k: getattr(cfg, k) for k in GAIN_FIELDS})
     except ValueError as e:
         raise RecipeError(f"optimizer.{e}") from None
