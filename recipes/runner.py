@@ -7,6 +7,8 @@ import shutil
 
 import keras
 
+from kzoo.recipes.loader import load
+from kzoo.runs import RunDir, default_out
 from kzoo.train.engine import RunResult, train
 
 __all__ = ["RunResult", "run"]
@@ -24,16 +26,13 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
             Defaults to `False`.
 
     Returns:
-        A `RunResult` with the metrics (as in `metrics.json`), the directory, the history rows
-        and the trained model.
+        A `RunResult`: the metrics (as in `metrics.json`), the directory, the history rows and
+        the trained model.
 
     Example:
         >>> result = kzoo.recipes.run("mlp-digits", out="runs/try")
         >>> result.metrics["test_accuracy"]
     """
-    from kzoo.recipes.loader import load
-    from kzoo.runs import RunDir, default_out
-
     if isinstance(recipe, str):
         recipe = load(recipe)
     out = out or default_out(recipe.name)

@@ -1,15 +1,12 @@
-"""The step function for `strategy = "multiworker"`: a custom step run by `strategy.run`,
-inside the same loop and with the same callbacks as every other path.
+"""The step function for `strategy = "multiworker"`, run inside the same loop and with the same
+callbacks (driven through Keras's `CallbackList`) as every other path.
 
 Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585,
-tensorflow/tensorflow#72388: a `PerReplica` value reaches `_maybe_symbolic_build`, then
-`reduce_per_replica` fails on a scalar). This step avoids both without touching Keras: every
-worker reads its shard of the same seeded shuffle, each replica computes its loss scaled by the
-global batch (`tf.nn.compute_average_loss`), and the Keras optimizer all-reduces the gradients,
-so every worker applies the same update; non-trainable statistics (batch norm) are averaged
-across workers after each epoch. All workers run the same number of steps (the shards repeat;
-an epoch is `num_train // global_batch` steps), so no collective waits on a worker that ran out
-of data. The callbacks are driven through Keras's `CallbackList`, as `fit` drives them.
+tensorflow/tensorflow#72388). Here every worker reads its shard of the same seeded shuffle, each
+replica's loss is scaled by the global batch and the optimizer all-reduces the gradients, so
+every worker applies the same update; batch-norm statistics are averaged after each epoch. All
+workers run the same number of steps (`num_train // global_batch`; the shards repeat), so no
+collective waits on a worker that ran out of data.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ def evaluate_locally(model, x, y):
 
 
 def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, verbose):
-    """One stage under `MultiWorkerMirroredStrategy`, with `fit`'s signature in `kzoo.train.loop`."""
+    """One stage under `MultiWorkerMirroredStrategy`, with `kzoo.train.loop.keras_fit`'s signature."""
     import tensorflow as tf
 
     strategy, batch = setup.strategy, setup.batch_size
