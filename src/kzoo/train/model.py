@@ -65,12 +65,7 @@ def _with_head(body, input_shape, front, num_classes, dropout, seed, name):
     x = inputs
     for layer in front:
         x = layer(x)
-    x = body(x)
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    elif len(x.shape) > 2:
-        x = keras.layers.Flatten(name="head_flatten")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes, dropout=dropout, seed=seed), name=name)
+    return keras.Model(inputs, classifier_head(body(x), num_classes, dropout=dropout, seed=seed), name=name)
 
 
 def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), seed=0, name=None):
