@@ -48,6 +48,18 @@ def atomic_write(path: str, data: str | bytes):
         raise _write_error(path, e) from None
 
 
+def write_csv(path: str, rows: list[dict], columns=()):
+    """Writes `rows` (dicts) as CSV, atomically: `columns`, then every other key in first-seen order."""
+    columns = list(columns)
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
 def _remove_quietly(path: str):
     try:
         os.remove(path)
@@ -190,14 +202,7 @@ class RunDir:
         self.write_text(name, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
     def write_csv(self, name: str, rows: list[dict]):
-        buf = io.StringIO()
-        columns = []
-        for row in rows:
-            columns += [c for c in row if c not in columns]
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        self.write_text(name, buf.getvalue())
+        write_csv(self.file(name), rows)
 
     def save_model(self, model, name: str = "model.keras"):
         tmp = self.file(f"tmp-{os.getpid()}-{name}")
