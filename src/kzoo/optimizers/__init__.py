@@ -1,9 +1,6 @@
-"""kzoo.optimizers: every optimizer a recipe names, in one composition.
-
-`build_optimizer` builds the recipe's [optimizer] as a `Kzoo<Name>` (`compose.py`): Keras's own
-update plus per-group learning rates and a momentum a callback may schedule, saved with the
-model. To add an optimizer, register a builder below; a new class also goes into
-`compose._MOMENTUM` with its momentum mixin (or `None`).
+"""kzoo.optimizers: every optimizer a recipe names, built as a `Kzoo<Name>` (`compose.py`): Keras's
+update plus per-group learning rates and a momentum a callback may schedule. To add one, register
+a builder below; a new class also goes into `compose._MOMENTUM` with its momentum mixin (or None).
 """
 
 from __future__ import annotations
@@ -67,8 +64,7 @@ def build_optimizer(cfg, learning_rate=None, lr_multipliers=None):
     """Builds the optimizer `cfg.name` names, in its kzoo composition.
 
     Args:
-        cfg: an `OptimizerConfig` (name, lr, momentum, nesterov, weight_decay, betas, rho,
-            epsilon, clipnorm, clipvalue, gain fields).
+        cfg: a recipe's `OptimizerConfig`.
         learning_rate: a float or a `LearningRateSchedule` replacing `cfg.lr`. Defaults to `cfg.lr`.
         lr_multipliers: layer name -> factor of the learning rate. Defaults to `None` (none).
 

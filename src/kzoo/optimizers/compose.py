@@ -1,8 +1,6 @@
-"""One composition for every optimizer kzoo builds: Keras's optimizer (or kzoo's gains SGD) with
-per-group learning rates and, on request, a scheduled momentum, registered so a saved model
-carries it. `KzooAdam` is `GroupLearningRates + Beta1Momentum + keras.optimizers.Adam`, and so
-on; with no multipliers and no schedule it updates exactly as the Keras class does.
-"""
+"""One composition for every optimizer kzoo builds, registered so a saved model carries it:
+`KzooAdam` is `GroupLearningRates + Beta1Momentum + keras.optimizers.Adam`, and so on. With no
+multipliers and no schedule it updates exactly as the Keras class does."""
 
 from __future__ import annotations
 
@@ -13,16 +11,13 @@ from kzoo.optimizers.gains import AdaptiveGainSGD
 
 
 class GroupLearningRates:
-    """Mixin over a Keras optimizer: scales each variable's update by its layer's multiplier.
-
-    Each step runs the optimizer's own update once per group with `learning_rate * factor`, so
-    the factor scales the update itself (for Adam too, whose update does not scale with the
-    gradient). The multipliers are part of the config, so they come back with `load_model`.
+    """Mixin over a Keras optimizer: each step runs the optimizer's own update once per group of
+    variables at `learning_rate * factor`, so the factor scales the update itself (Adam's too).
     Weight decay is applied at the base rate to every group.
 
     Args:
-        lr_multipliers: layer name -> factor of the learning rate (>= 0); layers not named
-            learn at the base rate. Defaults to `None` (every layer at the base rate).
+        lr_multipliers: layer name -> factor of the learning rate (>= 0), saved in the config;
+            layers not named learn at the base rate. Defaults to `None`.
 
     Reference: discriminative fine-tuning (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146).
     """
@@ -58,14 +53,12 @@ class GroupLearningRates:
 
 
 class ScheduledMomentum:
-    """Mixin holding an optimizer's momentum-like hyperparameter (`momentum_attr`) in a variable
-    on request.
+    """Mixin holding an optimizer's `momentum` (or `beta_1`: `momentum_attr`) in a variable on request.
 
-    Keras keeps `momentum` and `beta_1` as Python floats, which a compiled train step captures as
-    constants: assigning a new float afterwards changes nothing. Once a callback asks for a
-    schedule (`enable_momentum_schedule`), the value lives in a scalar optimizer variable that
-    the compiled step reads, saved with the optimizer's state; the attribute keeps the last value
-    set, so `get_config` saves it. An optimizer nobody schedules keeps Keras's update bit for bit.
+    Keras keeps them as Python floats, which a compiled train step captures as constants. Once a
+    callback asks for a schedule (`enable_momentum_schedule`) the value lives in a scalar
+    optimizer variable the step reads; the attribute keeps the last value set, for `get_config`.
+    An optimizer nobody schedules keeps Keras's update bit for bit.
 
     Reference: Sutskever et al. 2013 (https://proceedings.mlr.press/v28/sutskever13.html).
     """
@@ -223,12 +216,8 @@ def composed_class(optimizer_or_class):
 
 
 def with_group_learning_rates(optimizer, lr_multipliers: dict):
-    """A copy of a Keras or kzoo optimizer whose updates are scaled per layer: `lr_multipliers`
-    maps layer names to factors of the learning rate.
-
-    Example:
-        >>> opt = with_group_learning_rates(keras.optimizers.Adam(1e-3), {"stage0_block0_conv1": 0.1})
-    """
+    """A copy of a Keras or kzoo optimizer whose updates are scaled per layer (`lr_multipliers`:
+    layer name -> factor), e.g. `with_group_learning_rates(keras.optimizers.Adam(), {"stem": 0.1})`."""
     config = optimizer.get_config()
     config.pop("lr_multipliers", None)
     lr = optimizer._learning_rate  # keeps a schedule object rather than its serialized form

@@ -49,24 +49,15 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
     def __init__(self, learning_rate=0.01, momentum=0.0, gain_increase=0.05, gain_decrease=0.95,
                  min_gain=0.01, max_gain=10.0, averaging=0.0, name="adaptive_gain_sgd", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum}")
-        if gain_increase < 0:
-            raise ValueError(f"gain_increase must be >= 0. Received: gain_increase={gain_increase}")
-        if not 0.0 < gain_decrease < 1.0:
-            raise ValueError(f"gain_decrease must be in (0, 1). Received: gain_decrease={gain_decrease}")
-        if not 0.0 < min_gain <= 1.0:
-            raise ValueError(f"min_gain must be in (0, 1]. Received: min_gain={min_gain}")
-        if max_gain < 1.0:
-            raise ValueError(f"max_gain must be >= 1. Received: max_gain={max_gain}")
-        if not 0.0 <= averaging < 1.0:
-            raise ValueError(f"averaging must be in [0, 1). Received: averaging={averaging}")
-        self.momentum = float(momentum)
-        self.gain_increase = float(gain_increase)
-        self.gain_decrease = float(gain_decrease)
-        self.min_gain = float(min_gain)
-        self.max_gain = float(max_gain)
-        self.averaging = float(averaging)
+        for key, value, ok, rule in (("momentum", momentum, 0.0 <= momentum < 1.0, "in [0, 1)"),
+                                     ("gain_increase", gain_increase, gain_increase >= 0, ">= 0"),
+                                     ("gain_decrease", gain_decrease, 0.0 < gain_decrease < 1.0, "in (0, 1)"),
+                                     ("min_gain", min_gain, 0.0 < min_gain <= 1.0, "in (0, 1]"),
+                                     ("max_gain", max_gain, max_gain >= 1.0, ">= 1"),
+                                     ("averaging", averaging, 0.0 <= averaging < 1.0, "in [0, 1)")):
+            if not ok:
+                raise ValueError(f"{key} must be {rule}. Received: {key}={value}")
+            setattr(self, key, float(value))
 
     def build(self, variables):
         if self.built:

@@ -1,10 +1,5 @@
-"""kzoo.train: the training engine. Every path trains through it: a run (a plan of one stage),
-staged fine-tuning (a plan of N), a tuner trial (the same fit in its trial folder),
-multi-worker training (another step function in the same loop) and the learning-rate finder.
-The modules, in the order a run uses them: `distribution` (strategy, precision, batch size),
-`determinism` (seeds, XLA), `engine` (`train`: data to run folder), `model`, `loop` (`fit_plan`
-and `compile_stage`), `multiworker`.
-"""
+"""kzoo.train: the one training engine behind runs, staged fine-tuning, tuner trials,
+multi-worker training and the learning-rate finder (docs/architecture.md has the map)."""
 
 from kzoo.train.determinism import seed_everything
 from kzoo.train.distribution import Setup, decide, resolve_steps_per_execution

@@ -1,9 +1,6 @@
-"""The training engine: `train(recipe, run_dir)`, from a recipe to a finished run folder.
-
-It is `kzoo run`, staged fine-tuning (with [finetune.pretrain] and the scratch baseline cached in
-the run folder) and multi-worker training; a tuner trial and the learning-rate finder use its
-parts (`prepare`, `build`, `recipe_callbacks`, `fit_plan`, `compile_stage`).
-"""
+"""The training engine: `train(recipe, run_dir)`, from a recipe to a finished run folder, for
+`kzoo run`, staged fine-tuning and multi-worker training; a tuner trial and the learning-rate
+finder use its parts (`prepare`, `build`, `recipe_callbacks`, `fit_plan`, `compile_stage`)."""
 
 from __future__ import annotations
 
@@ -97,13 +94,9 @@ def evaluate(model, data, setup):
 
 
 def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunResult:
-    """Trains a recipe into an open `RunDir` and writes its artifacts; returns a `RunResult`.
-
-    Writes `recipe.toml`, `history.csv` (with `stage` and `trainable` columns for a staged plan),
-    `model.keras`, `curves.png`, `dynamics.png` when a monitor sampled, `metrics.json` (last: its
-    presence marks a finished run) and `report.html`. A run killed part-way resumes when run
-    again into the same folder.
-    """
+    """Trains a recipe into an open `RunDir` and writes its artifacts (`recipe.toml`, `history.csv`,
+    `model.keras`, plots, `metrics.json` last, `report.html`); returns a `RunResult`. A run killed
+    part-way resumes when run again into the same folder."""
     setup = decide(recipe, strategy)
     seed_everything(recipe.seed, recipe.deterministic)
     data = prepare(recipe, setup, cache_dir=run_dir.path)

@@ -1,12 +1,10 @@
-"""The step function for `strategy = "multiworker"`, run inside the same loop and with the same
-callbacks (driven through Keras's `CallbackList`) as every other path.
+"""The step function for `strategy = "multiworker"`, in the same loop and with the same callbacks
+as every other path: Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585, tensorflow/tensorflow#72388).
 
-Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585,
-tensorflow/tensorflow#72388). Here every worker reads its shard of the same seeded shuffle, each
-replica's loss is scaled by the global batch and the optimizer all-reduces the gradients, so
-every worker applies the same update; batch-norm statistics are averaged after each epoch. All
-workers run the same number of steps (`num_train // global_batch`; the shards repeat), so no
-collective waits on a worker that ran out of data.
+Every worker reads its shard of the same seeded shuffle and the optimizer all-reduces the
+gradients, so all apply the same update. All run `num_train // global_batch` steps an epoch (the
+shards repeat), so no collective waits on a worker that ran out of data.
 """
 
 from __future__ import annotations
