@@ -38,10 +38,8 @@ class MomentumScheduler(keras.callbacks.Callback):
     each step or each epoch, and writes the value used into epoch logs as `momentum`.
 
     Args:
-        schedule: `fn(epoch) -> value`, where `epoch` counts from 0 and is fractional when
-            `per_step` (e.g. 2.5 is half-way through the third epoch).
-        steps_per_epoch: steps in one epoch, to turn steps into fractional epochs with
-            `per_step`. Defaults to `None` (taken from the fit's `steps` parameter).
+        schedule: `fn(epoch) -> value`; `epoch` counts from 0, fractional when `per_step`.
+        steps_per_epoch: to turn steps into fractional epochs. Defaults to `None` (the fit's).
         per_step: update before every training step rather than every epoch. Defaults to `True`.
 
     Example:
@@ -99,10 +97,7 @@ def momentum_warmup(context, start: float = 0.5, end: float = 0.9, warmup_epochs
                     shape: str = "cosine", per_step: bool = True):
     """Momentum / beta_1 warm-up from `start` to `end` over `warmup_epochs`, logged per epoch.
 
-    Works with SGD and RMSprop (their momentum) and Adam, AdamW (their beta_1). Give SGD a
-    non-zero `optimizer.momentum` or not: the warm-up sets it from the first step.
-
-    Reference: Sutskever et al. 2013 (https://proceedings.mlr.press/v28/sutskever13.html).
+    SGD (with or without `optimizer.momentum`), RMSprop, and the Adam family's beta_1.
     """
     for key, value in (("start", start), ("end", end)):
         if not 0 <= value < 1:

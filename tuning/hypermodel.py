@@ -5,8 +5,6 @@ same seeds, so `kzoo run` on an exported trial reproduces its score, staged reci
 
 from __future__ import annotations
 
-import copy
-
 import keras
 import keras_tuner
 import numpy as np
@@ -53,7 +51,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
     def trial_recipe(self, hp):
         """The recipe a trial's values describe (Hyperband's epoch budget included)."""
         values = self.declare_hyperparameters(hp)
-        raw = copy.deepcopy(self.base)
+        raw = self.recipe.to_dict()
         epochs = hp.values.get("tuner/epochs")
         if epochs:
             values["epochs"] = int(epochs)

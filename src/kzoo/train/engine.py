@@ -206,6 +206,3 @@ def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_secon
         "seed": recipe.seed,
         "versions": package_versions(),
     }
-
-
-__all__ = ["RunResult", "build", "evaluate", "fit_once", "prepare", "recipe_callbacks", "run_metrics", "train"]

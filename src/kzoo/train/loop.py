@@ -16,7 +16,7 @@ from kzoo.errors import RecipeError, UserError
 from kzoo.finetune.plan import Stage, parse_stages
 from kzoo.finetune.structure import freeze, model_structure
 from kzoo.optimizers import build_optimizer
-from kzoo.runs import _resume_classes, latest_snapshot, resume_callbacks
+from kzoo.runs import latest_snapshot, resume_callbacks
 from kzoo.train.determinism import jit_compile_for
 from kzoo.train.distribution import resolve_steps_per_execution
 
@@ -54,20 +54,6 @@ def steps_per_epoch(recipe, data, setup) -> int:
                               f"Received: batch_size={setup.batch_size}")
         return steps
     return math.ceil(data.info.num_train / setup.batch_size)
-
-
-class RowRecorder(keras.callbacks.Callback):
-    """Keeps one history row per epoch (with `fields`) where no checkpoint is written."""
-
-    def __init__(self, rows, fields=None):
-        super().__init__()
-        self.rows = list(rows)
-        self.fields = dict(fields or {})
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **self.fields}
-        row.update({k: float(v) for k, v in (logs or {}).items()})
-        self.rows = self.rows[:epoch] + [row]
 
 
 def group_multipliers(structure, rates) -> dict:
@@ -158,11 +144,7 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         start, end = len(rows), len(rows) - ran + stage.epochs
         own = callbacks()
         fields = {"stage": k, "trainable": stage.trainable} if staged else {}
-        if backup_dir:
-            tail = resume_callbacks(backup_dir, own, fields=fields, restore=ran > 0)
-        else:
-            tail = [_resume_classes()["EpochReseed"](), RowRecorder(rows, fields)]
-        stage_callbacks = own + list(extra) + tail
+        stage_callbacks = own + list(extra) + resume_callbacks(backup_dir, own, rows, fields, restore=ran > 0)
         groups = compile_stage(model, recipe, stage, structure, steps, stage_callbacks, setup)
         if verbose and snapshot and start == snapshot.epoch:
             where = f"stage {k}/{len(stages)} " if staged else ""

@@ -86,17 +86,11 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
 
 
 def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = False):
-    """The model a [finetune] section describes, for the target data in `data`.
-
-    - `backbone = ""` and a zoo model name build that model (the [model] table for ""): with
-      `weights` a `.weights.h5` of the same architecture, or `none`;
-    - a `keras.applications` name builds it without its top, behind the preprocessing it
-      expects, with `weights` `imagenet`, a weights file or `none`, and a new head;
-    - `hub:PRESET` or `hub:DIR` builds a KerasHub backbone with a new head;
-    - a `model.keras` path (or a run directory) from an earlier `kzoo run` keeps that model up to
-      its head and adds a new head (through `kzoo.safe_load`: code is refused unless
-      `trust_model`); `pretrained` (from [finetune.pretrain]) is used like a loaded one.
-    """
+    """The model a [finetune] section describes, for the target data in `data`: a zoo model (the
+    [model] for `backbone = ""`) with `weights` a `.weights.h5` or `none`; a `keras.applications`
+    or `hub:` backbone (`weights` `imagenet`, a file or `none`) with a new head; or a `model.keras`
+    (a run directory, or `pretrained` from [finetune.pretrain]) up to its head, with a new one.
+    A model file holding code is refused unless `trust_model`."""
     ft, info, seed = recipe.finetune, data.info, recipe.seed
     backbone = ft.backbone
     if is_hub_spec(backbone):  # a KerasHub preset: before the path test (hub:DIR holds a path)
