@@ -11,7 +11,6 @@ import math
 import keras
 
 from kzoo.callbacks.registry import register_callback
-from kzoo.errors import RecipeError
 from kzoo.optimizers import schedule_momentum, scheduled_optimizer  # noqa: F401 (public here)
 
 
@@ -99,13 +98,12 @@ def momentum_warmup(context, start: float = 0.5, end: float = 0.9, warmup_epochs
 
     SGD (with or without `optimizer.momentum`), RMSprop, and the Adam family's beta_1.
     """
-    for key, value in (("start", start), ("end", end)):
+    for key, value in (("start", start), ("end", end)):  # build_callbacks names the callback
         if not 0 <= value < 1:
-            raise RecipeError(f"callbacks.momentum_warmup.{key} must be in [0, 1). Received: {key}={value}")
+            raise ValueError(f"{key} must be in [0, 1). Received: {key}={value}")
     if warmup_epochs < 0:
-        raise RecipeError(f"callbacks.momentum_warmup.warmup_epochs must be >= 0. Received: warmup_epochs={warmup_epochs}")
-    if shape not in ("linear", "cosine", "horizon"):
-        raise RecipeError(f"callbacks.momentum_warmup.shape must be linear, cosine or horizon. Received: shape={shape!r}")
+        raise ValueError(f"warmup_epochs must be >= 0. Received: warmup_epochs={warmup_epochs}")
+    momentum_warmup_value(0.0, start, end, shape)  # an unknown shape raises here, not at the first step
 
     def schedule(epoch):
         progress = epoch / warmup_epochs if warmup_epochs > 0 else 1.0
