@@ -6,6 +6,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kzoo.errors import RecipeError
+
 # [optimizer] keys only the `gains` optimizer reads.
 GAIN_FIELDS = ("gain_increase", "gain_decrease", "min_gain", "max_gain")
 
@@ -96,8 +98,6 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
 
 def validate_gain_config(cfg):
     """Checks a recipe's [optimizer] gain fields before anything is built (a `RecipeError`)."""
-    from kzoo.errors import RecipeError
-
     try:
         AdaptiveGainSGD(learning_rate=cfg.lr, momentum=cfg.momentum, **{k: getattr(cfg, k) for k in GAIN_FIELDS})
     except ValueError as e:

@@ -10,13 +10,20 @@ from dataclasses import dataclass, field
 
 import keras
 
+from kzoo import data as kdata
+from kzoo import plots
 from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+from kzoo.data.framing import frame
+from kzoo.plots_dynamics import write_dynamics_plot
+from kzoo.report import write_report
 from kzoo.runs import BACKUP, cached_result
 from kzoo.safe_load import load_model_file
 from kzoo.train.determinism import seed_everything
 from kzoo.train.distribution import decide, worker_index
 from kzoo.train.loop import fit_plan, plan, steps_per_epoch
 from kzoo.train.model import build_finetune_model, build_model
+from kzoo.train.multiworker import evaluate_locally
+from kzoo.versions import package_versions
 
 PRETRAINED = "pretrained.keras"
 PROBE = 256  # examples in the fixed batch the monitors read
@@ -49,9 +56,6 @@ class EpochTimer(keras.callbacks.Callback):
 def prepare(recipe, setup, name=None, cache_dir=None):
     """The recipe's data (or [finetune.pretrain]'s `name`) at the run's global batch size, framed
     for fine-tuning; `cache_dir` (the run folder) is where `data.cache = "disk"` writes."""
-    from kzoo import data as kdata
-    from kzoo.data.framing import frame
-
     d = recipe.data
     splits = kdata.load(name or d.dataset, setup.batch_size, d.data_dir or None, d.validation_split, d.test_split,
                         d.split_seed, recipe.seed, (d.image_size or None) if name is None else None, d.cache,
@@ -87,8 +91,6 @@ def recipe_callbacks(recipe, data, setup, out_dir, first=()):
 def evaluate(model, data, setup):
     """`(test loss, test accuracy)`."""
     if setup.multiworker:  # in-memory data only (checked at the start)
-        from kzoo.train.multiworker import evaluate_locally
-
         return evaluate_locally(model, data.arrays.x_test, data.arrays.y_test)
     return model.evaluate(data.test, verbose=0)
 
@@ -133,16 +135,12 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
 
 
 def _finish(run_dir, recipe, model, result, metrics, callbacks, extra):
-    from kzoo.plots import plot_curves
-    from kzoo.plots_dynamics import write_dynamics_plot
-    from kzoo.report import write_report
-
     run_dir.write_csv("history.csv", result.rows)
     run_dir.save_model(model)
     title = f"{recipe.name}: test accuracy {metrics['test_accuracy']:.4f}"
     if "scratch_test_accuracy" in extra:
         title += f" (from scratch {extra['scratch_test_accuracy']:.4f})"
-    plot_curves(result.rows, run_dir.file("curves.png"), title=title, boundaries=result.boundaries)
+    plots.plot_curves(result.rows, run_dir.file("curves.png"), title=title, boundaries=result.boundaries)
     write_dynamics_plot(callbacks, run_dir.file("dynamics.png"), title=recipe.name)
     run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
     run_dir.remove_backup()
@@ -186,8 +184,6 @@ def _scratch(recipe, data, setup, verbose):
 
 def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_seconds, epoch_times) -> dict:
     """What `metrics.json` holds for every run; throughput is steady state (first epoch left out)."""
-    from kzoo.versions import package_versions
-
     steady = epoch_times[1:] or epoch_times
     return {
         "recipe": recipe.name,

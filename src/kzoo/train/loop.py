@@ -19,6 +19,7 @@ from kzoo.optimizers import build_optimizer
 from kzoo.runs import latest_snapshot, resume_callbacks
 from kzoo.train.determinism import jit_compile_for
 from kzoo.train.distribution import resolve_steps_per_execution
+from kzoo.train.multiworker import fit_multiworker
 
 
 @dataclass
@@ -121,9 +122,7 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         extra: callbacks added to every stage as they are (KerasTuner's). Defaults to none.
         verbose: Keras's fit verbosity. Defaults to `2`.
     """
-    fit = keras_fit
-    if setup.multiworker:
-        from kzoo.train.multiworker import fit_multiworker as fit
+    fit = fit_multiworker if setup.multiworker else keras_fit
     stages, staged = plan(recipe)
     structure = model_structure(model) if staged else None
     if staged and not structure.head:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def evaluate_locally(model, x, y):
@@ -26,8 +27,6 @@ def evaluate_locally(model, x, y):
 
 def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, verbose):
     """One stage under `MultiWorkerMirroredStrategy`, with `kzoo.train.loop.keras_fit`'s signature."""
-    import tensorflow as tf
-
     strategy, batch = setup.strategy, setup.batch_size
     arrays = data.arrays
     x_train, y_train = arrays.x_train.astype("float32"), arrays.y_train
