@@ -115,31 +115,17 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     timer = EpochTimer()
     callbacks, made = recipe_callbacks(recipe, data, setup, run_dir.path, [timer])
     result = fit_plan(model, recipe, data, setup, backup_dir, callbacks, verbose=verbose)
-
-    test_loss, test_accuracy = evaluate(model, data, setup)
-    metrics = run_metrics(recipe, data.info, model, test_loss, test_accuracy, result.rows, result.seconds, timer.times)
-    if recipe.finetune.stages:
-        metrics.update({"model": model.name, "backbone": ft.backbone or recipe.model["name"],
-                        "stages": [s.spelling() for s in plan(recipe)[0]], "stage_boundaries": result.boundaries})
-    if setup.multiworker:
-        index, workers = worker_index()
-        metrics.update({"strategy": "multiworker", "replicas": setup.replicas, "worker_index": index,
-                        "num_workers": workers})
-    metrics.update(extra)
-    for cb in made:
-        metrics.update(getattr(cb, "kzoo_metrics", None) or {})
-    if result.resumed_after:
-        metrics["resumed_after_epoch"] = result.resumed_after
-    _finish(run_dir, recipe, model, result, metrics, made, extra)
+    metrics = {**run_metrics(recipe, data, setup, model, result, timer.times, made), **extra}
+    _finish(run_dir, recipe, model, result, metrics, made)
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=result.rows, model=model)
 
 
-def _finish(run_dir, recipe, model, result, metrics, callbacks, extra):
+def _finish(run_dir, recipe, model, result, metrics, callbacks):
     run_dir.write_csv("history.csv", result.rows)
     run_dir.save_model(model)
     title = f"{recipe.name}: test accuracy {metrics['test_accuracy']:.4f}"
-    if "scratch_test_accuracy" in extra:
-        title += f" (from scratch {extra['scratch_test_accuracy']:.4f})"
+    if "scratch_test_accuracy" in metrics:
+        title += f" (from scratch {metrics['scratch_test_accuracy']:.4f})"
     plots.plot_curves(result.rows, run_dir.file("curves.png"), title=title, boundaries=result.boundaries)
     write_dynamics_plot(callbacks, run_dir.file("dynamics.png"), title=recipe.name)
     run_dir.write_json("metrics.json", metrics)  # last: its presence marks a finished run
@@ -182,10 +168,13 @@ def _scratch(recipe, data, setup, verbose):
     return {"scratch_test_accuracy": fit_once(recipe, data, setup, verbose, changes)[1]}
 
 
-def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_seconds, epoch_times) -> dict:
-    """What `metrics.json` holds for every run; throughput is steady state (first epoch left out)."""
+def run_metrics(recipe, data, setup, model, result, epoch_times, callbacks=()) -> dict:
+    """What `metrics.json` holds: the test metrics, the throughput at steady state (the first epoch
+    left out), the stage plan, the workers and what the callbacks report."""
+    info, rows = data.info, result.rows
+    test_loss, test_accuracy = evaluate(model, data, setup)
     steady = epoch_times[1:] or epoch_times
-    return {
+    metrics = {
         "recipe": recipe.name,
         "dataset": info.name,
         "model": recipe.model["name"],
@@ -194,7 +183,7 @@ def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_secon
         "test_loss": round(float(test_loss), 6),
         "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
         "epochs_run": len(rows),
-        "train_seconds": round(train_seconds, 3),
+        "train_seconds": round(result.seconds, 3),
         "samples_per_second": round(info.num_train * len(steady) / max(sum(steady), 1e-9), 1),
         "num_train": info.num_train,
         "num_val": info.num_val,
@@ -202,3 +191,15 @@ def run_metrics(recipe, info, model, test_loss, test_accuracy, rows, train_secon
         "seed": recipe.seed,
         "versions": package_versions(),
     }
+    if recipe.finetune.stages:
+        metrics.update({"model": model.name, "backbone": recipe.finetune.backbone or recipe.model["name"],
+                        "stages": [s.spelling() for s in plan(recipe)[0]], "stage_boundaries": result.boundaries})
+    if setup.multiworker:
+        index, workers = worker_index()
+        metrics.update({"strategy": "multiworker", "replicas": setup.replicas, "worker_index": index,
+                        "num_workers": workers})
+    for cb in callbacks:
+        metrics.update(getattr(cb, "kzoo_metrics", None) or {})
+    if result.resumed_after:
+        metrics["resumed_after_epoch"] = result.resumed_after
+    return metrics
