@@ -104,15 +104,10 @@ class ScheduleMomentum(keras.callbacks.Callback):
         super().set_model(model)
         opt = getattr(model, "optimizer", None)
         self._variable = None
-        if opt is None or find_schedule(opt, OneCycle) is None:
-            return
-        from kzoo.optimizers import scheduled_optimizer
+        if opt is not None and find_schedule(opt, OneCycle) is not None:
+            from kzoo.optimizers import schedule_momentum
 
-        inner = _inner(opt)
-        if getattr(inner, "momentum_variable", None) is None:
-            scheduled_optimizer(inner)
-            model.train_function = None  # a step traced before would read the old constant
-        self._variable = inner
+            self._variable = schedule_momentum(model)
 
     def on_train_begin(self, logs=None):
         self._schedule = find_schedule(self.model.optimizer, OneCycle)

@@ -1,15 +1,7 @@
 """Momentum warm-up: start with a low momentum (or Adam's beta_1) while gradients are large,
-then raise it smoothly, per step or per epoch, and log it like the learning rate.
-
-Keras 3 optimizers keep `momentum` and `beta_1` as Python floats, which a compiled train step
-captures as constants when it is traced. kzoo's optimizers (`kzoo.optimizers`) hold the value in
-an optimizer variable once a callback asks for it; `MomentumScheduler` asks and assigns it. A
-stock Keras optimizer (SGD, RMSprop with momentum, Adam, AdamW, Adamax, Nadam) is turned into
-its kzoo class when training starts, keeping its state.
-
-Reference:
-    Sutskever, Martens, Dahl & Hinton 2013, "On the importance of initialization and momentum
-    in deep learning" (https://proceedings.mlr.press/v28/sutskever13.html).
+then raise it smoothly, per step or per epoch, and log it like the learning rate. The
+optimizer holds the value in a variable the compiled step reads (`kzoo.optimizers`); a stock
+Keras optimizer is turned into its kzoo class when training starts, keeping its state.
 """
 
 from __future__ import annotations
@@ -19,8 +11,7 @@ import math
 import keras
 
 from kzoo.callbacks.registry import register_callback
-from kzoo.errors import RecipeError
-from kzoo.optimizers import scheduled_optimizer
+from kzoo.optimizers import schedule_momentum, scheduled_optimizer  # noqa: F401 (public here)
 
 
 def momentum_warmup_value(progress: float, start: float, end: float, shape: str = "cosine") -> float:
@@ -46,10 +37,8 @@ class MomentumScheduler(keras.callbacks.Callback):
     each step or each epoch, and writes the value used into epoch logs as `momentum`.
 
     Args:
-        schedule: `fn(epoch) -> value`, where `epoch` counts from 0 and is fractional when
-            `per_step` (e.g. 2.5 is half-way through the third epoch).
-        steps_per_epoch: steps in one epoch, to turn steps into fractional epochs with
-            `per_step`. Defaults to `None` (taken from the fit's `steps` parameter).
+        schedule: `fn(epoch) -> value`; `epoch` counts from 0, fractional when `per_step`.
+        steps_per_epoch: to turn steps into fractional epochs. Defaults to `None` (the fit's).
         per_step: update before every training step rather than every epoch. Defaults to `True`.
 
     Example:
@@ -57,7 +46,8 @@ class MomentumScheduler(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=10, callbacks=[warmup])  # history.history["momentum"]
 
     Reference:
-        Sutskever et al. 2013 (https://proceedings.mlr.press/v28/sutskever13.html).
+        Sutskever, Martens, Dahl & Hinton 2013, "On the importance of initialization and
+        momentum in deep learning" (https://proceedings.mlr.press/v28/sutskever13.html).
     """
 
     def __init__(self, schedule, steps_per_epoch: int | None = None, per_step: bool = True):
@@ -73,15 +63,8 @@ class MomentumScheduler(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is None:
-            return
-        inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        if getattr(inner, "momentum_variable", None) is None:
-            scheduled_optimizer(inner)
-            # A train step traced before the swap would keep reading the old constant.
-            model.train_function = None
-        self._optimizer = inner
+        if getattr(model, "optimizer", None) is not None:
+            self._optimizer = schedule_momentum(model)
 
     def on_train_begin(self, logs=None):
         self._epoch = 0
@@ -113,18 +96,14 @@ def momentum_warmup(context, start: float = 0.5, end: float = 0.9, warmup_epochs
                     shape: str = "cosine", per_step: bool = True):
     """Momentum / beta_1 warm-up from `start` to `end` over `warmup_epochs`, logged per epoch.
 
-    Works with SGD and RMSprop (their momentum) and Adam, AdamW (their beta_1). Give SGD a
-    non-zero `optimizer.momentum` or not: the warm-up sets it from the first step.
-
-    Reference: Sutskever et al. 2013 (https://proceedings.mlr.press/v28/sutskever13.html).
+    SGD (with or without `optimizer.momentum`), RMSprop, and the Adam family's beta_1.
     """
-    for key, value in (("start", start), ("end", end)):
+    for key, value in (("start", start), ("end", end)):  # build_callbacks names the callback
         if not 0 <= value < 1:
-            raise RecipeError(f"callbacks.momentum_warmup.{key} must be in [0, 1). Received: {key}={value}")
+            raise ValueError(f"{key} must be in [0, 1). Received: {key}={value}")
     if warmup_epochs < 0:
-        raise RecipeError(f"callbacks.momentum_warmup.warmup_epochs must be >= 0. Received: warmup_epochs={warmup_epochs}")
-    if shape not in ("linear", "cosine", "horizon"):
-        raise RecipeError(f"callbacks.momentum_warmup.shape must be linear, cosine or horizon. Received: shape={shape!r}")
+        raise ValueError(f"warmup_epochs must be >= 0. Received: warmup_epochs={warmup_epochs}")
+    momentum_warmup_value(0.0, start, end, shape)  # an unknown shape raises here, not at the first step
 
     def schedule(epoch):
         progress = epoch / warmup_epochs if warmup_epochs > 0 else 1.0

@@ -39,8 +39,14 @@ def callback_defaults(name: str) -> dict:
 def build_callbacks(specs: dict, context: RunContext) -> list:
     """Builds every callback a recipe's [callbacks] section names, in its order, plus the ones
     its schedule implies (one_cycle's momentum). Callbacks that read the others' epoch logs
-    (`runs_last`, e.g. TensorBoard) come after them whatever their place in the recipe."""
-    built = [CALLBACKS.get(name)(context, **dict(kwargs)) for name, kwargs in specs.items()]
+    (`runs_last`, e.g. TensorBoard) come after them whatever their place in the recipe. A
+    builder's `ValueError` (an argument out of range) is a `RecipeError` naming the callback."""
+    built = []
+    for name, kwargs in specs.items():
+        try:
+            built.append(CALLBACKS.get(name)(context, **dict(kwargs)))
+        except ValueError as e:
+            raise RecipeError(f"callbacks.{name}: {e}") from None
     callbacks = [cb for cb in built if not getattr(cb, "runs_last", False)]
     last = [cb for cb in built if getattr(cb, "runs_last", False)]
     schedule = getattr(context.recipe, "schedule", None) or {}
@@ -85,10 +91,7 @@ def update_ratio(context, every_n_steps: int = 10, adaptive: bool = False, targe
     """Update/weight ratio per layer (about 1e-3 is healthy); adaptive mode steers the learning rate."""
     from kzoo.callbacks.update_ratio import UpdateRatioMonitor
 
-    try:
-        monitor = UpdateRatioMonitor(every_n_steps, adaptive, target, band, patience, tolerance, max_change)
-    except ValueError as e:
-        raise RecipeError(f"callbacks.update_ratio: {e}") from None
+    monitor = UpdateRatioMonitor(every_n_steps, adaptive, target, band, patience, tolerance, max_change)
     _monitors(context).append(monitor)
     return monitor
 
@@ -99,10 +102,7 @@ def gradients(context, every_n_steps: int = 100, vanishing: float = 1e-3, explod
     """Per-layer gradient norms on a probe batch; flags vanishing and exploding gradients."""
     from kzoo.callbacks.gradients import GradientMonitor
 
-    try:
-        monitor = GradientMonitor(_probe(context, probe_size), every_n_steps, vanishing, exploding)
-    except ValueError as e:
-        raise RecipeError(f"callbacks.gradients: {e}") from None
+    monitor = GradientMonitor(_probe(context, probe_size), every_n_steps, vanishing, exploding)
     _monitors(context).append(monitor)
     return monitor
 
@@ -112,10 +112,7 @@ def activations(context, every_n_steps: int = 100, dead_warning: float = 0.5, pr
     """Per-layer activation mean/std, dead ReLU and saturated tanh/sigmoid fractions."""
     from kzoo.callbacks.activations import ActivationMonitor
 
-    try:
-        monitor = ActivationMonitor(_probe(context, probe_size), every_n_steps, dead_warning)
-    except ValueError as e:
-        raise RecipeError(f"callbacks.activations: {e}") from None
+    monitor = ActivationMonitor(_probe(context, probe_size), every_n_steps, dead_warning)
     _monitors(context).append(monitor)
     return monitor
 
@@ -125,10 +122,7 @@ def divergence_guard(context, factor: float = 10.0, min_steps: int = 3, restore_
     """Stop on a non-finite or exploding loss, restore the best weights, diagnose (metrics: stopped=diverged)."""
     from kzoo.callbacks.divergence import DivergenceGuard
 
-    try:
-        return DivergenceGuard(factor, min_steps, restore_best_weights, monitors=_monitors(context))
-    except ValueError as e:
-        raise RecipeError(f"callbacks.divergence_guard: {e}") from None
+    return DivergenceGuard(factor, min_steps, restore_best_weights, monitors=_monitors(context))
 
 
 @register_callback
@@ -137,11 +131,8 @@ def reduce_lr_on_plateau(context, monitor: str = "val_loss", factor: float = 0.1
     """Keras ReduceLROnPlateau that also works with a schedule (scales the schedule)."""
     from kzoo.callbacks.plateau import ReduceLROnPlateau
 
-    try:
-        return ReduceLROnPlateau(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
-                                 cooldown=cooldown, min_lr=min_lr, verbose=1)
-    except ValueError as e:
-        raise RecipeError(f"callbacks.reduce_lr_on_plateau: {e}") from None
+    return ReduceLROnPlateau(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
+                             cooldown=cooldown, min_lr=min_lr, verbose=1)
 
 
 @register_callback

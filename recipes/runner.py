@@ -7,6 +7,8 @@ import shutil
 
 import keras
 
+from kzoo.recipes.loader import load
+from kzoo.runs import RunDir, default_out
 from kzoo.train.engine import RunResult, train
 
 __all__ = ["RunResult", "run"]
@@ -20,20 +22,15 @@ def run(recipe, out: str | None = None, overwrite: bool = False, verbose: int = 
         out: the run directory. Defaults to `runs/<recipe>-<timestamp>`.
         overwrite: replace an earlier run's artifacts in `out`. Defaults to `False`.
         verbose: Keras's fit verbosity (0 silent, 2 one line per epoch). Defaults to `2`.
-        trust_model: load a backbone model file even if it holds code (a `Lambda` layer).
-            Defaults to `False`.
+        trust_model: load a backbone model file even if it holds code. Defaults to `False`.
 
     Returns:
-        A `RunResult` with the metrics (as in `metrics.json`), the directory, the history rows
-        and the trained model.
+        A `RunResult`: the metrics (as in `metrics.json`), the directory, the rows, the model.
 
     Example:
         >>> result = kzoo.recipes.run("mlp-digits", out="runs/try")
         >>> result.metrics["test_accuracy"]
     """
-    from kzoo.recipes.loader import load
-    from kzoo.runs import RunDir, default_out
-
     if isinstance(recipe, str):
         recipe = load(recipe)
     out = out or default_out(recipe.name)

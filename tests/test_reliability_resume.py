@@ -16,7 +16,7 @@ import pytest
 from kzoo.errors import RunDirError
 from kzoo.finetune import parse_stages
 from kzoo.runs import BACKUP, LOCK, RunDir, atomic_write, latest_snapshot
-from kzoo.train.compile import compile_stage as compile_stage_as_shipped
+from kzoo.train.loop import compile_stage as compile_stage_as_shipped
 
 
 def _kzoo(*args):

@@ -1,17 +1,20 @@
 """A KerasTuner HyperModel over a recipe: each trial is the recipe with the trial's values set.
-
-The data, the model and the training come from the engine `kzoo run` uses (`kzoo.train`), in
-the same order and with the same seeds, so `kzoo run` on an exported trial reproduces its
-validation score, staged recipes included.
+Data, model and training come from the engine `kzoo run` uses, in the same order and with the
+same seeds, so `kzoo run` on an exported trial reproduces its score, staged recipes included.
 """
 
 from __future__ import annotations
 
-import copy
-
+import keras
 import keras_tuner
+import numpy as np
 
 from kzoo.errors import UserError
+from kzoo.recipes.loader import apply_overrides
+from kzoo.recipes.schema import build_recipe
+from kzoo.train import build, decide, fit_plan, prepare, seed_everything
+from kzoo.train.engine import recipe_callbacks
+from kzoo.tuning.spaces import declare
 
 
 class TrialFailed(keras_tuner.errors.FailedTrialError):
@@ -43,17 +46,12 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         self._trial = None
 
     def declare_hyperparameters(self, hp):
-        from kzoo.tuning.spaces import declare
-
         return declare(hp, self.spaces, self.base)
 
     def trial_recipe(self, hp):
         """The recipe a trial's values describe (Hyperband's epoch budget included)."""
-        from kzoo.recipes.loader import apply_overrides
-        from kzoo.recipes.schema import build_recipe
-
         values = self.declare_hyperparameters(hp)
-        raw = copy.deepcopy(self.base)
+        raw = self.recipe.to_dict()
         epochs = hp.values.get("tuner/epochs")
         if epochs:
             values["epochs"] = int(epochs)
@@ -64,8 +62,6 @@ class RecipeHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         """The trial's data and model, from the engine (`kzoo.train`) as `kzoo run` builds them."""
-        from kzoo.train import build, decide, prepare, seed_everything
-
         recipe, values = self.trial_recipe(hp)
         setup = decide(recipe, self.strategy)
         seed_everything(recipe.seed, recipe.deterministic)
@@ -79,21 +75,12 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
-        """Trains the model `build` returned through the engine's loop (every stage of a staged
-        recipe, the same per-epoch shuffles and dropout seeds as `kzoo run`, no checkpoints:
-        an interrupted trial runs again); raises `TrialFailed` on a NaN loss."""
-        import keras
-        import numpy as np
-
-        from kzoo.callbacks import LearningRateLogger, build_callbacks
-        from kzoo.train import fit_plan, steps_per_epoch
-        from kzoo.train.engine import context_for
-
+        """Trains the model `build` returned through the engine's loop, as `kzoo run` would but with
+        no checkpoints (an interrupted trial runs again); raises `TrialFailed` on a NaN loss."""
         recipe, data, setup = self._trial
         self._trial = None  # hold no datasets between trials
-        context = context_for(recipe, data, self.trial_dir, steps_per_epoch(recipe, data, setup))
-        result = fit_plan(model, recipe, data, setup, None,
-                          lambda: [LearningRateLogger()] + build_callbacks(recipe.callbacks, context),
+        factory, _ = recipe_callbacks(recipe, data, setup, self.trial_dir)
+        result = fit_plan(model, recipe, data, setup, None, factory,
                           extra=list(callbacks or []) + [keras.callbacks.TerminateOnNaN()], verbose=self.verbose)
         losses = [row.get("loss") for row in result.rows]
         if not losses or not np.isfinite(losses[-1]):

@@ -23,11 +23,20 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+import keras
 import keras_tuner
+import tensorflow as tf
+from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import synchronized
 
-from kzoo.errors import RecipeError, RunDirError, UserError
+from kzoo.errors import RecipeError, RunDirError, UserError, closest
+from kzoo.recipes.loader import apply_overrides, load
+from kzoo.recipes.schema import build_recipe
+from kzoo.runs import RunDir, atomic_write, write_csv
+from kzoo.train.distribution import apply_precision, make_strategy
+from kzoo.tuning import distributed
+from kzoo.tuning.hypermodel import RecipeHyperModel, TrialFailed
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 ROLES = ("chief", "worker")
@@ -228,11 +237,6 @@ class KzooTuner(keras_tuner.Tuner):
         super().on_trial_begin(trial)
 
     def run_trial(self, trial, *args, **kwargs):
-        import keras
-        import tensorflow as tf
-
-        from kzoo.tuning.hypermodel import TrialFailed
-
         hp = trial.hyperparameters
         self.hypermodel.trial_dir = self.get_trial_dir(trial.trial_id)
         model = None
@@ -258,13 +262,9 @@ class KzooTuner(keras_tuner.Tuner):
                   flush=True)
 
     def search(self, *args, **kwargs):
-        from keras_tuner.src.distribute import utils as dist_utils
-
         if dist_utils.is_chief_oracle():
-            from kzoo.tuning.distributed import serve
-
             self.save()
-            serve(self.oracle, os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"]),
+            distributed.serve(self.oracle, os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"]),
                   **self.chief_options)
             return
         super().search(*args, **kwargs)
@@ -330,7 +330,7 @@ class Progress:
 
     def __call__(self, oracle, trial):
         rows = trial_rows(oracle)
-        write_csv(os.path.join(self.out_dir, "trials.csv"), rows)
+        write_csv(os.path.join(self.out_dir, "trials.csv"), rows, ["trial"])
         if self.done_at_start is None:
             self.done_at_start = len(rows) - 1
         name, direction = oracle.objective.name, oracle.objective.direction
@@ -351,22 +351,6 @@ class Progress:
                   f"elapsed {_duration(elapsed)}{eta}", flush=True)
         for callback in self.callbacks:
             callback(row)
-
-
-def write_csv(path: str, rows: list[dict]):
-    import csv
-    import io
-
-    from kzoo.runs import atomic_write
-
-    columns = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns or ["trial"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
 
 
 def plot_trials(rows: list[dict], objective: str, direction: str, path: str, title: str = ""):
@@ -425,14 +409,6 @@ def print_ranking(rows: list[dict], objective: str, direction: str, top: int = 5
 
 def _infer_direction(objective: str) -> str:
     return "min" if any(w in objective for w in ("loss", "error")) else "max"
-
-
-def _with_overrides(recipe, overrides: dict):
-    from kzoo.recipes.loader import apply_overrides
-    from kzoo.recipes.schema import build_recipe
-
-    raw = recipe.to_dict()
-    return build_recipe(apply_overrides(raw, overrides))
 
 
 def best_recipe(hypermodel, trial, objective: str, score, searched: int):
@@ -496,15 +472,9 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         >>> result = kzoo.tuning.search("mlp-digits", max_trials=5, max_epochs=5)
         >>> result.best["val_accuracy"], result.best_recipe.optimizer.lr
     """
-    from kzoo.recipes.loader import load
-    from kzoo.train.distribution import apply_precision, make_strategy
-    from kzoo.tuning import distributed
-
     if isinstance(recipe, str):
         recipe = load(recipe)
     if tuner not in TUNERS:
-        from kzoo.errors import closest
-
         raise RecipeError(f"Unknown tuner '{tuner}'.{closest(tuner, TUNERS)} Valid: {', '.join(TUNERS)}. "
                           f"Received: tuner={tuner}")
     if not recipe.tune:
@@ -533,7 +503,7 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         raise RecipeError("A staged recipe's epochs are its stages' total: change the stages in [tune] instead of "
                           f"--max-epochs or hyperband's budgets. Received: tuner={tuner}, max_epochs={max_epochs}")
     if max_epochs is not None:
-        recipe = _with_overrides(recipe, {"epochs": max_epochs})
+        recipe = build_recipe(apply_overrides(recipe.to_dict(), {"epochs": max_epochs}))
     strategy_name = strategy or recipe.strategy
     if strategy_name == "multiworker":
         raise RecipeError("kzoo tune runs each trial on one machine: use --role chief/worker to spread trials "
@@ -552,9 +522,6 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
         _check_resumable(out, recipe, settings, overwrite)
 
     dist = make_strategy(strategy_name) if strategy_name != "default" else None
-    import keras
-    import tensorflow as tf
-
     previous_policy = keras.mixed_precision.global_policy()
     apply_precision(recipe.mixed_precision, dist or tf.distribute.get_strategy(), recipe)
     try:
@@ -567,12 +534,6 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
 
 def _search(recipe, tuner, max_trials, objective, out, overwrite, role, tuner_id, export, verbose, poll_seconds,
             wait_workers, trial_timeout, connect_timeout, on_trial_end, dist, host, port, settings, directory):
-    import tensorflow as tf
-
-    from kzoo.runs import RunDir, atomic_write
-    from kzoo.tuning import distributed
-    from kzoo.tuning.hypermodel import RecipeHyperModel
-
     hypermodel = RecipeHyperModel(recipe, strategy=dist)
     direction = _infer_direction(objective)
     kt_objective = keras_tuner.Objective(objective, direction)
@@ -636,10 +597,8 @@ def _search(recipe, tuner, max_trials, objective, out, overwrite, role, tuner_id
 
 
 def _finish(kt, hypermodel, out, objective, direction, export, verbose) -> SearchResult:
-    from kzoo.runs import atomic_write
-
     rows = trial_rows(kt.oracle)
-    write_csv(os.path.join(out, "trials.csv"), rows)
+    write_csv(os.path.join(out, "trials.csv"), rows, ["trial"])
     best_rows = ranked(rows, objective, direction)
     if rows:
         plot_trials(rows, objective, direction, os.path.join(out, "trials.png"),

@@ -218,7 +218,3 @@ def build_application(name: str, input_shape, weights="none"):
     except (ValueError, OSError) as e:
         raise UserError(f"Cannot load {weights} into {name} without its top: {str(e).splitlines()[0]} "
                         f"Received: weights={weights!r}") from None
-
-
-def list_backbones(pattern="*"):
-    return BACKBONES.list(pattern)

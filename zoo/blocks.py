@@ -147,7 +147,12 @@ def residual_add(shortcut, branch, name, stochastic_depth: float = 0.0, seed=Non
 
 def classifier_head(x, num_classes, dropout=0.0, initializer="glorot_uniform", l1=0.0, l2=0.0, seed=None,
                     max_norm=0.0, mc_dropout=False):
-    """Dropout then the softmax Dense layer, named `head_dropout` and `head_dense`."""
+    """Dropout then the softmax Dense layer, named `head_dropout` and `head_dense`; a feature map
+    is first average-pooled (`head_pool`), any other input of rank > 2 flattened (`head_flatten`)."""
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif len(x.shape) > 2:
+        x = keras.layers.Flatten(name="head_flatten")(x)
     if dropout:
         x = dropout_layer(dropout, "head_dropout", seed, mc_dropout)(x)
     return keras.layers.Dense(

@@ -116,7 +116,6 @@ def build_densenet(input_shape, num_classes, preprocessing=None, blocks: list = 
         for j in range(layers):
             x = dense_layer(x, growth_rate, f"stage{i}_block{j}", bottleneck=bottleneck, **common)
     x = norm_act(x, "head", activation, normalization, "before", bn_momentum)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     outputs = classifier_head(x, num_classes, initializer="glorot_uniform", l2=l2, seed=seed)
     model = keras.Model(inputs, outputs, name=name)
     return record_structure(model, ["stem_"], [[f"stage{i}_"] for i in range(len(blocks))], ["head_"])

@@ -245,12 +245,7 @@ def build_hub_finetune_model(spec, input_shape, num_classes, head_dropout=0.0, s
             x = keras.layers.Resizing(*size, name="preprocess_resize")(x)
     else:
         x = converter(x)
-    x = backbone(x)
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    elif len(x.shape) > 2:
-        x = keras.layers.Flatten(name="head_flatten")(x)
-    outputs = classifier_head(x, num_classes, dropout=head_dropout, seed=seed)
+    outputs = classifier_head(backbone(x), num_classes, dropout=head_dropout, seed=seed)
     return keras.Model(inputs, outputs, name=f"hub_{backbone.name}_finetune")
 
 

@@ -66,7 +66,3 @@ def get(spec="batch", name=None, momentum=0.9, channels=None):
             groups -= 1
         kwargs["groups"] = groups
     return NORMS.get(spec)(name=name, momentum=momentum, **kwargs)
-
-
-def list_norms(pattern="*"):
-    return NORMS.list(pattern)

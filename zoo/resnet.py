@@ -216,7 +216,6 @@ def _stages(x, stage_filters, blocks_per_stage, block, opts, version, shortcut, 
 
 
 def _finish(x, inputs, num_classes, n_stages, dropout, l2, seed, name):
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout, initializer="glorot_uniform", l2=l2, seed=seed)
     model = keras.Model(inputs, outputs, name=name)
     return record_structure(model, ["stem_"], [[f"stage{i}_"] for i in range(n_stages)], ["head_"])

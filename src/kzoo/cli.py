@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
+from kzoo import callbacks, commands, data, recipes, zoo
+from kzoo.errors import UserError
+from kzoo.optimizers import OPTIMIZER_DESCRIPTIONS
 from kzoo.safe_load import add_trust_model_flag
 from kzoo.tables import print_table
 
 _COMMANDS: dict[str, tuple] = {}
-
 
 
 def command(name: str, help: str):
@@ -48,14 +51,12 @@ def _add_run_flags(p):
 
 def load_recipe_from_args(args):
     """The recipe a command's positional name and --set/--epochs/--seed flags describe."""
-    from kzoo.recipes import load
-
     overrides = list(args.overrides)
     if getattr(args, "epochs", None) is not None:
         overrides.append(f"epochs={args.epochs}")
     if getattr(args, "seed", None) is not None:
         overrides.append(f"seed={args.seed}")
-    return load(args.recipe, overrides)
+    return recipes.load(args.recipe, overrides)
 
 
 LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "norms", "schedules", "callbacks",
@@ -66,8 +67,6 @@ LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "nor
                                     help="what to list. Defaults to recipes."))
 @command("list", help="list recipes, models, datasets and building blocks")
 def cmd_list(args):
-    from kzoo import callbacks, data, recipes, zoo
-
     if args.what == "recipes":
         rows = []
         for name in recipes.list_recipes():
@@ -76,8 +75,6 @@ def cmd_list(args):
         print_table(rows, ["name", "description", "model", "dataset", "epochs"])
         return
     if args.what == "optimizers":
-        from kzoo.optimizers import OPTIMIZER_DESCRIPTIONS
-
         print_table([[k, v] for k, v in OPTIMIZER_DESCRIPTIONS.items()], ["name", "description"])
         return
     registries = {
@@ -118,10 +115,8 @@ def _run_args(p):
 @arguments(_run_args)
 @command("run", help="train a recipe, evaluate it and write the run directory")
 def cmd_run(args):
-    from kzoo.recipes import run
-
     recipe = load_recipe_from_args(args)
-    result = run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+    result = recipes.run(recipe, out=args.out, overwrite=args.overwrite, verbose=0 if args.quiet else 2,
                  trust_model=args.trust_model)
     m = result.metrics
     print(f"\n{recipe.name}: test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
@@ -131,10 +126,6 @@ def cmd_run(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import pkgutil
-
-    from kzoo import commands
-
     for module in pkgutil.iter_modules(commands.__path__):
         importlib.import_module(f"kzoo.commands.{module.name}")
     parser = argparse.ArgumentParser(prog="kzoo", description="Keras model zoo and recipe runner.")
@@ -150,8 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from kzoo.errors import UserError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     try:

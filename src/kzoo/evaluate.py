@@ -16,9 +16,18 @@ from __future__ import annotations
 import json
 import os
 
+import keras
 import numpy as np
 
+from kzoo.calibration import expected_calibration_error, reliability_bins
+from kzoo.data import load as load_data
 from kzoo.errors import RunDirError, UserError
+from kzoo.plots_eval import plot_confusion, plot_errors, plot_reliability
+from kzoo.recipes.loader import load as load_recipe
+from kzoo.report import write_report
+from kzoo.runs import atomic_write
+from kzoo.safe_load import load_model_file
+from kzoo.zoo.layers import TrainingOnly
 
 EVAL_FILE = "eval.json"
 _EPS = 1e-7  # Keras's probability clip in sparse categorical cross-entropy
@@ -40,9 +49,6 @@ def load_run(run_dir: str, trust_model: bool = False):
     Returns:
         `(recipe, model)`: the validated `Recipe` and the Keras model (not compiled).
     """
-    from kzoo.recipes.loader import load as load_recipe
-    from kzoo.safe_load import load_model_file
-
     if not os.path.isdir(run_dir):
         raise RunDirError(f"No such run directory: {run_dir}")
     for name in ("recipe.toml", "model.keras"):
@@ -60,10 +66,8 @@ def test_split(recipe, data: str | None = None):
     A streamed source (image folder, tensorflow-datasets) decodes only its test split; its
     training and validation arrays come back empty.
     """
-    from kzoo.data import load
-
     d = recipe.data
-    splits = load(data or d.dataset, data_dir=d.data_dir or None, validation_split=d.validation_split,
+    splits = load_data(data or d.dataset, data_dir=d.data_dir or None, validation_split=d.validation_split,
                   test_split=d.test_split, split_seed=d.split_seed, image_size=d.image_size or None, cache="none")
     if getattr(splits, "parts", None) is None:  # in memory
         return splits.arrays
@@ -131,8 +135,6 @@ def tta_predict(model, x, views: int, seed: int = 0, batch_size: int = 256) -> n
 
 def _reseeded(layer, seed: int):
     """A fresh copy of a random layer drawing from `seed` (the layer itself if it takes no seed)."""
-    from kzoo.zoo.layers import TrainingOnly
-
     if isinstance(layer, TrainingOnly):
         return TrainingOnly(_reseeded(layer.layer, seed), name=layer.name)
     config = layer.get_config()
@@ -151,8 +153,6 @@ def mc_dropout_model(model):
 
     Call it as `stochastic(x)`: an explicit `training=` on the call would reach every layer.
     """
-    import keras
-
     if not any(_is_dropout(layer) for layer in _all_layers(model)):
         raise UserError("--mc-dropout needs a model with dropout (set model.dropout > 0 when "
                         f"training). Received: model={model.name}")
@@ -241,8 +241,6 @@ def classification_metrics(probs, labels, class_names, bins: int = 15) -> dict:
     """Accuracy, loss, calibration, per-class precision/recall/F1 and the confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from kzoo.calibration import expected_calibration_error
-
     labels = np.asarray(labels).reshape(-1)
     n = len(class_names)
     predicted = np.asarray(probs).argmax(axis=1)
@@ -264,9 +262,6 @@ def classification_metrics(probs, labels, class_names, bins: int = 15) -> dict:
 def write_plots(out_dir: str, probs, x, labels, class_names, bins: int = 15, title: str = "") -> list[str]:
     """Writes confusion.png, reliability.png and, for image inputs, errors.png; returns the names."""
     from sklearn.metrics import confusion_matrix
-
-    from kzoo.calibration import reliability_bins
-    from kzoo.plots_eval import plot_confusion, plot_errors, plot_reliability
 
     labels = np.asarray(labels).reshape(-1)
     n = len(class_names)
@@ -341,9 +336,6 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
             "entropy_wrong": round(float(mc["entropy"][~correct].mean()), 6) if (~correct).any() else None,
         }
     if write:
-        from kzoo.report import write_report
-        from kzoo.runs import atomic_write
-
         result["plots"] = write_plots(run_dir, probs, x, y, info.class_names, bins, recipe.name)
         atomic_write(os.path.join(run_dir, EVAL_FILE), json.dumps(result, indent=2) + "\n")
         write_report(run_dir)
@@ -414,8 +406,6 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
                          "mean_member_accuracy": round(float(np.mean([m["tta_accuracy"] for m in members])), 6),
                          "ensemble_accuracy": round(accuracy(tta_ensemble, y), 6)}
     if out:
-        from kzoo.runs import atomic_write
-
         os.makedirs(out, exist_ok=True)
         result["plots"] = write_plots(out, ensemble_probs, x, y, info.class_names, bins,
                                       f"ensemble of {len(members)}")

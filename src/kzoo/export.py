@@ -14,11 +14,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from kzoo.errors import RunDirError, UserError
+from kzoo.evaluate import accuracy, load_run, predict, test_split
+from kzoo.runs import atomic_write
+from kzoo.safe_load import load_model_file
 
 FORMATS = ("savedmodel", "tflite", "keras")
 QUANTIZATIONS = ("none", "float16", "dynamic")
@@ -61,9 +67,6 @@ def export_savedmodel(model, path: str) -> str:
     The endpoint calls the model with `training=False`: `model.export` alone would trace it in
     the default mode, in which Keras's random augmentation layers stay active.
     """
-    import keras
-    import tensorflow as tf
-
     archive = keras.export.ExportArchive()
     archive.track(model)
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="images")
@@ -84,8 +87,6 @@ def export_tflite(model, path: str, quantize: str = "none") -> str:
         TensorFlow Lite post-training quantization,
         https://ai.google.dev/edge/litert/models/post_training_quantization
     """
-    import tensorflow as tf
-
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
     with tempfile.TemporaryDirectory(prefix="kzoo-tflite-") as tmp:
@@ -96,8 +97,6 @@ def export_tflite(model, path: str, quantize: str = "none") -> str:
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         flatbuffer = converter.convert()
-    from kzoo.runs import atomic_write
-
     atomic_write(path, flatbuffer)
     return path
 
@@ -126,10 +125,6 @@ def _interpreter(path: str):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        import warnings
-
-        import tensorflow as tf
-
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             return tf.lite.Interpreter(model_path=path)
@@ -138,8 +133,6 @@ def _interpreter(path: str):
 
 def export_keras(model, path: str) -> str:
     """Saves the model as `.keras` without optimizer state (smaller; for inference)."""
-    import keras
-
     clean = keras.models.clone_model(model, clone_function=lambda layer: layer)  # shares weights, no optimizer
     tmp = f"{path}.tmp-{os.getpid()}.keras"
     clean.save(tmp)
@@ -164,8 +157,6 @@ def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None,
         trust_model: load a model file holding Python code (`Lambda` layers); only for files
             you trust. Defaults to `False`.
     """
-    from kzoo.evaluate import accuracy, load_run, predict, test_split
-
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: format={format!r}")
     if quantize not in QUANTIZATIONS:
@@ -206,14 +197,10 @@ def _predict_export(path, format, x, batch_size, trust_model=False):
     if format == "tflite":
         return tflite_predict(path, x, batch_size)
     if format == "savedmodel":
-        import tensorflow as tf
-
         loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
         outs = [np.asarray(loaded.serve(tf.constant(x[start:start + batch_size])))
                 for start in range(0, len(x), batch_size)]
         return np.concatenate(outs).astype("float64")
-    from kzoo.safe_load import load_model_file
-
     # The .keras export holds whatever code the run's model held: read it back the same way.
     model = load_model_file(path, trust_model=trust_model)
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float64")

@@ -48,6 +48,18 @@ def atomic_write(path: str, data: str | bytes):
         raise _write_error(path, e) from None
 
 
+def write_csv(path: str, rows: list[dict], columns=()):
+    """Writes `rows` (dicts) as CSV, atomically: `columns`, then every other key in first-seen order."""
+    columns = list(columns)
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
 def _remove_quietly(path: str):
     try:
         os.remove(path)
@@ -190,14 +202,7 @@ class RunDir:
         self.write_text(name, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
     def write_csv(self, name: str, rows: list[dict]):
-        buf = io.StringIO()
-        columns = []
-        for row in rows:
-            columns += [c for c in row if c not in columns]
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        self.write_text(name, buf.getvalue())
+        write_csv(self.file(name), rows)
 
     def save_model(self, model, name: str = "model.keras"):
         tmp = self.file(f"tmp-{os.getpid()}-{name}")
@@ -345,12 +350,15 @@ def cached_result(backup_dir: str, name: str, compute) -> dict:
     return result
 
 
-def resume_callbacks(backup_dir: str, callbacks=(), **backup_options) -> list:
-    """`[EpochReseed(), EpochBackup(backup_dir, callbacks, **backup_options)]`: put them after
+def resume_callbacks(backup_dir: str | None, callbacks=(), rows=(), fields=None, restore=True) -> list:
+    """`[EpochReseed(), EpochBackup(backup_dir, fields, restore, callbacks)]`: put them after
     `callbacks` in the fit's callback list, so the backup records the logs the other callbacks
-    wrote and restores their state after their own `on_train_begin` has reset it."""
+    wrote and restores their state after their own `on_train_begin` has reset it. With no
+    `backup_dir`, `EpochRows(rows, fields)` keeps the history rows without checkpoints."""
     classes = _resume_classes()
-    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir, callbacks=callbacks, **backup_options)]
+    if backup_dir is None:
+        return [classes["EpochReseed"](), classes["EpochRows"](rows, fields)]
+    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir, fields, restore, callbacks)]
 
 
 _CLASSES: dict = {}
@@ -361,6 +369,12 @@ def _resume_classes() -> dict:
     if _CLASSES:
         return _CLASSES
     import keras
+
+    def record_row(callback, epoch, logs):
+        """Keeps `callback.rows` one row per epoch: the epoch, `callback.fields`, the logs."""
+        row = {"epoch": epoch + 1, **callback.fields}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        callback.rows = callback.rows[:epoch] + [row]
 
     class EpochBackup(keras.callbacks.BackupAndRestore):
         """Keras's `BackupAndRestore` with crash-consistent checkpoints and the history rows.
@@ -433,9 +447,7 @@ def _resume_classes() -> dict:
             self._training_metadata_path = os.path.join(folder, "training_metadata.json")
 
         def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch + 1, **self.fields}
-            row.update({k: float(v) for k, v in (logs or {}).items()})
-            self.rows = self.rows[:epoch] + [row]
+            record_row(self, epoch, logs)
             super().on_epoch_end(epoch, logs)
 
         def _save_model(self):
@@ -481,6 +493,17 @@ def _resume_classes() -> dict:
                 np.savez(buffer, **arrays)
                 atomic_write(os.path.join(folder, _STATE_ARRAYS), buffer.getvalue())
 
+    class EpochRows(keras.callbacks.Callback):
+        """Keeps one history row per epoch (with `fields`) after `rows`, where no checkpoint is written."""
+
+        def __init__(self, rows=(), fields=None):
+            super().__init__()
+            self.rows = list(rows)
+            self.fields = dict(fields or {})
+
+        def on_epoch_end(self, epoch, logs=None):
+            record_row(self, epoch, logs)
+
     class EpochReseed(keras.callbacks.Callback):
         """Sets every random generator in the model (dropout, augmentation) at the start of each
         epoch to a state that depends only on the generator's own seed and the epoch.
@@ -515,5 +538,5 @@ def _resume_classes() -> dict:
                 mixed = int(np.random.SeedSequence([own % 2**32, epoch]).generate_state(1)[0]) % (2**31 - 2)
                 v.assign(np.array([mixed, 0], dtype=v.dtype))
 
-    _CLASSES.update(EpochBackup=EpochBackup, EpochReseed=EpochReseed)
+    _CLASSES.update(EpochBackup=EpochBackup, EpochReseed=EpochReseed, EpochRows=EpochRows)
     return _CLASSES

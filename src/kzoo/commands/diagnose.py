@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kzoo import diagnose
 from kzoo.cli import arguments, command
 from kzoo.tables import print_table
 
@@ -22,8 +23,6 @@ def _args(p):
 @arguments(_args)
 @command("diagnose", help="diagnose initialization: per-layer activation and gradient statistics")
 def cmd_diagnose(args):
-    from kzoo import diagnose
-
     pairs = diagnose.parse_pairs(args.pairs) if args.pairs else diagnose.DEFAULT_PAIRS
     results = diagnose.init_study(pairs, depth=args.depth, width=args.width, batch=args.batch, seed=args.seed)
     print(f"Deep plain net: {args.depth} layers x {args.width} units, {args.batch} unit-Gaussian inputs; "

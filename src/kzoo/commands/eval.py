@@ -4,6 +4,8 @@ ensemble of several; test-time augmentation and Monte-Carlo dropout on request."
 from __future__ import annotations
 
 from kzoo.cli import arguments, command
+from kzoo.errors import UserError
+from kzoo.evaluate import evaluate_ensemble, evaluate_run
 from kzoo.safe_load import add_trust_model_flag
 from kzoo.tables import print_table
 
@@ -29,9 +31,6 @@ def _f(v):
 @arguments(_args)
 @command("eval", help="evaluate runs: metrics, confusion, calibration, ensembles, TTA, MC dropout")
 def cmd_eval(args):
-    from kzoo.errors import UserError
-    from kzoo.evaluate import evaluate_ensemble, evaluate_run
-
     if args.bins < 1:
         raise UserError(f"--bins must be at least 1. Received: bins={args.bins}")
     if len(args.runs) == 1:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from kzoo.cli import arguments, command
+from kzoo.export import FORMATS, QUANTIZATIONS, export_run
 from kzoo.safe_load import add_trust_model_flag
 
 
 def _args(p):
-    from kzoo.export import FORMATS, QUANTIZATIONS
-
     p.add_argument("run", metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("--format", default="savedmodel", choices=FORMATS, help="Defaults to savedmodel")
     p.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
@@ -22,8 +21,6 @@ def _args(p):
 @arguments(_args)
 @command("export", help="export a run's model: TF SavedModel, TFLite (quantized) or .keras")
 def cmd_export(args):
-    from kzoo.export import export_run
-
     r = export_run(args.run, args.format, args.out, args.quantize, args.overwrite, check=not args.no_check,
                    trust_model=args.trust_model)
     kind = r.format + (f" ({r.quantize})" if r.quantize != "none" else "")

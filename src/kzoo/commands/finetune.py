@@ -6,8 +6,14 @@ It builds the recipe the flags describe (`kzoo finetune ... --show` prints it) a
 
 from __future__ import annotations
 
+import os
+
 from kzoo.cli import arguments, command
+from kzoo.recipes import run
+from kzoo.recipes.loader import apply_overrides
+from kzoo.recipes.schema import build_recipe
 from kzoo.safe_load import add_trust_model_flag
+from kzoo.zoo import MODELS
 
 DEFAULT_STAGES = "head:3@1e-3, top2:3@1e-4, all:4@1e-5"
 
@@ -38,12 +44,6 @@ def _args(p):
 
 def recipe_from_args(args):
     """The recipe `kzoo finetune`'s flags describe."""
-    import os
-
-    from kzoo.recipes.loader import apply_overrides
-    from kzoo.recipes.schema import build_recipe
-    from kzoo.zoo import MODELS
-
     label = os.path.basename(os.path.normpath(args.backbone.removeprefix("hub:"))).replace(".keras", "")
     raw = {"name": f"finetune-{label}", "description": f"fine-tune {args.backbone} on {args.data}",
            "data": {"dataset": args.data}, "optimizer": {"name": args.optimizer},
@@ -65,8 +65,6 @@ def recipe_from_args(args):
 @arguments(_args)
 @command("finetune", help="fine-tune a backbone on a dataset in stages (frozen groups, per-group rates)")
 def cmd_finetune(args):
-    from kzoo.recipes import run
-
     recipe = recipe_from_args(args)
     if args.show:
         print(recipe.to_toml(), end="")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 
+from kzoo.callbacks import lr_find
 from kzoo.cli import _add_run_flags, arguments, command, load_recipe_from_args
+from kzoo.errors import RecipeError
+from kzoo.finetune.structure import model_structure
+from kzoo.runs import atomic_write, default_out
+from kzoo.train import build, compile_stage, decide, plan, prepare, seed_everything, steps_per_epoch
 
 
 def _args(p):
@@ -21,20 +27,6 @@ def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
     """Builds the recipe's data and model through the engine, compiles its first stage (as
     `kzoo run` would: a staged recipe's freezing and per-group rates included) and runs
     `lr_find` on it."""
-    import math
-
-    from kzoo.callbacks import lr_find
-    from kzoo.finetune.structure import model_structure
-    from kzoo.train import (
-        build,
-        compile_stage,
-        decide,
-        plan,
-        prepare,
-        seed_everything,
-        steps_per_epoch,
-    )
-
     setup = decide(recipe)
     seed_everything(recipe.seed, recipe.deterministic)
     data = prepare(recipe, setup)
@@ -49,9 +41,6 @@ def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
 @arguments(_args)
 @command("lr-find", help="sweep the learning rate (range test), plot the loss and suggest a rate")
 def cmd_lr_find(args):
-    from kzoo.errors import RecipeError
-    from kzoo.runs import atomic_write, default_out
-
     recipe = load_recipe_from_args(args)
     if not 0 < args.start_lr < args.end_lr:
         raise RecipeError(f"--start-lr must be positive and below --end-lr. Received: start_lr={args.start_lr}")

@@ -1,26 +1,23 @@
-"""kzoo.optimizers: every optimizer a recipe names, in one composition.
-
-- `build_optimizer(cfg, learning_rate, lr_multipliers)`: the recipe's [optimizer] as a
-  `Kzoo<Name>` optimizer (`compose.py`): Keras's own update, plus per-group learning rates
-  (`group_lr.py`) and a momentum a callback may schedule (`momentum_variable.py`), saved with
-  the model.
-- `gains.py`: SGD with per-weight adaptive gains (Jacobs 1988), composed like the others.
-- To add an optimizer: register a builder below and, if its class is new, add it to
-  `compose._MOMENTUM` with its momentum mixin (or `None`).
+"""kzoo.optimizers: every optimizer a recipe names, built as a `Kzoo<Name>` (`compose.py`): Keras's
+update plus per-group learning rates and a momentum a callback may schedule. To add one, register
+a builder below; a new class also goes into `compose._MOMENTUM` with its momentum mixin (or None).
 """
 
 from __future__ import annotations
 
 import keras
 
-from kzoo.optimizers.compose import composed_class, scheduled_optimizer, with_group_learning_rates
-from kzoo.optimizers.gains import AdaptiveGainSGD, validate_gain_config
+from kzoo.optimizers.compose import (
+    GroupLearningRates,
+    composed_class,
+    schedule_momentum,
+    scheduled_optimizer,
+    with_group_learning_rates,
+)
+from kzoo.optimizers.gains import GAIN_FIELDS, AdaptiveGainSGD, validate_gain_config
 from kzoo.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
-
-# [optimizer] keys only the `gains` optimizer reads.
-GAIN_FIELDS = ("gain_increase", "gain_decrease", "min_gain", "max_gain")
 
 
 @OPTIMIZERS.register
@@ -67,27 +64,21 @@ def build_optimizer(cfg, learning_rate=None, lr_multipliers=None):
     """Builds the optimizer `cfg.name` names, in its kzoo composition.
 
     Args:
-        cfg: an `OptimizerConfig` (name, lr, momentum, nesterov, weight_decay, betas, rho,
-            epsilon, clipnorm, clipvalue, gain fields).
+        cfg: a recipe's `OptimizerConfig`.
         learning_rate: a float or a `LearningRateSchedule` replacing `cfg.lr`. Defaults to `cfg.lr`.
         lr_multipliers: layer name -> factor of the learning rate. Defaults to `None` (none).
 
     Example:
         >>> opt = build_optimizer(kzoo.recipes.load("mlp-digits").optimizer)
     """
-    common = {"learning_rate": cfg.lr if learning_rate is None else learning_rate}
-    if cfg.clipnorm:
-        common["clipnorm"] = cfg.clipnorm
-    if cfg.clipvalue:
-        common["clipvalue"] = cfg.clipvalue
-    if cfg.weight_decay:
-        common["weight_decay"] = cfg.weight_decay
+    common = {k: getattr(cfg, k) for k in ("clipnorm", "clipvalue", "weight_decay") if getattr(cfg, k)}
+    common["learning_rate"] = cfg.lr if learning_rate is None else learning_rate
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer. Received: name={cfg.name!r}")
     stock = OPTIMIZERS.get(cfg.name)(cfg, **common)
     return with_group_learning_rates(stock, lr_multipliers or {})
 
 
-__all__ = ["GAIN_FIELDS", "OPTIMIZERS", "OPTIMIZER_DESCRIPTIONS", "AdaptiveGainSGD", "build_optimizer",
-           "composed_class", "scheduled_optimizer", "validate_gain_config",
+__all__ = ["GAIN_FIELDS", "OPTIMIZERS", "OPTIMIZER_DESCRIPTIONS", "AdaptiveGainSGD", "GroupLearningRates",
+           "build_optimizer", "composed_class", "schedule_momentum", "scheduled_optimizer", "validate_gain_config",
            "with_group_learning_rates"]

@@ -1,24 +1,183 @@
-"""One composition for every optimizer kzoo builds: Keras's optimizer (or kzoo's gains SGD)
-with per-group learning rates and, on request, a scheduled momentum, registered so a saved
-model carries it.
-
+"""One composition for every optimizer kzoo builds, registered so a saved model carries it:
 `KzooAdam` is `GroupLearningRates + Beta1Momentum + keras.optimizers.Adam`, and so on. With no
-multipliers and no schedule it updates exactly as the Keras class does.
-"""
+multipliers and no schedule it updates exactly as the Keras class does."""
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from kzoo.optimizers.gains import AdaptiveGainSGD
-from kzoo.optimizers.group_lr import GroupLearningRates
-from kzoo.optimizers.momentum_variable import (
-    Beta1Momentum,
-    GainsMomentum,
-    RMSpropMomentum,
-    ScheduledMomentum,
-    SGDMomentumStep,
-)
+
+
+class GroupLearningRates:
+    """Mixin over a Keras optimizer: each step runs the optimizer's own update once per group of
+    variables at `learning_rate * factor`, so the factor scales the update itself (Adam's too).
+    Weight decay is applied at the base rate to every group.
+
+    Args:
+        lr_multipliers: layer name -> factor of the learning rate (>= 0), saved in the config;
+            layers not named learn at the base rate. Defaults to `None`.
+
+    Reference: discriminative fine-tuning (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146).
+    """
+
+    def __init__(self, *args, lr_multipliers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        multipliers = dict(lr_multipliers or {})
+        for key, value in multipliers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"lr_multipliers values must be numbers >= 0. Received: {key}={value!r}")
+        self.lr_multipliers = {str(k): float(v) for k, v in multipliers.items()}
+
+    def multiplier(self, variable) -> float:
+        """The factor for `variable`: the multiplier of the innermost layer in its path, or 1."""
+        for part in reversed(variable.path.split("/")[:-1]):
+            if part in self.lr_multipliers:
+                return self.lr_multipliers[part]
+        return 1.0
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not self.lr_multipliers:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        groups: dict[float, tuple[list, list]] = {}
+        for grad, variable in zip(grads, trainable_variables):
+            g, v = groups.setdefault(self.multiplier(variable), ([], []))
+            g.append(grad)
+            v.append(variable)
+        for factor, (g, v) in groups.items():
+            super()._backend_update_step(g, v, learning_rate if factor == 1.0 else learning_rate * factor)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
+
+
+class ScheduledMomentum:
+    """Mixin holding an optimizer's `momentum` (or `beta_1`: `momentum_attr`) in a variable on request.
+
+    Keras keeps them as Python floats, which a compiled train step captures as constants. Once a
+    callback asks for a schedule (`enable_momentum_schedule`) the value lives in a scalar
+    optimizer variable the step reads; the attribute keeps the last value set, for `get_config`.
+    An optimizer nobody schedules keeps Keras's update bit for bit.
+
+    Reference: Sutskever et al. 2013 (https://proceedings.mlr.press/v28/sutskever13.html).
+    """
+
+    momentum_attr = "momentum"
+    momentum_variable = None
+    momentum_scheduled = False
+
+    def __init__(self, *args, momentum_scheduled=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if momentum_scheduled:  # a saved optimizer that had a schedule gets its variable back
+            object.__setattr__(self, "momentum_scheduled", True)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.momentum_scheduled:
+            config["momentum_scheduled"] = True
+        return config
+
+    def enable_momentum_schedule(self):
+        """Makes the momentum settable during training; call before the train step is traced
+        (a callback's `set_model`), or reset `model.train_function` after."""
+        if not self.momentum_scheduled:
+            object.__setattr__(self, "momentum_scheduled", True)
+            if self.built:
+                self._add_momentum_state(self._trainable_variables)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        if self.momentum_scheduled:
+            self._add_momentum_state(variables)
+
+    def _add_buffers(self, variables):
+        """Creates the velocity a schedule needs where the optimizer was built without one."""
+
+    def _add_momentum_state(self, variables):
+        self._add_buffers(variables)
+        if self.momentum_variable is None:
+            value = float(getattr(self, self.momentum_attr))
+            self.momentum_variable = self.add_variable(
+                shape=(), initializer=keras.initializers.Constant(value), dtype="float32",
+                name=self.momentum_attr)
+
+    def set_momentum(self, value: float):
+        """Sets the hyperparameter used from the next update step on."""
+        value = float(value)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{self.momentum_attr} must be in [0, 1). Received: {self.momentum_attr}={value}")
+        setattr(self, self.momentum_attr, value)
+        if self.momentum_variable is not None:
+            self.momentum_variable.assign(value)
+
+    def get_momentum(self) -> float:
+        if self.momentum_variable is None:
+            return float(getattr(self, self.momentum_attr))
+        return float(ops.convert_to_numpy(self.momentum_variable))
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.momentum_variable is None:
+            return super().update_step(gradient, variable, learning_rate)
+        # The parent's step reads the attribute with ops.cast / arithmetic: give it the variable
+        # while the step is traced, so the graph reads the variable instead of a constant.
+        name = self.momentum_attr
+        value = getattr(self, name)
+        object.__setattr__(self, name, self.momentum_variable)
+        try:
+            return super().update_step(gradient, variable, learning_rate)
+        finally:
+            object.__setattr__(self, name, value)
+
+
+class SGDMomentumStep(ScheduledMomentum):
+    """SGD's update with a scheduled momentum: SGD's own step branches on `momentum != 0` in
+    Python, which a variable cannot answer inside a graph; the same update, always with the
+    velocity buffer (created even when the initial momentum is 0, so a warm-up may start at 0)."""
+
+    def _add_buffers(self, variables):
+        if not self.momentums:
+            self.momentums = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.momentum_variable is None:
+            return keras.optimizers.SGD.update_step(self, gradient, variable, learning_rate)
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self.momentums[self._get_variable_index(variable)]
+        momentum = ops.cast(self.momentum_variable, variable.dtype)
+        self.assign(m, ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate)))
+        if self.nesterov:
+            self.assign_add(variable, ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate)))
+        else:
+            self.assign_add(variable, m)
+
+
+class RMSpropMomentum(ScheduledMomentum):
+    """RMSprop creates its velocity only with a non-zero momentum; a schedule needs one."""
+
+    def _add_buffers(self, variables):
+        if not self.momentum:
+            raise ValueError(f"{type(self).__name__} cannot schedule a momentum it was built without. "
+                             "Received: momentum=0")
+
+
+class GainsMomentum(ScheduledMomentum):
+    """`AdaptiveGainSGD`'s velocity, created for a schedule even at momentum 0."""
+
+    def _add_buffers(self, variables):
+        if not self.velocities:
+            self.velocities = self.add_optimizer_variables(variables, "velocity")
+
+
+class Beta1Momentum(ScheduledMomentum):
+    """The Adam family: `beta_1` plays the momentum's part (the bias correction then uses the
+    current value, exact for a constant one)."""
+
+    momentum_attr = "beta_1"
+
 
 # Most specific first: AdamW is an Adam subclass. Adagrad has no momentum to schedule.
 _MOMENTUM = [
@@ -31,22 +190,18 @@ _MOMENTUM = [
     (AdaptiveGainSGD, GainsMomentum),
     (keras.optimizers.Adagrad, None),
 ]
-_COMPOSED: dict = {}
 
 
-def _make(base, momentum):
+def _compose(base, momentum):
     mixins = (GroupLearningRates,) + ((momentum,) if momentum else ()) + (base,)
-    cls = type(f"Kzoo{base.__name__}", mixins, {
-        "__module__": __name__,
-        "__doc__": f"`{base.__module__.split('.src')[0]}.{base.__name__}` with per-layer learning-rate "
-                   "multipliers (`lr_multipliers`)" + (" and a momentum a callback may schedule." if momentum else "."),
-    })
+    doc = (f"`{base.__module__.split('.src')[0]}.{base.__name__}` with per-layer learning-rate multipliers "
+           "(`lr_multipliers`)" + (" and a momentum a callback may schedule." if momentum else "."))
+    cls = type(f"Kzoo{base.__name__}", mixins, {"__module__": __name__, "__doc__": doc})
     return keras.saving.register_keras_serializable(package="kzoo")(cls)
 
 
-for _base, _momentum in _MOMENTUM:
-    _COMPOSED[_base] = _make(_base, _momentum)
-    globals()[_COMPOSED[_base].__name__] = _COMPOSED[_base]
+_COMPOSED = {base: _compose(base, momentum) for base, momentum in _MOMENTUM}
+globals().update({cls.__name__: cls for cls in _COMPOSED.values()})
 
 
 def composed_class(optimizer_or_class):
@@ -61,12 +216,8 @@ def composed_class(optimizer_or_class):
 
 
 def with_group_learning_rates(optimizer, lr_multipliers: dict):
-    """A copy of a Keras or kzoo optimizer whose updates are scaled per layer: `lr_multipliers`
-    maps layer names to factors of the learning rate.
-
-    Example:
-        >>> opt = with_group_learning_rates(keras.optimizers.Adam(1e-3), {"stage0_block0_conv1": 0.1})
-    """
+    """A copy of a Keras or kzoo optimizer whose updates are scaled per layer (`lr_multipliers`:
+    layer name -> factor), e.g. `with_group_learning_rates(keras.optimizers.Adam(), {"stem": 0.1})`."""
     config = optimizer.get_config()
     config.pop("lr_multipliers", None)
     lr = optimizer._learning_rate  # keeps a schedule object rather than its serialized form
@@ -90,3 +241,13 @@ def scheduled_optimizer(optimizer):
         raise ValueError("RMSprop with momentum 0 has no velocity to schedule. Received: momentum=0.0")
     optimizer.enable_momentum_schedule()
     return optimizer
+
+
+def schedule_momentum(model):
+    """The model's optimizer (inside a `LossScaleOptimizer`) made schedulable by
+    `scheduled_optimizer`; a train step traced before is dropped, as it reads the old constant."""
+    inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    if getattr(inner, "momentum_variable", None) is None:
+        scheduled_optimizer(inner)
+        model.train_function = None
+    return inner

@@ -1,17 +1,15 @@
-"""SGD with a learned gain per weight: the global learning rate times a local gain that grows
-while the weight's gradient keeps its sign and shrinks when the sign flips.
-
-Reference:
-    Jacobs 1988, "Increased rates of convergence through learning rate adaptation"
-    (delta-bar-delta), Neural Networks 1(4); Hinton, Neural Networks for Machine Learning,
-    lecture 6d "Adaptive learning rates for each connection"
-    (https://www.cs.toronto.edu/~hinton/coursera/lecture6/lec6.pdf).
-"""
+"""SGD with a learned gain per weight (delta-bar-delta): the global rate times a local gain that
+grows while the weight's gradient keeps its sign and shrinks when the sign flips."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from kzoo.errors import RecipeError
+
+# [optimizer] keys only the `gains` optimizer reads.
+GAIN_FIELDS = ("gain_increase", "gain_decrease", "min_gain", "max_gain")
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -45,31 +43,23 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
         >>> model.compile(optimizer=AdaptiveGainSGD(0.01, momentum=0.9), loss="mse")
 
     Reference:
-        Jacobs 1988 (delta-bar-delta); Hinton, lecture 6d
+        Jacobs 1988, "Increased rates of convergence through learning rate adaptation", Neural
+        Networks 1(4); Hinton, Neural Networks for Machine Learning, lecture 6d
         (https://www.cs.toronto.edu/~hinton/coursera/lecture6/lec6.pdf).
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.0, gain_increase=0.05, gain_decrease=0.95,
                  min_gain=0.01, max_gain=10.0, averaging=0.0, name="adaptive_gain_sgd", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum}")
-        if gain_increase < 0:
-            raise ValueError(f"gain_increase must be >= 0. Received: gain_increase={gain_increase}")
-        if not 0.0 < gain_decrease < 1.0:
-            raise ValueError(f"gain_decrease must be in (0, 1). Received: gain_decrease={gain_decrease}")
-        if not 0.0 < min_gain <= 1.0:
-            raise ValueError(f"min_gain must be in (0, 1]. Received: min_gain={min_gain}")
-        if max_gain < 1.0:
-            raise ValueError(f"max_gain must be >= 1. Received: max_gain={max_gain}")
-        if not 0.0 <= averaging < 1.0:
-            raise ValueError(f"averaging must be in [0, 1). Received: averaging={averaging}")
-        self.momentum = float(momentum)
-        self.gain_increase = float(gain_increase)
-        self.gain_decrease = float(gain_decrease)
-        self.min_gain = float(min_gain)
-        self.max_gain = float(max_gain)
-        self.averaging = float(averaging)
+        for key, value, ok, rule in (("momentum", momentum, 0.0 <= momentum < 1.0, "in [0, 1)"),
+                                     ("gain_increase", gain_increase, gain_increase >= 0, ">= 0"),
+                                     ("gain_decrease", gain_decrease, 0.0 < gain_decrease < 1.0, "in (0, 1)"),
+                                     ("min_gain", min_gain, 0.0 < min_gain <= 1.0, "in (0, 1]"),
+                                     ("max_gain", max_gain, max_gain >= 1.0, ">= 1"),
+                                     ("averaging", averaging, 0.0 <= averaging < 1.0, "in [0, 1)")):
+            if not ok:
+                raise ValueError(f"{key} must be {rule}. Received: {key}={value}")
+            setattr(self, key, float(value))
 
     def build(self, variables):
         if self.built:
@@ -102,23 +92,13 @@ class AdaptiveGainSGD(keras.optimizers.Optimizer):
             self.assign_sub(variable, step)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "momentum": self.momentum,
-            "gain_increase": self.gain_increase,
-            "gain_decrease": self.gain_decrease,
-            "min_gain": self.min_gain,
-            "max_gain": self.max_gain,
-            "averaging": self.averaging,
-        }
+        keys = ("momentum",) + GAIN_FIELDS + ("averaging",)
+        return {**super().get_config(), **{k: getattr(self, k) for k in keys}}
 
 
 def validate_gain_config(cfg):
     """Checks a recipe's [optimizer] gain fields before anything is built (a `RecipeError`)."""
-    from kzoo.errors import RecipeError
-
     try:
-        AdaptiveGainSGD(learning_rate=cfg.lr, momentum=cfg.momentum, gain_increase=cfg.gain_increase,
-                        gain_decrease=cfg.gain_decrease, min_gain=cfg.min_gain, max_gain=cfg.max_gain)
+        AdaptiveGainSGD(learning_rate=cfg.lr, momentum=cfg.momentum, **{k: getattr(cfg, k) for k in GAIN_FIELDS})
     except ValueError as e:
         raise RecipeError(f"optimizer.{e}") from None

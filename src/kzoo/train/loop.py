@@ -1,23 +1,25 @@
-"""Fitting a plan of stages: the one training loop behind every path.
-
-A plain run is a plan of one stage that trains every layer; staged fine-tuning a plan of N with
-freezing and per-group rates; a tuner trial the same loop without checkpoints; multi-worker the
-same loop with another step function (`kzoo.train.multiworker.fit_multiworker`).
-"""
+"""The one training loop: `fit_plan` compiles each stage of a plan (`compile_stage`) and fits it.
+A plain run is a plan of one stage that trains every layer, staged fine-tuning a plan of N."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 
 import keras
 
-from kzoo.errors import UserError
+from kzoo.callbacks.schedules import build_schedule
+from kzoo.errors import RecipeError, UserError
 from kzoo.finetune.plan import Stage, parse_stages
-from kzoo.finetune.structure import model_structure
-from kzoo.runs import _resume_classes, latest_snapshot, resume_callbacks
-from kzoo.train.compile import compile_stage
+from kzoo.finetune.structure import freeze, model_structure
+from kzoo.optimizers import build_optimizer
+from kzoo.runs import latest_snapshot, resume_callbacks
+from kzoo.train.determinism import jit_compile_for
+from kzoo.train.distribution import resolve_steps_per_execution
+from kzoo.train.multiworker import fit_multiworker
 
 
 @dataclass
@@ -49,26 +51,51 @@ def steps_per_epoch(recipe, data, setup) -> int:
     if setup.multiworker:  # every worker runs the same number of whole global batches
         steps = data.info.num_train // setup.batch_size
         if steps < 1:
-            from kzoo.errors import RecipeError
-
             raise RecipeError(f"data.batch_size is larger than the training set ({data.info.num_train}). "
                               f"Received: batch_size={setup.batch_size}")
         return steps
     return math.ceil(data.info.num_train / setup.batch_size)
 
 
-class RowRecorder(keras.callbacks.Callback):
-    """Keeps one history row per epoch (with `fields`) where no checkpoint is written."""
+def group_multipliers(structure, rates) -> dict:
+    """`{layer name: rate / head rate}` for every layer with weights in the trainable groups."""
+    out = {}
+    for (_, layers), rate in zip(structure.groups(), rates):
+        factor = rate / rates[0]
+        if factor != 1.0:
+            out.update({sub.name: factor for layer in layers for sub in _weighted(layer)})
+    return out
 
-    def __init__(self, rows, fields=None):
-        super().__init__()
-        self.rows = list(rows)
-        self.fields = dict(fields or {})
 
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **self.fields}
-        row.update({k: float(v) for k, v in (logs or {}).items()})
-        self.rows = self.rows[:epoch] + [row]
+def _weighted(layer):
+    if layer.weights:
+        yield layer
+    for sub in getattr(layer, "_layers", []) or []:
+        yield from _weighted(sub)
+
+
+def compile_stage(model, recipe, stage, structure, steps_per_epoch, callbacks=(), setup=None):
+    """Compiles `model` for `stage` (a `kzoo.finetune.Stage`) of the recipe's plan, with a schedule
+    over the stage's epochs; returns the trainable group names.
+
+    With the model's `structure` (a staged plan) the groups the stage leaves out are frozen and
+    the others get their per-group rates; with `None` every layer trains at the stage's rate.
+    `callbacks` are the fit's (one that needs every step gets one step per call); `setup` is the
+    run's `Setup`, `None` for one device.
+    """
+    groups, multipliers = ["all"], {}
+    if structure is not None:
+        rates = stage.rates(len(structure.stages))
+        groups = freeze(model, structure, len(rates), recipe.finetune.train_bn)
+        multipliers = group_multipliers(structure, rates)
+    schedule = build_schedule(recipe.schedule, stage.lr, steps_per_epoch, stage.epochs)
+    strategy = setup.strategy if setup is not None else None
+    with setup.scope() if setup is not None else contextlib.nullcontext():
+        optimizer = build_optimizer(dataclasses.replace(recipe.optimizer, lr=stage.lr), schedule, multipliers)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=jit_compile_for(recipe, model, setup),
+                      steps_per_execution=resolve_steps_per_execution(recipe, steps_per_epoch, callbacks, strategy))
+    return groups
 
 
 def keras_fit(model, data, setup, recipe, start, end, steps, callbacks, verbose):
@@ -78,37 +105,28 @@ def keras_fit(model, data, setup, recipe, start, end, steps, callbacks, verbose)
               callbacks=callbacks, verbose=verbose, shuffle=False)  # `batches` is shuffled per epoch
 
 
-def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], extra=(), verbose=2,
-             fit=keras_fit) -> FitResult:
-    """Trains `model` through the recipe's plan, checkpointing every epoch in `backup_dir`.
+def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], extra=(), verbose=2) -> FitResult:
+    """Trains `model` (not compiled yet) through the recipe's plan on `data` (`Splits`) with the
+    run's `setup`, checkpointing every epoch in `backup_dir`.
 
     A run killed part-way resumes from the newest checkpoint there: finished stages are skipped,
-    the stage the checkpoint is in is compiled again (its freezing and per-group rates) and goes
-    on with its optimizer state (iteration count included, so schedules continue); a checkpoint
-    at the end of a stage, or where a callback stopped it early, starts the next one. The
-    callbacks' own state (early stopping's patience and best weights, ...) is saved with every
-    checkpoint and restored inside the stage it belongs to. Each epoch's batches and random masks
-    depend only on the seed and the epoch, so a resumed run ends as an uninterrupted one.
+    the stage the checkpoint is in is compiled again and goes on with its optimizer state
+    (schedules continue) and its callbacks' state (patience, best weights); a checkpoint at the
+    end of a stage, or where a callback stopped it, starts the next one. Each epoch's batches and
+    random masks depend only on the seed and the epoch, so a resumed run ends as an
+    uninterrupted one. Under `MultiWorkerMirroredStrategy` the step is `fit_multiworker`.
 
     Args:
-        model: the model to train, not compiled yet.
-        recipe: the `Recipe`.
-        data: the `Splits` (`epochs`, `val`, `info`).
-        setup: the run's `Setup` (strategy, batch size).
-        backup_dir: the checkpoint folder (`<out>/backup`), or `None` for no checkpoints (a
-            tuner trial). Defaults to `None`.
+        backup_dir: the checkpoint folder, or `None` for none (a tuner trial). Defaults to `None`.
         callbacks: returns a new list of the recipe's callbacks for each stage. Defaults to none.
         extra: callbacks added to every stage as they are (KerasTuner's). Defaults to none.
         verbose: Keras's fit verbosity. Defaults to `2`.
-        fit: the step function, `fit(model, data, setup, recipe, start, end, steps, callbacks,
-            verbose)`. Defaults to `keras_fit`.
     """
+    fit = fit_multiworker if setup.multiworker else keras_fit
     stages, staged = plan(recipe)
-    structure = None
-    if staged:
-        structure = model_structure(model)
-        if not structure.head:
-            raise UserError(f"The model has no head_* layers, so no stage plan applies. Received: model={model.name!r}")
+    structure = model_structure(model) if staged else None
+    if staged and not structure.head:
+        raise UserError(f"The model has no head_* layers, so no stage plan applies. Received: model={model.name!r}")
     steps = steps_per_epoch(recipe, data, setup)
     snapshot = latest_snapshot(backup_dir) if backup_dir else None
     rows = snapshot.rows if snapshot else []
@@ -117,17 +135,15 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
     seconds = 0.0
     for k, stage in enumerate(stages, start=1):
         ran = sum(row.get("stage", 1) == k for row in rows)
+        later = bool(rows) and rows[-1].get("stage", 1) > k
         stopped = ran > 0 and snapshot is not None and snapshot.stopped  # the newest checkpoint is in stage k
-        if _stage_over(rows, k, ran, stage.epochs, stopped, last=k == len(stages)):
+        # A finished last stage is still compiled and restored: the saved model keeps its optimizer.
+        if later or ((ran >= stage.epochs or stopped) and k < len(stages)):
             continue
         start, end = len(rows), len(rows) - ran + stage.epochs
         own = callbacks()
         fields = {"stage": k, "trainable": stage.trainable} if staged else {}
-        if backup_dir:
-            tail = resume_callbacks(backup_dir, own, fields=fields, restore=ran > 0)
-        else:
-            tail = [_resume_classes()["EpochReseed"](), RowRecorder(rows, fields)]
-        stage_callbacks = own + list(extra) + tail
+        stage_callbacks = own + list(extra) + resume_callbacks(backup_dir, own, rows, fields, restore=ran > 0)
         groups = compile_stage(model, recipe, stage, structure, steps, stage_callbacks, setup)
         if verbose and snapshot and start == snapshot.epoch:
             where = f"stage {k}/{len(stages)} " if staged else ""
@@ -140,10 +156,3 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         rows = stage_callbacks[-1].rows  # every epoch once
     boundaries = [a["epoch"] for a, b in zip(rows, rows[1:]) if a.get("stage") != b.get("stage")]
     return FitResult(rows, boundaries, seconds, snapshot.epoch if snapshot else 0)
-
-
-def _stage_over(rows, k, ran, epochs, stopped, last):
-    """Whether stage `k` is skipped: a later stage has begun, or its `epochs` are done or a
-    callback `stopped` it, and it is not the `last` (that one is compiled and restored even
-    then: the saved model keeps its optimizer)."""
-    return (bool(rows) and rows[-1].get("stage", 1) > k) or ((ran >= epochs or stopped) and not last)

@@ -6,9 +6,17 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 
+from kzoo.data.preprocessing import augmentation_layers, preprocessing_layers
 from kzoo.errors import RecipeError, UserError
+from kzoo.safe_load import load_model_file, load_weights
+from kzoo.zoo import create_model
+from kzoo.zoo.backbones import BACKBONES, build_application, input_layers
+from kzoo.zoo.blocks import classifier_head
+from kzoo.zoo.hub import build_hub_finetune_model, is_hub_spec
+from kzoo.zoo.initializers import lsuv_init
 
 # Standardization and PCA whitening statistics come from at most this many training examples.
 STATS_SAMPLE = 10_000
@@ -22,16 +30,8 @@ def sample(data, n: int):
 
 
 def build_model(recipe, data):
-    """The recipe's model with augmentation and standardization layers inside it.
-
-    Args:
-        recipe: a `Recipe`.
-        data: the training data (`Splits` or `ArraySplits`): its `info`, and a bounded sample
-            the standardization statistics and LSUV are computed on.
-    """
-    from kzoo.data.preprocessing import preprocessing_layers
-    from kzoo.zoo import create_model
-
+    """The recipe's model with augmentation and standardization layers inside it, for `data` (a
+    `Splits` or `ArraySplits`: its `info`, and a bounded sample for the statistics and LSUV)."""
     info = data.info
     layers = augmentation(recipe, info.input_shape)
     layers += preprocessing_layers(sample(data, STATS_SAMPLE)[0], recipe.data.standardize, recipe.data.pca_whiten)
@@ -46,8 +46,6 @@ def build_model(recipe, data):
 
 
 def augmentation(recipe, input_shape) -> list:
-    from kzoo.data.preprocessing import augmentation_layers
-
     a = recipe.data.augment
     return augmentation_layers(input_shape, a.flip, a.translation, a.rotation, a.zoom, a.crop, seed=recipe.seed)
 
@@ -56,24 +54,18 @@ def lsuv_if_asked(model, recipe, data):
     """With `model.initializer = "lsuv"` the model was built orthonormal; LSUV then rescales each
     Dense/Conv layer to unit output variance on a training batch (Mishkin & Matas 2015)."""
     spec = recipe.model.get("initializer")
-    if (spec.get("name") if isinstance(spec, dict) else spec) != "lsuv":
-        return
-    from kzoo.zoo.initializers import lsuv_init
-
-    lsuv_init(model, sample(data, 256)[0], seed=recipe.seed)
+    if (spec.get("name") if isinstance(spec, dict) else spec) == "lsuv":
+        lsuv_init(model, sample(data, 256)[0], seed=recipe.seed)
 
 
 # --- Fine-tuning: a backbone and a new head --------------------------------------------------
-def _head(x, num_classes, dropout, seed):
-    import keras
-
-    from kzoo.zoo.blocks import classifier_head
-
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    elif len(x.shape) > 2:
-        x = keras.layers.Flatten(name="head_flatten")(x)
-    return classifier_head(x, num_classes, dropout=dropout, seed=seed)
+def _with_head(body, input_shape, front, num_classes, dropout, seed, name):
+    """One model: `front` layers, then `body`, then a new head."""
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    for layer in front:
+        x = layer(x)
+    return keras.Model(inputs, classifier_head(body(x), num_classes, dropout=dropout, seed=seed), name=name)
 
 
 def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), seed=0, name=None):
@@ -81,8 +73,6 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
 
     The head is every layer from the first `head_*` layer on (zoo models name it so).
     """
-    import keras
-
     first = next((lyr for lyr in model.layers if lyr.name.startswith("head_")), None)
     if first is None:
         raise UserError(f"The backbone has no head_* layers to replace. Received: model={model.name!r}")
@@ -91,79 +81,37 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
         raise UserError(f"The backbone takes inputs of shape {expected}; bring the data to it with "
                         f"finetune.resize / finetune.pad or data.image_size. Received: input_shape={tuple(input_shape)}")
     features = keras.Model(model.inputs, first.input, name="backbone")
-    inputs = keras.Input(shape=tuple(input_shape or expected), name="input")
-    x = inputs
-    for layer in front:
-        x = layer(x)
-    x = features(x)
-    return keras.Model(inputs, _head(x, num_classes, dropout, seed), name=name or f"{model.name}_finetune")
-
-
-def load_backbone_file(path, trust_model: bool = False):
-    """A saved Keras model (a `.keras` file or a run directory) to fine-tune from, through
-    `kzoo.safe_load`: a model holding code is refused unless `trust_model`."""
-    from kzoo.safe_load import load_model_file
-
-    return load_model_file(path, trust_model=trust_model)
-
-
-def is_backbone_path(backbone: str) -> bool:
-    return backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone
+    return _with_head(features, input_shape or expected, front, num_classes, dropout, seed,
+                      name or f"{model.name}_finetune")
 
 
 def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = False):
-    """The model a [finetune] section describes, for the target data in `data`.
-
-    - `backbone = ""` and a zoo model name build that model (the [model] table for ""): with
-      `weights` a `.weights.h5` of the same architecture, or `none`;
-    - a `keras.applications` name builds it without its top, behind the preprocessing it
-      expects, with `weights` `imagenet`, a weights file or `none`, and a new head;
-    - a `model.keras` path (or a run directory) from an earlier `kzoo run` keeps that model up to
-      its head and adds a new head;
-    - `pretrained` (from [finetune.pretrain]) is used like a loaded `model.keras`.
-    """
-    import keras
-
-    from kzoo.zoo.backbones import BACKBONES, build_application, input_layers
-    from kzoo.zoo.hub import build_hub_finetune_model, is_hub_spec
-
+    """The model a [finetune] section describes, for the target data in `data`: a zoo model (the
+    [model] for `backbone = ""`) with `weights` a `.weights.h5` or `none`; a `keras.applications`
+    or `hub:` backbone (`weights` `imagenet`, a file or `none`) with a new head; or a `model.keras`
+    (a run directory, or `pretrained` from [finetune.pretrain]) up to its head, with a new one.
+    A model file holding code is refused unless `trust_model`."""
     ft, info, seed = recipe.finetune, data.info, recipe.seed
     backbone = ft.backbone
     if is_hub_spec(backbone):  # a KerasHub preset: before the path test (hub:DIR holds a path)
         return build_hub_finetune_model(backbone, info.input_shape, info.num_classes, ft.head_dropout, seed,
                                         augmentation(recipe, info.input_shape),
                                         float(np.max(sample(data, STATS_SAMPLE)[0])) or 255.0, ft.weights)
-    if pretrained is not None or is_backbone_path(backbone):
-        source = pretrained if pretrained is not None else load_backbone_file(backbone, trust_model)
+    if pretrained is not None or backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone:
+        source = pretrained if pretrained is not None else load_model_file(backbone, trust_model=trust_model)
         front = augmentation(recipe, info.input_shape)
         return replace_head(source, info.num_classes, info.input_shape, ft.head_dropout, front, seed)
     if backbone and BACKBONES.is_application(backbone):
         front = augmentation(recipe, info.input_shape)
-        pixel_max = float(np.max(sample(data, 256)[0])) or 255.0
-        pre, shape = input_layers(backbone, info.input_shape, pixel_max)
+        pre, shape = input_layers(backbone, info.input_shape, float(np.max(sample(data, 256)[0])) or 255.0)
         app = build_application(backbone, shape, ft.weights)
-        inputs = keras.Input(shape=tuple(info.input_shape), name="input")
-        x = inputs
-        for layer in front + pre:
-            x = layer(x)
-        outputs = _head(app(x), info.num_classes, ft.head_dropout, seed)
-        return keras.Model(inputs, outputs, name=f"{backbone.lower()}_finetune")
+        return _with_head(app, info.input_shape, front + pre, info.num_classes, ft.head_dropout, seed,
+                          f"{backbone.lower()}_finetune")
     if backbone:
         BACKBONES.get(backbone)  # unknown name: the closest-name error
-        recipe = with_model(recipe, backbone)
+        recipe = dataclasses.replace(recipe, model={"name": backbone})
     if ft.weights == "imagenet":
         raise UserError("Zoo models have no ImageNet weights; use 'none', a weights file or backbone=PATH. "
                         "Received: weights='imagenet'")
     model = build_model(recipe, data)
-    if ft.weights not in ("", "none"):
-        if not os.path.isfile(ft.weights):
-            raise UserError(f"No such weights file. Received: weights={ft.weights!r}")
-        try:
-            model.load_weights(ft.weights)
-        except (ValueError, OSError) as e:
-            raise UserError(f"Cannot load {ft.weights} into {recipe.model['name']}: {str(e).splitlines()[0]}") from None
-    return model
-
-
-def with_model(recipe, model_name):
-    return dataclasses.replace(recipe, model={"name": model_name})
+    return model if ft.weights in ("", "none") else load_weights(model, ft.weights)

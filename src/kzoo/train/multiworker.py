@@ -1,21 +1,17 @@
-"""The step function for `strategy = "multiworker"`: a custom step run by `strategy.run`,
-inside the same loop and with the same callbacks as every other path.
+"""The step function for `strategy = "multiworker"`, in the same loop and with the same callbacks
+as every other path: Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585, tensorflow/tensorflow#72388).
 
-Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585,
-tensorflow/tensorflow#72388: a `PerReplica` value reaches `_maybe_symbolic_build`, then
-`reduce_per_replica` fails on a scalar). This step avoids both without touching Keras: every
-worker reads its shard of the same seeded shuffle, each replica computes its loss scaled by the
-global batch (`tf.nn.compute_average_loss`), and the Keras optimizer all-reduces the gradients,
-so every worker applies the same update; non-trainable statistics (batch norm) are averaged
-across workers after each epoch. All workers run the same number of steps (the shards repeat;
-an epoch is `num_train // global_batch` steps), so no collective waits on a worker that ran out
-of data. The callbacks are driven through Keras's `CallbackList`, as `fit` drives them.
+Every worker reads its shard of the same seeded shuffle and the optimizer all-reduces the
+gradients, so all apply the same update. All run `num_train // global_batch` steps an epoch (the
+shards repeat), so no collective waits on a worker that ran out of data.
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def evaluate_locally(model, x, y):
@@ -30,9 +26,7 @@ def evaluate_locally(model, x, y):
 
 
 def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, verbose):
-    """One stage under `MultiWorkerMirroredStrategy`, with `fit`'s signature in `kzoo.train.loop`."""
-    import tensorflow as tf
-
+    """One stage under `MultiWorkerMirroredStrategy`, with `kzoo.train.loop.keras_fit`'s signature."""
     strategy, batch = setup.strategy, setup.batch_size
     arrays = data.arrays
     x_train, y_train = arrays.x_train.astype("float32"), arrays.y_train
