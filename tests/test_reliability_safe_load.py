@@ -93,9 +93,14 @@ def test_weights_file_for_another_architecture_is_refused(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ModelFileError, match="Cannot load .*backbone.weights.h5"):
         load_weights(mlp(16), path)
-    wrong_kind = tmp_path / "model.keras"
+    # A whole saved model gives its weights too (Keras reads only the weights of the archive).
+    source.save(tmp_path / "model.keras")
+    target = load_weights(mlp(8), tmp_path / "model.keras")
+    for a, b in zip(target.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    wrong_kind = tmp_path / "model.h5"
     wrong_kind.touch()
-    with pytest.raises(ModelFileError, match="must end in .weights.h5"):
+    with pytest.raises(ModelFileError, match="must end in .weights.h5 or .keras"):
         load_weights(mlp(8), wrong_kind)
 
 

@@ -149,7 +149,8 @@ def load_model_file(path: str, trust_model: bool = False, compile: bool = False)
 
 
 def load_weights(model, path: str):
-    """Loads a `.weights.h5` file (weights only, which never hold code) into `model`.
+    """Loads the weights of a `.weights.h5` or `.keras` file into `model` (Keras reads only the
+    weights of a `.keras` archive here, never its config, so no code runs).
 
     Args:
         model: a built model with the architecture the weights came from.
@@ -158,8 +159,8 @@ def load_weights(model, path: str):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"No such weights file: {path}. Received: {path}")
-    if not path.endswith(".weights.h5"):
-        raise ModelFileError(f"A weights file must end in .weights.h5. Received: {path}")
+    if not path.endswith((".weights.h5", ".keras")):
+        raise ModelFileError(f"A weights file must end in .weights.h5 or .keras. Received: {path}")
     try:
         model.load_weights(path)
     except (ValueError, OSError, KeyError) as e:
