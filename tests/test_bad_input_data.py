@@ -1,4 +1,6 @@
-"""Malformed datasets are handled as documented or refused with one clear line before training."""
+"""Malformed datasets are handled as documented or refused with one clear line before training.
+
+Folders are read the way training reads them, through the streamed pipeline (`kzoo.data.load`)."""
 
 import os
 
@@ -8,8 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from kzoo.data import load_arrays
-from kzoo.data.sources import load_folder
+from kzoo.data import load, load_arrays
 from kzoo.errors import DataError
 
 
@@ -36,33 +37,54 @@ def _folder(root, per_class=3, classes=("cat", "dog"), size=(6, 6), channels=3):
     return root
 
 
-def test_corrupt_images_are_skipped_with_a_count(tmp_path):
+def _every_example(splits):
+    """All images and labels of streamed splits (train, validation and test together)."""
+    a = splits.to_arrays()
+    return np.concatenate([a.x_train, a.x_val, a.x_test]), np.concatenate([a.y_train, a.y_val, a.y_test])
+
+
+def test_corrupt_images_are_skipped_with_one_warning_naming_them(tmp_path):
     root = _folder(tmp_path / "imgs")
     (root / "cat" / "garbage.png").write_bytes(b"not an image at all")
     (root / "dog" / "cut.jpg").write_bytes(_jpeg_bytes()[:40])  # a truncated download
     (root / "dog" / "notes.txt").write_text("ignored: not an image extension")
-    with pytest.warns(UserWarning, match=r"skipped 2 unreadable image file\(s\)"):
-        out = load_folder(str(root), image_size=(6, 6))
-    assert out["skipped"] == 2
-    assert out["x_train"].shape == (6, 6, 6, 3)
-    assert sorted(out["y_train"].tolist()) == [0, 0, 0, 1, 1, 1]
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable image file\(s\)") as record:
+        splits = load(str(root), image_size=(6, 6))
+    warned = [str(w.message) for w in record if "unreadable" in str(w.message)]
+    assert len(warned) == 1 and "garbage.png" in warned[0] and "cut.jpg" in warned[0]
+    assert "notes.txt" not in warned[0]
+    assert splits.info.skipped_files == 2
+    x, y = _every_example(splits)
+    assert x.shape == (6, 6, 6, 3)
+    assert sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
 
 
 def test_mixed_sizes_are_resized_and_gray_mixed_with_rgb_becomes_rgb(tmp_path):
+    import tensorflow as tf
+
     root = tmp_path / "imgs"
     _png(str(root / "a" / "small_gray.png"), 5, 7, 1, 30)
-    _png(str(root / "a" / "rgba.png"), 12, 4, 4, 60)
-    _png(str(root / "b" / "big_rgb.png"), 20, 16, 3, 90)
-    out = load_folder(str(root), image_size=(8, 8))
-    assert out["x_train"].shape == (3, 8, 8, 3) and out["skipped"] == 0
-    gray = out["x_train"][0]
+    _png(str(root / "b" / "rgba.png"), 12, 4, 4, 60)
+    colour = np.zeros((20, 16, 3), "uint8") + np.array([90, 140, 200], "uint8")  # R, G and B differ
+    (root / "c").mkdir()
+    (root / "c" / "big_rgb.png").write_bytes(tf.io.encode_png(colour).numpy())
+    splits = load(str(root), image_size=(8, 8), validation_split=0.0, test_split=0.34)
+    assert splits.info.input_shape == (8, 8, 3) and splits.info.skipped_files == 0
+    x, y = _every_example(splits)
+    assert x.shape == (3, 8, 8, 3) and sorted(y.tolist()) == [0, 1, 2]
+    gray, rgba, rgb = (x[y == label][0] for label in (0, 1, 2))
     np.testing.assert_array_equal(gray[..., 0], gray[..., 1])  # gray copied into R, G and B
     np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+    assert gray.min() == 30 and gray.max() > 30  # the dark corner, resized, kept its value range
+    np.testing.assert_allclose(rgb[4, 4], [90, 140, 200])  # colour kept, resized from 20x16
+    np.testing.assert_allclose(rgba[4, 2], [60, 60, 60])  # alpha dropped
 
 
 def test_all_grayscale_folder_keeps_one_channel(tmp_path):
-    out = load_folder(str(_folder(tmp_path / "imgs", channels=1)), image_size=(6, 6))
-    assert out["x_train"].shape == (6, 6, 6, 1)
+    splits = load(str(_folder(tmp_path / "imgs", channels=1)), image_size=(6, 6))
+    assert splits.info.input_shape == (6, 6, 1)
+    x, _ = _every_example(splits)
+    assert x.shape == (6, 6, 6, 1)
 
 
 @pytest.mark.parametrize("case, match", [
@@ -86,7 +108,7 @@ def test_unusable_folders_are_refused(tmp_path, case, match):
         _folder(root / "train")
         _folder(root / "test", classes=("cat", "cow"))
     with pytest.raises(DataError, match=match) as info:
-        load_folder(str(root), image_size=(6, 6))
+        load(str(root), image_size=(6, 6))
     assert "\n" not in str(info.value)
 
 

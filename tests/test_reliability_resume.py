@@ -102,6 +102,39 @@ def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
     assert policy == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
 
 
+@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
+def test_sigkilled_run_on_a_folder_resumes_and_equals_uninterrupted_run(tmp_path):
+    """The same on a folder of images, which streams: the split, each epoch's shuffle of the file
+    list and the decoded pixels are the same in the resumed process."""
+    import tensorflow as tf
+
+    import kzoo.recipes
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for label, name in enumerate(("dark", "mid", "light")):
+        (root / name).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.clip(rng.normal(60 + 70 * label, 40, (10, 9, 3)), 0, 255).astype("uint8")
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    epochs, data = 6, [f'data.dataset="folder:{root}"', "data.image_size=[8, 8]"]
+    killed = tmp_path / "killed"
+    run_args = ("run", "mlp-digits", "--epochs", epochs, "--out", killed, "--quiet",
+                *[a for setting in data for a in ("--set", setting)])
+    _sigkill_when_checkpointed(run_args, killed)
+
+    resumed = subprocess.run(_kzoo(*run_args), capture_output=True, text=True, env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    kzoo.recipes.run(kzoo.recipes.load("mlp-digits", [*data, f"epochs={epochs}"]),
+                     out=str(tmp_path / "uninterrupted"), verbose=0)
+
+    metrics = json.loads((killed / "metrics.json").read_text())
+    assert 1 <= metrics["resumed_after_epoch"] < epochs
+    _assert_same_run(killed, tmp_path / "uninterrupted", ("test_accuracy", "test_loss", "best_val_accuracy",
+                                                          "epochs_run", "params"))
+
+
 def test_full_disk_at_the_end_loses_no_training(tmp_path, cli, monkeypatch):
     out = tmp_path / "run"
     real_write = RunDir.write_text

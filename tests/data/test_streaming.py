@@ -185,3 +185,60 @@ def test_preprocessing_statistics_come_from_a_bounded_sample(photos):
     np.testing.assert_allclose(np.asarray(batched[0].input_mean), np.asarray(reference[0].input_mean), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(batched[0].input_variance), np.asarray(reference[0].input_variance), rtol=1e-4)
     assert len(fit_preprocessing_layers(data.load("digits"), "scale")) == 1
+
+
+def test_stratified_split_is_seeded_proportional_and_keeps_every_class():
+    from kzoo.data.core import stratified_split
+
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])
+    kept, held = stratified_split(labels, 0.2, seed=3)
+    assert len(held) == math.ceil(0.2 * 100) and len(kept) == 80
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(100))
+    np.testing.assert_array_equal(np.bincount(labels[held], minlength=4), [10, 6, 3, 1])  # 20% of each
+    again = stratified_split(labels, 0.2, seed=3)
+    assert np.array_equal(again[0], kept) and np.array_equal(again[1], held)
+    assert not np.array_equal(stratified_split(labels, 0.2, seed=4)[1], held)
+    assert len(set(labels[kept[:20]].tolist())) > 1  # a split's first examples are not one class
+    # a class of 2 with a large fraction still keeps one example
+    small = np.array([0] * 10 + [1] * 2)
+    kept, held = stratified_split(small, 0.7, seed=0)
+    assert 1 in small[kept].tolist() and len(held) == 9
+    with pytest.raises(DataError, match="too few to hold out"):
+        stratified_split(np.array([0, 1]), 0.6, seed=0)  # ceil(1.2) = 2: nothing left to keep
+
+
+def test_decoder_gives_the_pixels_of_resizing_a_float_copy(tmp_path):
+    import tensorflow as tf
+
+    from kzoo.data.images import decoder, image_header
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("rgb.jpg", (30, 17, 3)), ("gray.png", (9, 12, 1)), ("rgba.png", (20, 20, 4))):
+        pixels = rng.integers(0, 255, shape).astype("uint8")
+        encoded = tf.io.encode_jpeg(pixels) if name.endswith(".jpg") else tf.io.encode_png(pixels)
+        path = str(tmp_path / name)
+        tf.io.write_file(path, encoded)
+        assert image_header(path)[:2] == shape[:2]
+        for size in ((8, 8), (30, 17), (41, 23)):
+            image, _ = decoder(size, 3)(tf.constant(path), tf.constant(0, tf.int64))
+            raw = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            expected = tf.image.resize(tf.cast(raw, tf.float32), size)
+            assert image.dtype == tf.float32
+            np.testing.assert_array_equal(image.numpy(), expected.numpy())
+
+
+def test_jpeg_header_past_the_first_read(tmp_path):
+    import tensorflow as tf
+
+    from kzoo.data.images import image_header
+
+    jpeg = tf.io.encode_jpeg(np.full((7, 5, 3), 90, "uint8")).numpy()
+    comment = b"\xff\xfe" + (20002).to_bytes(2, "big") + bytes(20000)  # a 20 KB segment before the frame
+    for fill in (0, 40):  # and fill bytes before the next marker
+        data = jpeg[:2] + comment + b"\xff" * fill + jpeg[2:]
+        (tmp_path / "big.jpg").write_bytes(data)
+        assert image_header(str(tmp_path / "big.jpg")) == (7, 5, True)
+        (tmp_path / "big.jpg").write_bytes(data[:-100])  # cut: no end marker
+        assert image_header(str(tmp_path / "big.jpg")) is None
+        (tmp_path / "big.jpg").write_bytes(data[:20010])  # cut inside the long segment
+        assert image_header(str(tmp_path / "big.jpg")) is None

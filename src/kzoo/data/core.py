@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -117,6 +118,9 @@ def _resolve_source(name: str):
 
 
 def _stratified_split(x, y, fraction, seed):
+    """scikit-learn's stratified split of in-memory arrays. The streamed sources use
+    `stratified_split` (NumPy, same sizes) instead; the arrays keep this one because the
+    published figures of the bundled datasets were measured on its choice of examples."""
     from sklearn.model_selection import train_test_split
 
     if fraction <= 0:
@@ -134,13 +138,61 @@ def _stratified_split(x, y, fraction, seed):
     return xa, ya, xb, yb
 
 
-def split_indices(name, y, y_test, validation_split, test_split, split_seed, class_names=()):
-    """Positions of the train, validation and test examples, chosen from labels alone.
+def stratified_split(labels, fraction, seed):
+    """Positions `(kept, held_out)` of a seeded, stratified choice of `fraction` of `labels`.
 
-    The same stratified, seeded choice `load_arrays` makes of arrays: with a separate test
-    split (`y_test` not `None`), `"test"` is all of it and validation is taken from `y`;
-    otherwise test and then validation are held out of `y`. `"train"` and `"val"` index `y`,
-    `"test"` indexes `y_test` when given, else `y`; each is in the split's order.
+    `ceil(fraction * n)` examples are held out, as `load_arrays`' split counts them. Each class
+    gives its share rounded down, and the examples still missing come from the classes with the
+    largest remainders (at least one example of each class is kept). When a class has a single
+    example, or there are fewer held-out or kept examples than classes, the choice is a plain
+    seeded one. Both position arrays come in a seeded random order, so the first examples of a
+    split are a sample of all its classes. NumPy only: a streamed source is split before its
+    first batch, and importing scikit-learn costs more than splitting.
+
+    Args:
+        labels: class labels (any integers).
+        fraction: the share to hold out, in `[0, 1)`.
+        seed: seed of the choice and of the order.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    order = np.random.default_rng(seed).permutation(n)
+    if fraction <= 0:
+        return order, order[:0]
+    held = math.ceil(fraction * n)
+    if held >= n:
+        raise DataError(f"{n} examples are too few to hold out a fraction of {fraction:.3g}. "
+                        f"Received: {n} examples")
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if counts.min() < 2 or held < len(counts) or n - held < len(counts):
+        out = np.arange(n) < held
+    else:
+        share = counts * held / n
+        quota = np.minimum(np.floor(share).astype("int64"), counts - 1)
+        by_remainder = np.argsort(-(share - quota), kind="stable")
+        while quota.sum() < held:
+            for c in by_remainder:
+                if quota.sum() < held and quota[c] < counts[c] - 1:
+                    quota[c] += 1
+        cls = inverse[order]
+        # rank of each shuffled position among the shuffled positions of its class
+        grouped = np.argsort(cls, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.empty(n, dtype="int64")
+        rank[grouped] = np.arange(n) - starts[cls[grouped]]
+        out = rank < quota[cls]
+    return order[~out], order[out]
+
+
+def split_indices(name, y, y_test, validation_split, test_split, split_seed, class_names=()):
+    """Positions of the train, validation and test examples, chosen from labels alone
+    (`stratified_split`, seeded by `split_seed`), for the streamed sources.
+
+    With a separate test split (`y_test` not `None`), `"test"` is all of it and validation is
+    taken from `y`; otherwise test and then validation are held out of `y`. `"train"` and
+    `"val"` index `y`, `"test"` indexes `y_test` when given, else `y`; each is in the split's
+    order. The sizes are those `load_arrays` gives an in-memory source of the same labels.
     """
     for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
         if not 0 <= value < 1:
@@ -153,9 +205,10 @@ def split_indices(name, y, y_test, validation_split, test_split, split_seed, cla
     if y_test is not None:
         test, val_fraction = np.arange(len(y_test)), validation_split
     else:
-        index, y, test, _ = _stratified_split(index, y, test_split, split_seed)
+        index, test = stratified_split(y, test_split, split_seed)
         val_fraction = validation_split / (1 - test_split)
-    train, _, val, _ = _stratified_split(index, y, val_fraction, split_seed)
+    keep, held = stratified_split(y[index], val_fraction, split_seed)
+    train, val = index[keep], index[held]
     if not len(train) or not len(test):
         raise DataError(f"Dataset '{name}' is too small to split into train, validation and test. "
                         f"Received: {len(index) + len(test)} examples")

@@ -157,8 +157,9 @@ def load_npz(path: str):
 def folder_parts(path: str, image_size=(64, 64), validation_split=0.1, test_split=0.2, split_seed=0):
     """A folder of class sub-folders as streamed `Part`s, split from its file list.
 
-    See `kzoo.data.images.list_folder` for what happens to awkward files. The split is the
-    one `load_arrays` makes of the same examples (stratified, seeded), made without decoding.
+    See `kzoo.data.images.list_folder` for what happens to awkward files. The split is chosen
+    from the labels alone (`kzoo.data.core.split_indices`: stratified, seeded), without
+    decoding; nothing is read until a pipeline runs.
 
     Returns:
         `(parts, listing)`: `listing` is the `kzoo.data.images.FolderListing`.
@@ -176,10 +177,13 @@ def folder_parts(path: str, image_size=(64, 64), validation_split=0.1, test_spli
                           test_split, split_seed, listing.class_names)
 
     def part(split, positions):
-        paths = np.asarray(listing.paths[split], dtype=object)[positions].astype(str)
+        paths = np.asarray(listing.paths[split])[positions]
         labels = listing.labels[split][positions]
-        stamps = [listing.stamps[split][i] for i in positions]
-        key = fingerprint("folder", os.path.abspath(path), image_size, listing.channels, paths.tolist(), stamps)
+
+        def key():  # the files' sizes and times too, so that an edited file is decoded again
+            stamps = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, paths.tolist())]
+            return fingerprint("folder", os.path.abspath(path), image_size, listing.channels, paths.tolist(), stamps)
+
         return Part(lambda: tf.data.Dataset.from_tensor_slices((paths, labels)), decode, labels, None, key)
 
     parts = {"train": part("train", index["train"]),
@@ -188,28 +192,3 @@ def folder_parts(path: str, image_size=(64, 64), validation_split=0.1, test_spli
         else part("train", index["test"])
     return parts, listing
 
-
-def load_folder(path: str, image_size=(64, 64), **kwargs):
-    """Loads a folder of class sub-folders (one per class) into memory, unsplit.
-
-    See `kzoo.data.images.list_folder` for what happens to awkward input; images are decoded
-    with `kzoo.data.images.decoder` (resized to `image_size`, bilinear), as the streamed
-    pipeline does.
-
-    Returns:
-        A dict with `x_train`, `y_train` (and `x_test`, `y_test`), `class_names` and
-        `skipped`, the number of files that could not be read.
-    """
-    import tensorflow as tf
-
-    from kzoo.data.images import decoder, list_folder
-
-    listing = list_folder(path)
-    decode = decoder(tuple(image_size or (64, 64)), listing.channels)
-    out = {"class_names": listing.class_names, "skipped": len(listing.skipped)}
-    for split, paths in listing.paths.items():
-        ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), listing.labels[split]))
-        batches = list(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(256).as_numpy_iterator())
-        out[f"x_{split}"] = np.concatenate([b[0] for b in batches])
-        out[f"y_{split}"] = np.concatenate([b[1] for b in batches])
-    return out

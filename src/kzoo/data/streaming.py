@@ -71,7 +71,9 @@ class Part:
         load: a map function from a key to `(image float32, label int64)`.
         labels: the split's labels (int64 numpy), in the same order.
         shuffle_buffer: the shuffle buffer of an epoch; `None` shuffles the whole split.
-        fingerprint: identifies the keys and `load`, for the disk cache's folder name.
+        fingerprint: identifies the keys and `load`, for the disk cache's folder name: a string,
+            or a function returning one (called only when a disk cache needs it: hashing a
+            folder's file list costs more than the rest of opening it).
     """
 
     def __init__(self, keys, load, labels, shuffle_buffer=None, fingerprint="", memory=False):
@@ -79,8 +81,14 @@ class Part:
         self.labels = np.asarray(labels, dtype="int64")
         self.n = len(self.labels)
         self.shuffle_buffer = shuffle_buffer
-        self.fingerprint = fingerprint
+        self._fingerprint = fingerprint
         self.memory = memory
+
+    @property
+    def fingerprint(self) -> str:
+        if callable(self._fingerprint):
+            self._fingerprint = self._fingerprint()
+        return self._fingerprint
 
     def _loaded(self, keys):
         import tensorflow as tf
@@ -125,7 +133,7 @@ class Part:
 
         digest = hashlib.sha1(keep.tobytes()).hexdigest()[:12]
         return Part(subset_keys, self.load, self.labels[keep], self.shuffle_buffer,
-                    f"{self.fingerprint}-subset{digest}", self.memory)
+                    lambda: f"{self.fingerprint}-subset{digest}", self.memory)
 
     def to_disk(self, folder):
         """This split read from one file per decoded example under `folder` (written on first
@@ -260,6 +268,8 @@ class StreamSplits:
                      for e in range(int(initial_epoch), int(epochs))]
         if not per_epoch:
             return self._framed(part.uncached()).take(0).batch(int(batch_size))
+        if len(per_epoch) == 1:
+            return per_epoch[0].prefetch(tf.data.AUTOTUNE)
         steps = -(-part.n // int(batch_size))
         order = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(per_epoch), dtype="int64"), steps))
         return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
