@@ -131,11 +131,12 @@ def test_auto_precision_computes_in_bfloat16_only_where_the_hardware_has_it(tmp_
     assert not distribution.cpu_has_bf16(str(tmp_path / "missing"))
 
     cnn, mlp = kzoo.recipes.load("cnn-digits"), kzoo.recipes.load("mlp-digits")
-    staged = kzoo.recipes.load("transfer-mnist-digits")
+    staged, fixup = kzoo.recipes.load("transfer-mnist-digits"), kzoo.recipes.load("fixup-digits")
     assert cnn.mixed_precision == "auto"  # the default
     for kind, native, recipe, policy in [
             ("cpu", True, cnn, "mixed_bfloat16"), ("cpu", True, staged, "mixed_bfloat16"),
             ("cpu", True, mlp, None),  # XLA compiles an MLP's step; bfloat16 is slower there
+            ("cpu", True, fixup, None),  # no normalization: float32 keeps its accuracy
             ("cpu", False, cnn, None), ("tpu", False, mlp, "mixed_bfloat16"),
             ("gpu", True, mlp, "mixed_bfloat16"), ("gpu", False, cnn, None)]:
         monkeypatch.setattr(distribution, "device_kind", lambda strategy, kind=kind: kind)
