@@ -11,10 +11,12 @@ import pytest
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A tiny cnn-digits run: raw 0-16 pixels in, standardization and augmentation inside."""
+    """A tiny cnn-digits run: raw 0-16 pixels in, standardization and augmentation inside; in
+    float32, so the unquantized exports can be held to the Keras model's own numbers."""
     from kzoo.recipes import load, run
 
-    recipe = load("cnn-digits", {"epochs": 3, "model.filters": [8, 16], "model.convs_per_stage": 1})
+    recipe = load("cnn-digits", {"epochs": 3, "model.filters": [8, 16], "model.convs_per_stage": 1,
+                                 "mixed_precision": "off"})
     return run(recipe, out=str(tmp_path_factory.mktemp("export") / "run"), verbose=0).out_dir
 
 
@@ -116,3 +118,18 @@ def test_export_cli_reports_the_accuracy_change_and_guards_earlier_exports(run_d
     assert code == 0, err
     code, _, err = cli("export", run_dir, "--format", "savedmodel", "--quantize", "float16")
     assert code == 2 and err.strip().endswith("format='savedmodel'")
+
+
+def test_bfloat16_model_exports_to_a_float32_tflite(tmp_path):
+    """TFLite has no bfloat16 kernels: a mixed_bfloat16 model (what `auto` trains convolutional
+    models in on a CPU with native bfloat16) is exported computing in float32, weights unchanged."""
+    from kzoo.export import export_run
+    from kzoo.recipes import load, run
+
+    recipe = load("cnn-digits", {"epochs": 2, "model.filters": [8, 16], "model.convs_per_stage": 1,
+                                 "mixed_precision": "mixed_bfloat16"})
+    run_dir = run(recipe, out=str(tmp_path / "run"), verbose=0).out_dir
+    result = export_run(run_dir, "tflite", out=str(tmp_path / "m.tflite"))
+    # bfloat16 keeps 8 bits of mantissa: probabilities move by about 1e-3, not more.
+    assert 0 < result.max_abs_diff < 0.02
+    assert abs(result.exported_accuracy - result.keras_accuracy) <= 0.02

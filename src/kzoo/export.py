@@ -90,7 +90,7 @@ def export_tflite(model, path: str, quantize: str = "none") -> str:
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
     with tempfile.TemporaryDirectory(prefix="kzoo-tflite-") as tmp:
-        saved = export_savedmodel(model, os.path.join(tmp, "savedmodel"))
+        saved = export_savedmodel(float32_copy(model), os.path.join(tmp, "savedmodel"))
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -129,6 +129,21 @@ def _interpreter(path: str):
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             return tf.lite.Interpreter(model_path=path)
     return Interpreter(model_path=path)
+
+
+def float32_copy(model):
+    """`model` computing in float32 throughout, for TFLite (which has no bfloat16 kernels). A
+    mixed-precision model keeps float32 variables, so its weights carry over unchanged; a
+    float32 model is returned as it is."""
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def clone(layer):
+        return type(layer).from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def export_keras(model, path: str) -> str:
