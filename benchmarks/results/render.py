@@ -250,9 +250,10 @@ def quadratic(page: str) -> str:
             "of its start. " + caption(data, "dynamics", "Computed"))
 
 
-def _benchmarks_json() -> dict | None:
+def _benchmarks_json(name: str = "results.json") -> dict | None:
+    """A results file `python -m benchmarks` (or `benchmarks.streaming`) wrote, or None."""
     try:
-        with open(os.path.join(BENCHMARKS, "results.json")) as f:
+        with open(os.path.join(BENCHMARKS, name)) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
@@ -307,16 +308,8 @@ def performance_headline(page: str) -> str:
             f"(`benchmarks/results.json`).")
 
 
-def _streaming_json() -> dict | None:
-    try:
-        with open(os.path.join(BENCHMARKS, "results-streaming.json")) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
 def streaming(page: str) -> str:
-    data = _streaming_json()
+    data = _benchmarks_json("results-streaming.json")
     if data is None:
         return "*Not measured yet: run `python -m benchmarks.streaming`.*"
     from benchmarks.streaming import markdown
@@ -336,7 +329,7 @@ STREAMING_REASON = ("kzoo reads every file's header and end before splitting, so
 
 
 def streaming_headline(page: str) -> str:
-    data = _streaming_json()
+    data = _benchmarks_json("results-streaming.json")
     if data is None:
         return "*Not measured yet: run `python -m benchmarks.streaming`.*"
     checks = [c for c in data["summary"]["checks"] if c.get("cache") == "auto"]  # the default
