@@ -24,8 +24,9 @@ FIELD_HELP = {
     "jit_compile": "Compile the train step with XLA.",
     "strategy": "`default`, `auto` (TPU if one resolves, several GPUs: mirrored), `mirrored`, `tpu` or "
                 "`multiworker` (the processes in `TF_CONFIG`; `kzoo run` only).",
-    "mixed_precision": "`off`, `auto` (float16 on GPU, bfloat16 on TPU, off on CPU), `mixed_float16` or "
-                       "`mixed_bfloat16`.",
+    "mixed_precision": "`auto` (bfloat16 on TPU, on GPUs from compute capability 8.0, and for convolutional "
+                       "models other than Fixup on a CPU with native bfloat16; float32 elsewhere), `off`, "
+                       "`mixed_float16` or `mixed_bfloat16`.",
     "scale_batch_with_replicas": "Treat `data.batch_size` as per replica: the global batch is multiplied by the "
                                  "number of replicas.",
     "data.dataset": "`digits`, `mnist-5k`, a tensorflow-datasets name, a folder of class folders, or an `.npz` file.",
