@@ -96,8 +96,11 @@ def test_auto_cache_keeps_small_images_in_memory_within_the_budget(photos, tmp_p
     from kzoo.data import streaming
 
     assert data.load(str(photos), image_size=[8, 8]).cache == "memory"
-    assert data.load(str(photos), image_size=[160, 160], cache=True).cache == "none"  # 300 KB images
-    monkeypatch.setattr(streaming, "memory_budget", lambda: 1000)  # 30 images of 768 bytes do not fit
+    assert data.load(str(photos), image_size=[160, 160], cache=True).cache == "none"  # 76,800 values each
+    monkeypatch.setattr(streaming, "memory_budget", lambda: 10000)  # 30 uint8 images of 192 bytes fit
+    splits = data.load(str(photos), image_size=[8, 8])
+    assert splits.cache == "memory" and splits.train.element_spec[0].dtype.name == "uint8"
+    monkeypatch.setattr(streaming, "memory_budget", lambda: 1000)  # they do not fit in 1,000 bytes
     assert data.load(str(photos), image_size=[8, 8], cache_dir=str(tmp_path)).cache == "none"
     assert not (tmp_path / "data-cache").exists()  # disk only when asked for
     with pytest.raises(DataError, match=r"data.cache must be one of auto, memory, disk, none.*Received: cache='ram'"):
@@ -207,7 +210,7 @@ def test_stratified_split_is_seeded_proportional_and_keeps_every_class():
         stratified_split(np.array([0, 1]), 0.6, seed=0)  # ceil(1.2) = 2: nothing left to keep
 
 
-def test_decoder_gives_the_pixels_of_resizing_a_float_copy(tmp_path):
+def test_decoder_keeps_uint8_pixels_and_rounds_resized_ones(tmp_path):
     import tensorflow as tf
 
     from kzoo.data.images import decoder, image_header
@@ -219,12 +222,15 @@ def test_decoder_gives_the_pixels_of_resizing_a_float_copy(tmp_path):
         path = str(tmp_path / name)
         tf.io.write_file(path, encoded)
         assert image_header(path)[:2] == shape[:2]
-        for size in ((8, 8), (30, 17), (41, 23)):
+        raw = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        for size in ((8, 8), shape[:2], (41, 23)):
             image, _ = decoder(size, 3)(tf.constant(path), tf.constant(0, tf.int64))
-            raw = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-            expected = tf.image.resize(tf.cast(raw, tf.float32), size)
-            assert image.dtype == tf.float32
-            np.testing.assert_array_equal(image.numpy(), expected.numpy())
+            assert image.dtype == tf.uint8 and tuple(image.shape) == (*size, 3)
+            if size == shape[:2]:  # already that size: the decoded pixels themselves
+                np.testing.assert_array_equal(image.numpy(), raw.numpy())
+            else:  # the float resize, rounded to the nearest grey level
+                expected = tf.image.resize(tf.cast(raw, tf.float32), size).numpy()
+                np.testing.assert_array_equal(image.numpy(), np.clip(np.round(expected), 0, 255))
 
 
 def test_jpeg_header_past_the_first_read(tmp_path):
@@ -242,3 +248,27 @@ def test_jpeg_header_past_the_first_read(tmp_path):
         assert image_header(str(tmp_path / "big.jpg")) is None
         (tmp_path / "big.jpg").write_bytes(data[:20010])  # cut inside the long segment
         assert image_header(str(tmp_path / "big.jpg")) is None
+
+
+def test_jpeg_end_marker_is_found_before_a_trailer_and_missing_from_a_cut_file(tmp_path):
+    import tensorflow as tf
+
+    from kzoo.data.images import image_header
+
+    rng = np.random.default_rng(1)
+    jpeg = tf.io.encode_jpeg(rng.integers(0, 255, (64, 48, 3)).astype("uint8")).numpy()
+    cases = {"plain.jpg": jpeg, "trailer.jpg": jpeg + bytes(300),  # a camera's bytes after the end marker
+             "cut.jpg": jpeg[:-2], "half.jpg": jpeg[:len(jpeg) // 2]}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    assert image_header(str(tmp_path / "plain.jpg")) == (64, 48, True)
+    assert image_header(str(tmp_path / "trailer.jpg")) == (64, 48, True)
+    assert image_header(str(tmp_path / "cut.jpg")) is None
+    assert image_header(str(tmp_path / "half.jpg")) is None
+
+
+def test_training_and_evaluation_pipelines_run_without_the_autotuner(photos):
+    # tf.data's autotuner held fits up until its next optimization time (see data.core.prefetched)
+    for splits in (data.load(str(photos), image_size=[8, 8]), data.load("digits")):
+        for ds in (splits.epochs(4, seed=0, epochs=2), splits.epochs(4, seed=0, epochs=1), splits.val, splits.test):
+            assert ds.options().autotune.enabled is False

@@ -80,7 +80,7 @@ def sample_peak(splits, n: int = SAMPLE_SIZE) -> float:
     part = splits.parts["train"]
     examples = splits._framed(part.uncached().take(int(n))).batch(256)
     return float(examples.reduce(tf.constant(-np.inf, tf.float32),
-                                 lambda peak, batch: tf.maximum(peak, tf.reduce_max(batch[0]))))
+                                 lambda peak, batch: tf.maximum(peak, tf.cast(tf.reduce_max(batch[0]), tf.float32))))
 
 
 def frame(splits, ft, seed: int = 0, sample_size: int = SAMPLE_SIZE):

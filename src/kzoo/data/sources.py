@@ -87,6 +87,7 @@ def tfds_parts(name: str, data_dir=None, image_size=None, validation_split=0.1, 
     import tensorflow_datasets as tfds
 
     from kzoo.data.core import split_indices
+    from kzoo.data.images import fit_pixels
     from kzoo.data.streaming import Part, fingerprint
 
     builder = _open_tfds_builder(name, data_dir)
@@ -103,9 +104,11 @@ def tfds_parts(name: str, data_dir=None, image_size=None, validation_split=0.1, 
     @tf.autograph.experimental.do_not_convert
     def load(example):
         x = feature.decode_example(example[image_key]) if encoded else example[image_key]
-        x = tf.cast(x, tf.float32)
         if size:
-            x = tf.image.resize(x if x.shape.rank == 3 else x[..., None], size)
+            x = x if x.shape.rank == 3 else x[..., None]
+            x = fit_pixels(x, size) if x.dtype == tf.uint8 else tf.image.resize(tf.cast(x, tf.float32), size)
+        elif x.dtype != tf.uint8:
+            x = tf.cast(x, tf.float32)
         return x, tf.cast(example[label_key], tf.int64)
 
     labels = {}

@@ -14,14 +14,14 @@ Caching (`data.cache`):
   (`<cache_dir>/data-cache/...`, reused by later runs and resumed runs with the same files
   and image size), and read back in the shuffled order.
 - `"none"`: every epoch decodes the files again.
-- `"auto"` (the default): `"memory"` when the decoded float32 images of all splits fit
-  `memory_budget()` (1 GiB, or a tenth of the machine's memory when that is less) and each
-  image is at most `SMALL_EXAMPLE` (64 KiB: 32x32 colour or 128x128 gray images, not 224x224
-  photos), else `"none"`. Measured on 224x224 JPEGs (2-core CPU, benchmarks/streaming.py):
-  filling tf.data's element-wise memory cache took about twice as long as decoding the files,
-  and reading it back about half as long, so for large images a cache pays only after many
-  epochs; ask for `"memory"` or `"disk"` explicitly then (`"disk"` pays most when the source
-  photos are much larger than `image_size`).
+- `"auto"` (the default): `"memory"` when the decoded images of all splits (uint8 for image
+  files and tfds images: one byte per pixel value) fit `memory_budget()` (1 GiB, or a tenth of
+  the machine's memory when that is less) and each image has at most `SMALL_EXAMPLE` pixel
+  values (16,384: 32x32 colour or 128x128 gray images, not 224x224 photos), else `"none"`.
+  A 224x224 colour image holds 147 KB, so `auto` streams photos to keep memory bounded
+  whatever the folder's size; `python -m benchmarks.streaming` measures what a memory cache
+  costs and saves on them. Ask for `"memory"` when the decoded images fit, or `"disk"` (which
+  pays most when the source photos are much larger than `image_size`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from kzoo.errors import DataError
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
 MEMORY_BUDGET = 1 << 30
-SMALL_EXAMPLE = 64 << 10
+SMALL_EXAMPLE = 1 << 14  # pixel values per image
 _DONE = "complete.json"
 
 
@@ -68,7 +68,8 @@ class Part:
 
     Args:
         keys: returns a fresh `tf.data.Dataset` of keys in the split's fixed order.
-        load: a map function from a key to `(image float32, label int64)`.
+        load: a map function from a key to `(image, label int64)`; images are uint8 (image
+            files, tfds images) or float32.
         labels: the split's labels (int64 numpy), in the same order.
         shuffle_buffer: the shuffle buffer of an epoch; `None` shuffles the whole split.
         fingerprint: identifies the keys and `load`, for the disk cache's folder name: a string,
@@ -140,7 +141,8 @@ class Part:
         use, in a temporary folder renamed when complete, so a killed run leaves no half cache)."""
         import tensorflow as tf
 
-        final = os.path.join(folder, self.fingerprint)
+        dtype = self.uncached().element_spec[0].dtype
+        final = os.path.join(folder, f"{self.fingerprint}-{dtype.name}")
         if not os.path.isfile(os.path.join(final, _DONE)):
             tmp = f"{final}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -174,7 +176,7 @@ class Part:
 
         @tf.autograph.experimental.do_not_convert
         def load(path, label):
-            image = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
+            image = tf.io.parse_tensor(tf.io.read_file(path), dtype)
             if shape is not None:
                 image.set_shape(shape)
             return image, label
@@ -212,16 +214,16 @@ class StreamSplits:
 
         if self.transform is None:
             return ds
-        transform = self.transform
-        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (transform(x), y)),
+        transform = self.transform  # works on float32 pixels
+        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (transform(tf.cast(x, tf.float32)), y)),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def _evaluation(self, part):
-        import tensorflow as tf
+        from kzoo.data.core import prefetched
 
         if part is None or not part.n:
             return None
-        return self._framed(part.ordered()).batch(self.eval_batch_size).prefetch(tf.data.AUTOTUNE)
+        return prefetched(self._framed(part.ordered()).batch(self.eval_batch_size))
 
     @functools.cached_property
     def val(self):
@@ -258,7 +260,7 @@ class StreamSplits:
         """
         import tensorflow as tf
 
-        from kzoo.data.core import epoch_seed
+        from kzoo.data.core import epoch_seed, prefetched
 
         part = self.parts["train"]
         # One pipeline per epoch with its own seed (a seed tensor inside flat_map would clash
@@ -269,10 +271,10 @@ class StreamSplits:
         if not per_epoch:
             return self._framed(part.uncached()).take(0).batch(int(batch_size))
         if len(per_epoch) == 1:
-            return per_epoch[0].prefetch(tf.data.AUTOTUNE)
+            return prefetched(per_epoch[0])
         steps = -(-part.n // int(batch_size))
         order = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(per_epoch), dtype="int64"), steps))
-        return tf.data.Dataset.choose_from_datasets(per_epoch, order).prefetch(tf.data.AUTOTUNE)
+        return prefetched(tf.data.Dataset.choose_from_datasets(per_epoch, order))
 
     def to_arrays(self, which=("train", "val", "test")):
         """The splits named in `which` as a `kzoo.data.core.ArraySplits` (holding their images
@@ -294,12 +296,14 @@ class StreamSplits:
         return ArraySplits(*out["train"], *out["val"], *out["test"], self.info)
 
 
-def resolve_cache(mode, parts, example_bytes, cache_dir=None):
-    """The cache mode `auto` picks for these parts (see the module docstring)."""
+def resolve_cache(mode, parts, example_shape, itemsize=1):
+    """The cache mode `auto` picks for these parts, whose images have `example_shape` and
+    `itemsize` bytes per value (see the module docstring)."""
     if mode != "auto":
         return mode
-    total = sum(p.n for p in parts if p is not None) * example_bytes
-    return "memory" if total <= memory_budget() and example_bytes <= SMALL_EXAMPLE else "none"
+    values = int(np.prod(example_shape))
+    total = sum(p.n for p in parts if p is not None) * values * itemsize
+    return "memory" if total <= memory_budget() and values <= SMALL_EXAMPLE else "none"
 
 
 def apply_cache(mode, parts: dict, cache_dir):
