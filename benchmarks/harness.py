@@ -49,6 +49,17 @@ def alternate(fns: dict, repeats: int):
     return values
 
 
+def in_fresh_process(fn, *args):
+    """`fn(*args)` in a new Python process (spawned, so nothing of this one's TensorFlow state
+    is inherited); `fn` must be importable and its result picklable."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def median(xs):
     return statistics.median(xs)
 

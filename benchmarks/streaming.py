@@ -9,6 +9,8 @@ under `benchmarks/out/`, then measures, each in a fresh process:
   `splits.epochs(32, ...)`, with the default `cache="auto"` and with `cache="none"`;
 - one pass over the training subset of `keras.utils.image_dataset_from_directory(folder,
   image_size=(224, 224), validation_split=0.3, subset="training")` (the share kzoo trains on);
+- two epochs with `cache="memory"` on the larger folder (the cache filled, then read back),
+  against an epoch that decodes the files;
 - `kzoo finetune --data FOLDER --image-size 224 224` completing one short head stage of a
   MobileNetV3Small (random weights) on the 4,000-image folder.
 
@@ -82,6 +84,11 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _count(batches) -> int:
+    """Images in one pass over `batches` of `(x, y)`."""
+    return sum(int(y.shape[0]) for _, y in batches)
+
+
 def child(reader: str, folder: str, cache: str, batch_size: int = 32) -> dict:
     """One pass over the training split in this process; returns images, seconds, peak MB."""
     import keras
@@ -91,24 +98,40 @@ def child(reader: str, folder: str, cache: str, batch_size: int = 32) -> dict:
 
     baseline = _peak_mb()
     began, cpu_began = time.perf_counter(), _cpu_seconds()
-    images = 0
     if reader == "kzoo":
         splits = kzoo.data.load(folder, image_size=(SIZE, SIZE), cache=cache, batch_size=batch_size)
-        for _, y in splits.epochs(batch_size, seed=0, epochs=1):
-            images += int(y.shape[0])
+        images = _count(splits.epochs(batch_size, seed=0, epochs=1))
         mode = splits.cache
     else:
         ds = keras.utils.image_dataset_from_directory(folder, image_size=(SIZE, SIZE), batch_size=batch_size,
                                                       validation_split=0.3, subset="training", seed=0,
                                                       verbose=False)
-        for _, y in ds:
-            images += int(y.shape[0])
+        images = _count(ds)
         mode = "-"
     seconds, cpu_seconds = time.perf_counter() - began, _cpu_seconds() - cpu_began
     return {"reader": reader, "cache": mode, "images": images, "seconds": round(seconds, 3),
             "ms_per_image": round(1000 * seconds / max(images, 1), 4),
             "cpu_ms_per_image": round(1000 * cpu_seconds / max(images, 1), 4),
             "peak_mb": round(_peak_mb(), 1), "after_import_mb": round(baseline, 1)}
+
+
+def cache_child(folder: str, batch_size: int = 32) -> dict:
+    """What `cache="memory"` costs and saves: ms per image of an epoch that fills the memory
+    cache, of one that reads it back, and of an epoch that decodes (`cache="none"`, its second
+    epoch, so both readers run warm), with this process's peak memory."""
+    import kzoo
+
+    def epoch(splits, e):
+        began = time.perf_counter()
+        images = _count(splits.epochs(batch_size, seed=0, epochs=e + 1, initial_epoch=e))
+        return round(1000 * (time.perf_counter() - began) / max(images, 1), 4)
+
+    plain = kzoo.data.load(folder, image_size=(SIZE, SIZE), cache="none", batch_size=batch_size)
+    decode = [epoch(plain, e) for e in range(2)][1]
+    cached = kzoo.data.load(folder, image_size=(SIZE, SIZE), cache="memory", batch_size=batch_size)
+    fill, read = epoch(cached, 0), epoch(cached, 1)
+    return {"decode_ms_per_image": decode, "fill_ms_per_image": fill, "read_ms_per_image": read,
+            "peak_mb": round(_peak_mb(), 1)}
 
 
 def _run_child(reader, folder, cache):
@@ -166,12 +189,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=4, help="passes per reader and size (best time kept)")
     parser.add_argument("--skip-finetune", action="store_true", help="do not run kzoo finetune")
     parser.add_argument("--out", default=HERE, help="folder for results-streaming.json and .md")
-    parser.add_argument("--child", choices=("kzoo", "keras"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("kzoo", "keras", "cache"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.folder, args.cache)))
+        print(json.dumps(cache_child(args.folder) if args.child == "cache" else child(args.child, args.folder, args.cache)))
         return 0
 
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -189,8 +212,10 @@ def main(argv=None):
     command = "python -m benchmarks.streaming" + (f" --repeats {args.repeats}" if args.repeats != 4 else "")
     result = {"benchmark": "streaming image folders", "command": command, "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "runs": rows}
+    big = max(args.sizes)
+    result["memory_cache"] = {"folder_images": big, **_run_child("cache", folders[big], "memory")}
+    print(json.dumps(result["memory_cache"]), flush=True)
     if not args.skip_finetune:
-        big = max(args.sizes)
         result["finetune"] = finetune_peak(folders[big], os.path.join(OUT, "finetune-run"))
         result["finetune"]["folder_images"] = big
         print(json.dumps(result["finetune"]), flush=True)
@@ -271,6 +296,13 @@ def markdown(result, title: bool = True) -> str:
         else:
             value = f"{c['ratio']}x" + (f" (CPU time {c['cpu_ratio']}x)" if "cpu_ratio" in c else "")
         lines.append(f"| {c['check']} | {value} | {'yes' if c['meets_goal'] else 'NO'} |")
+    mc = result.get("memory_cache")
+    if mc:
+        lines += ["", f"`cache=\"memory\"` on the {mc['folder_images']:,}-image folder (one process): the epoch that "
+                      f"fills the cache took {mc['fill_ms_per_image']:.3f} ms per image, the next one, read from "
+                      f"memory, {mc['read_ms_per_image']:.3f} ms; an epoch decoding the files (`cache=\"none\"`, "
+                      f"second epoch) {mc['decode_ms_per_image']:.3f} ms; peak memory {mc['peak_mb']:,.0f} MB "
+                      f"(the cached images are uint8, {SIZE * SIZE * 3 / 1000:.0f} KB each)."]
     ft = result.get("finetune")
     if ft:
         lines += ["", f"`{ft['command']}` ({ft['folder_images']:,} images): exit code {ft['rc']}, "

@@ -165,6 +165,15 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5):
     )
 
 
+def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats):
+    """`training.throughput` of one recipe on digits, or on `synthetic` random 32x32 images."""
+    import kzoo
+
+    recipe = kzoo.recipes.load(recipe_name, overrides or None)
+    arrays = synthetic_arrays(synthetic) if synthetic else kzoo.data.load_arrays("digits")
+    return throughput(label, recipe, arrays, epochs, repeats)
+
+
 def time_to_accuracy(recipe, arrays, target=0.98, max_epochs=40):
     """Training seconds until test accuracy reaches `target` (evaluation time excluded)."""
     import keras
