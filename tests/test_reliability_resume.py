@@ -102,7 +102,6 @@ def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
     assert policy == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
 
 
-@pytest.mark.slow  # over the default suite's budget; see the README's slow tests
 def test_sigkilled_run_on_a_folder_resumes_and_equals_uninterrupted_run(tmp_path):
     """The same on a folder of images, which streams: the split, each epoch's shuffle of the file
     list and the decoded pixels are the same in the resumed process."""
