@@ -64,12 +64,22 @@ def median(xs):
     return statistics.median(xs)
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo ("Intel(R) Xeon(R) Processor"), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
 def machine() -> str:
     import os
 
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
+    cpu = f"{cpu_name()}, {platform.machine()}"
     gpus = tf.config.list_physical_devices("GPU")
     return (f"{os.cpu_count()} CPU cores ({cpu}), {'GPU: ' + ', '.join(g.name for g in gpus) if gpus else 'no GPU'}, "
             f"tensorflow {tf.__version__}, Python {platform.python_version()}")
