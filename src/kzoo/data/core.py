@@ -515,8 +515,6 @@ def _load_stream(source, target, display_name, data_dir, validation_split, test_
         source=source,
         skipped_files=skipped,
     )
-    # A folder's decoder gives uint8; asking a tfds pipeline its dtype traces it (a folder's trace costs ~20 ms).
-    itemsize = 1 if source == "folder" else parts["train"].uncached().element_spec[0].dtype.size
-    mode = streaming.resolve_cache(mode, list(parts.values()), info.input_shape, itemsize)
+    mode = streaming.resolve_cache(mode, list(parts.values()), info.input_shape, parts["train"].dtype.size)
     parts = streaming.apply_cache(mode, parts, cache_dir)
     return streaming.StreamSplits(parts, info, batch_size, eval_batch_size, seed, cache=mode)

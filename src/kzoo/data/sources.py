@@ -187,7 +187,8 @@ def folder_parts(path: str, image_size=(64, 64), validation_split=0.1, test_spli
             stamps = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, paths.tolist())]
             return fingerprint("folder", os.path.abspath(path), image_size, listing.channels, paths.tolist(), stamps)
 
-        return Part(lambda: tf.data.Dataset.from_tensor_slices((paths, labels)), decode, labels, None, key)
+        return Part(lambda: tf.data.Dataset.from_tensor_slices((paths, labels)), decode, labels, None, key,
+                    dtype="uint8")  # the decoder's `fit_pixels`
 
     parts = {"train": part("train", index["train"]),
              "val": part("train", index["val"]) if len(index["val"]) else None}

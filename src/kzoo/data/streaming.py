@@ -75,21 +75,33 @@ class Part:
         fingerprint: identifies the keys and `load`, for the disk cache's folder name: a string,
             or a function returning one (called only when a disk cache needs it: hashing a
             folder's file list costs more than the rest of opening it).
+        dtype: the images' dtype, when the source knows it without tracing `load` (a trace of
+            a folder's decoder costs ~20 ms); `None` traces it when first asked.
     """
 
-    def __init__(self, keys, load, labels, shuffle_buffer=None, fingerprint="", memory=False):
+    def __init__(self, keys, load, labels, shuffle_buffer=None, fingerprint="", memory=False, dtype=None):
         self.keys, self.load = keys, load
         self.labels = np.asarray(labels, dtype="int64")
         self.n = len(self.labels)
         self.shuffle_buffer = shuffle_buffer
         self._fingerprint = fingerprint
         self.memory = memory
+        self._dtype = dtype
 
     @property
     def fingerprint(self) -> str:
         if callable(self._fingerprint):
             self._fingerprint = self._fingerprint()
         return self._fingerprint
+
+    @property
+    def dtype(self):
+        """The images' `tf.DType`."""
+        import tensorflow as tf
+
+        if self._dtype is None:
+            self._dtype = self.uncached().element_spec[0].dtype
+        return tf.as_dtype(self._dtype)
 
     def _loaded(self, keys):
         import tensorflow as tf
@@ -134,15 +146,15 @@ class Part:
 
         digest = hashlib.sha1(keep.tobytes()).hexdigest()[:12]
         return Part(subset_keys, self.load, self.labels[keep], self.shuffle_buffer,
-                    lambda: f"{self.fingerprint}-subset{digest}", self.memory)
+                    lambda: f"{self.fingerprint}-subset{digest}", self.memory, self._dtype)
 
     def to_disk(self, folder):
         """This split read from one file per decoded example under `folder` (written on first
         use, in a temporary folder renamed when complete, so a killed run leaves no half cache)."""
         import tensorflow as tf
 
-        dtype = self.uncached().element_spec[0].dtype
-        final = os.path.join(folder, f"{self.fingerprint}-{dtype.name}")
+        spec = self.uncached().element_spec[0]
+        final = os.path.join(folder, f"{self.fingerprint}-{spec.dtype.name}")
         if not os.path.isfile(os.path.join(final, _DONE)):
             tmp = f"{final}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -169,20 +181,17 @@ class Part:
                 shutil.rmtree(tmp, ignore_errors=True)
         files = np.asarray([os.path.join(final, f"{i:08d}.tensor") for i in range(self.n)])
         labels = self.labels
-        shape = None
 
         def keys():
             return tf.data.Dataset.from_tensor_slices((files, labels))
 
         @tf.autograph.experimental.do_not_convert
         def load(path, label):
-            image = tf.io.parse_tensor(tf.io.read_file(path), dtype)
-            if shape is not None:
-                image.set_shape(shape)
+            image = tf.io.parse_tensor(tf.io.read_file(path), spec.dtype)
+            image.set_shape(spec.shape)
             return image, label
 
-        shape = self.uncached().element_spec[0].shape
-        return Part(keys, load, labels, self.shuffle_buffer, self.fingerprint, memory=False)
+        return Part(keys, load, labels, self.shuffle_buffer, self.fingerprint, memory=False, dtype=spec.dtype)
 
 
 class StreamSplits:
