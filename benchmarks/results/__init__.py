@@ -33,7 +33,9 @@ def machine() -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     device = ("GPU: " + ", ".join(g.name for g in gpus)) if gpus else "no GPU"
-    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), {device}, tensorflow {tf.__version__}, "
+    from benchmarks.harness import cpu_name
+
+    return (f"{os.cpu_count()} CPU cores ({cpu_name()}, {platform.machine()}), {device}, tensorflow {tf.__version__}, "
             f"keras {keras.__version__}, Python {platform.python_version()}")
 
 
