@@ -12,8 +12,7 @@ import numpy as np
 from kzoo.errors import UserError
 from kzoo.recipes.loader import apply_overrides
 from kzoo.recipes.schema import build_recipe
-from kzoo.train import build, decide, fit_plan, prepare, seed_everything
-from kzoo.train.engine import recipe_callbacks
+from kzoo.train import Session, fit_plan
 from kzoo.tuning.spaces import declare
 
 
@@ -63,24 +62,20 @@ class RecipeHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         """The trial's data and model, from the engine (`kzoo.train`) as `kzoo run` builds them."""
         recipe, values = self.trial_recipe(hp)
-        setup = decide(recipe, self.strategy)
-        seed_everything(recipe.seed, recipe.deterministic)
-        data = prepare(recipe, setup)
-        seed_everything(recipe.seed, recipe.deterministic)
+        session = Session(recipe, self.strategy)
         try:
-            model = build(recipe, data, setup)
+            model = session.build()
         except UserError as e:
             raise TrialFailed(f"bad combination: {e}") from None
-        self._trial = (recipe, data, setup)
+        self._trial = session
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         """Trains the model `build` returned through the engine's loop, as `kzoo run` would but with
         no checkpoints (an interrupted trial runs again); raises `TrialFailed` on a NaN loss."""
-        recipe, data, setup = self._trial
-        self._trial = None  # hold no datasets between trials
-        factory, _ = recipe_callbacks(recipe, data, setup, self.trial_dir)
-        result = fit_plan(model, recipe, data, setup, None, factory,
+        session, self._trial = self._trial, None  # hold no datasets between trials
+        factory, _ = session.callbacks(self.trial_dir)
+        result = fit_plan(model, session.recipe, session.data, session.setup, None, factory,
                           extra=list(callbacks or []) + [keras.callbacks.TerminateOnNaN()], verbose=self.verbose)
         losses = [row.get("loss") for row in result.rows]
         if not losses or not np.isfinite(losses[-1]):

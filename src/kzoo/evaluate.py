@@ -2,7 +2,9 @@
 Monte-Carlo dropout.
 
 Everything works from a run directory (`recipe.toml` + `model.keras`): the recipe names the
-dataset and its seeded split, so the test split is rebuilt exactly as the run saw it.
+dataset and its seeded split, so the test split is rebuilt exactly as the run saw it
+(`kzoo.train.RunData`), and streamed batch by batch; the model carries every transformation
+training applied to its inputs, so it reads the split as the dataset gives it.
 
 Example:
     >>> report = kzoo.evaluate.evaluate_run("runs/cnn-digits-0", tta=8)
@@ -20,13 +22,13 @@ import keras
 import numpy as np
 
 from kzoo.calibration import expected_calibration_error, reliability_bins
-from kzoo.data import load as load_data
 from kzoo.errors import RunDirError, UserError
-from kzoo.plots_eval import plot_confusion, plot_errors, plot_reliability
+from kzoo.plots_eval import most_confident_errors, plot_confusion, plot_errors, plot_reliability
 from kzoo.recipes.loader import load as load_recipe
 from kzoo.report import write_report
 from kzoo.runs import atomic_write
 from kzoo.safe_load import load_model_file
+from kzoo.train.session import RunData
 from kzoo.zoo.layers import TrainingOnly
 
 EVAL_FILE = "eval.json"
@@ -59,26 +61,53 @@ def load_run(run_dir: str, trust_model: bool = False):
     return recipe, model
 
 
+def test_data(recipe, data: str | None = None):
+    """The recipe's dataset (or `data` with the recipe's split settings) as `DataSplits`, read
+    without a cache: its `test` split is the one the run was tested on."""
+    return RunData(recipe, data).data
+
+
 def test_split(recipe, data: str | None = None):
-    """The test split of the recipe's dataset, or of `data` with the recipe's split settings,
-    as a `kzoo.data.core.ArraySplits` whose `x_test`, `y_test` and `info` are used.
-
-    A streamed source (image folder, tensorflow-datasets) decodes only its test split; its
-    training and validation arrays come back empty.
-    """
-    d = recipe.data
-    splits = load_data(data or d.dataset, data_dir=d.data_dir or None, validation_split=d.validation_split,
-                  test_split=d.test_split, split_seed=d.split_seed, image_size=d.image_size or None, cache="none")
-    if getattr(splits, "parts", None) is None:  # in memory
-        return splits.arrays
-    return splits.to_arrays(("test",))
+    """The test split of `test_data` in memory, as a `kzoo.data.splits.ArraySplits` whose
+    `x_test`, `y_test` and `info` are filled (the other splits come back empty)."""
+    return test_data(recipe, data).to_arrays(("test",))
 
 
-def _check_inputs(model, x, where: str):
+def _check_inputs(model, shape, where: str):
     expected = tuple(model.inputs[0].shape[1:])
-    if len(x.shape) - 1 != len(expected) or any(e is not None and e != d for e, d in zip(expected, x.shape[1:])):
+    shape = tuple(shape)
+    if len(shape) != len(expected) or any(e is not None and e != d for e, d in zip(expected, shape)):
         raise UserError(f"{where}: the model takes inputs of shape {expected}, the data has "
-                        f"{tuple(x.shape[1:])}. Received: data shape={tuple(x.shape[1:])}")
+                        f"{shape}. Received: data shape={shape}")
+
+
+def predict_split(model, splits, split: str = "test", batch_size: int = 256, tta: int = 0, seed: int = 0):
+    """`(probabilities float64, labels)` of a `DataSplits`' split, streamed in batches; with
+    `tta > 1`, also the test-time augmentation's probabilities (`(probs, labels, tta_probs)`)."""
+    probs, labels, views = [], [], []
+    for x, y in splits.batches(split, batch_size).as_numpy_iterator():
+        probs.append(predict(model, x, batch_size))
+        labels.append(y)
+        if tta and tta > 1:
+            views.append(tta_predict(model, x, tta, seed, batch_size))
+    out = (np.concatenate(probs), np.concatenate(labels).astype("int64"))
+    return (*out, np.concatenate(views)) if tta and tta > 1 else out
+
+
+def gather(splits, positions, split: str = "test"):
+    """The examples of `split` at `positions` (a few: the plots' most confident errors), as
+    float32 numpy in the order given, read in one streamed pass."""
+    positions = [int(i) for i in positions]
+    if not positions:
+        return np.zeros((0, *splits.info.input_shape), "float32")
+    wanted, found, offset = set(positions), {}, 0
+    for x, _ in splits.batches(split).as_numpy_iterator():
+        for i in wanted.intersection(range(offset, offset + len(x))):
+            found[i] = x[i - offset]
+        offset += len(x)
+        if len(found) == len(wanted):
+            break
+    return np.stack([found[i] for i in positions]).astype("float32")
 
 
 # -- Predictions -----------------------------------------------------------------------------
@@ -260,7 +289,9 @@ def classification_metrics(probs, labels, class_names, bins: int = 15) -> dict:
 
 
 def write_plots(out_dir: str, probs, x, labels, class_names, bins: int = 15, title: str = "") -> list[str]:
-    """Writes confusion.png, reliability.png and, for image inputs, errors.png; returns the names."""
+    """Writes confusion.png, reliability.png and, for image inputs, errors.png; returns the names.
+    `x` is the inputs (numpy) or the `DataSplits` whose test split they are (only the examples
+    errors.png shows are read again)."""
     from sklearn.metrics import confusion_matrix
 
     labels = np.asarray(labels).reshape(-1)
@@ -272,6 +303,9 @@ def write_plots(out_dir: str, probs, x, labels, class_names, bins: int = 15, tit
     rel = reliability_bins(probs, labels, bins)
     plot_reliability(rel, os.path.join(out_dir, "reliability.png"), title=f"{prefix}reliability, ECE {rel.ece:.4f}")
     written = ["confusion.png", "reliability.png"]
+    if not isinstance(x, np.ndarray):  # DataSplits: read back only the examples shown
+        shown = most_confident_errors(probs, labels, 16)
+        x, labels, probs = gather(x, shown), labels[shown], np.asarray(probs)[shown]
     x = np.asarray(x)
     if x.ndim == 4 and x.shape[-1] in (1, 3, 4):
         plot_errors(x, labels, probs, class_names, os.path.join(out_dir, "errors.png"),
@@ -309,21 +343,22 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
         and `tta` / `mc_dropout` sections when asked for.
     """
     recipe, model = load_run(run_dir, trust_model)
-    arrays = test_split(recipe, data)
-    x, y, info = arrays.x_test, arrays.y_test, arrays.info
-    _check_inputs(model, x, run_dir)
-    probs = predict(model, x, batch_size)
+    splits = test_data(recipe, data)
+    info = splits.info
+    _check_inputs(model, info.input_shape, run_dir)
+    if tta:
+        tta_predict(model, splits.sample(1)[0], tta)  # validates the argument before any work
+    predicted = predict_split(model, splits, "test", batch_size, tta, seed)
+    probs, y = predicted[:2]
     result = {"run": run_dir, "recipe": recipe.name, "dataset": info.name, "num_test": int(len(y)),
               **classification_metrics(probs, y, info.class_names, bins)}
     if tta and tta > 1:
-        tta_probs = tta_predict(model, x, tta, seed, batch_size)
+        tta_probs = predicted[2]
         result["tta"] = {"views": int(tta), "accuracy_without": result["test_accuracy"],
                          "loss_without": result["test_loss"], "accuracy": round(accuracy(tta_probs, y), 6),
                          "loss": round(log_loss(tta_probs, y), 6)}
-    elif tta:
-        tta_predict(model, x[:1], tta)  # validates the argument
-    if mc_dropout:
-        mc = mc_dropout_predict(model, x, mc_dropout, seed, batch_size)
+    if mc_dropout:  # every pass over the same masks' stream: the split in memory
+        mc = mc_dropout_predict(model, splits.arrays_of("test")[0], mc_dropout, seed, batch_size)
         correct = mc["probs"].argmax(axis=1) == y
         result["mc_dropout"] = {
             "samples": int(mc_dropout),
@@ -336,7 +371,7 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
             "entropy_wrong": round(float(mc["entropy"][~correct].mean()), 6) if (~correct).any() else None,
         }
     if write:
-        result["plots"] = write_plots(run_dir, probs, x, y, info.class_names, bins, recipe.name)
+        result["plots"] = write_plots(run_dir, probs, splits, y, info.class_names, bins, recipe.name)
         atomic_write(os.path.join(run_dir, EVAL_FILE), json.dumps(result, indent=2) + "\n")
         write_report(run_dir)
     return result
@@ -364,28 +399,26 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
         raise UserError(f"--tta takes the number of views, at least 1. Received: tta={tta}")
     if len(run_dirs) < 2:
         raise UserError(f"An ensemble needs at least 2 runs. Received: {len(run_dirs)} run")
-    members, probs_all, tta_all, split_cache = [], [], [], {}
-    x = y = info = None
+    members, probs_all, tta_all = [], [], []
+    splits = key = y = info = None
     for run_dir in run_dirs:
         recipe, model = load_run(run_dir, trust_model)
-        d = recipe.data
-        key = (data or d.dataset, d.data_dir, d.validation_split, d.test_split, d.split_seed, tuple(d.image_size))
-        if key not in split_cache:
-            split_cache[key] = test_split(recipe, data)
-        arrays = split_cache[key]
-        if y is None:
-            x, y, info = arrays.x_test, arrays.y_test, arrays.info
-        elif not (np.array_equal(arrays.y_test, y) and arrays.x_test.shape == x.shape
-                  and np.array_equal(arrays.x_test, x)):
+        if splits is None:  # the members share one split, opened once and streamed for each
+            splits, key = test_data(recipe, data), _split_key(recipe, data)
+            info = splits.info
+        elif _split_key(recipe, data) != key:
             raise UserError(f"{run_dir} is tested on another split than {run_dirs[0]}; an ensemble needs "
                             f"one test split (same dataset and split settings). Received: {run_dir}")
-        _check_inputs(model, x, run_dir)
-        probs = predict(model, x, batch_size)
+        _check_inputs(model, info.input_shape, run_dir)
+        predicted = predict_split(model, splits, "test", batch_size, tta, seed)
+        probs = predicted[0]
+        if y is None:
+            y = predicted[1]
         probs_all.append(probs)
         member = {"run": run_dir, "recipe": recipe.name, "seed": recipe.seed,
                   **_summary(classification_metrics(probs, y, info.class_names, bins))}
         if tta and tta > 1:
-            tta_probs = tta_predict(model, x, tta, seed, batch_size)
+            tta_probs = predicted[2]
             tta_all.append(tta_probs)
             member["tta_accuracy"] = round(accuracy(tta_probs, y), 6)
         members.append(member)
@@ -407,7 +440,15 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
                          "ensemble_accuracy": round(accuracy(tta_ensemble, y), 6)}
     if out:
         os.makedirs(out, exist_ok=True)
-        result["plots"] = write_plots(out, ensemble_probs, x, y, info.class_names, bins,
+        result["plots"] = write_plots(out, ensemble_probs, splits, y, info.class_names, bins,
                                       f"ensemble of {len(members)}")
         atomic_write(os.path.join(out, "ensemble.json"), json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _split_key(recipe, data):
+    """What decides a run's test split: its dataset and split settings (the `DataSpec`'s fields
+    that choose examples and decode them)."""
+    d = recipe.data
+    return (data or d.dataset, d.data_dir or None, d.validation_split, d.test_split, d.split_seed,
+            tuple(d.image_size or ()))

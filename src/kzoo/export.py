@@ -1,8 +1,10 @@
 """Exporting a trained run for serving: TensorFlow SavedModel, TFLite (optionally quantized)
 and a serving-sized `.keras` file.
 
-kzoo models carry their preprocessing (normalization, PCA whitening) as layers, so every
-export takes raw inputs, exactly as the dataset yields them.
+kzoo models carry every transformation training applied to their inputs as layers (fine-tuning's
+framing, normalization, PCA whitening), so every export takes raw inputs, exactly as the dataset
+yields them, and a serving client needs nothing from kzoo. An export is written next to its
+destination and moved into place only once its check passes.
 
 Example:
     >>> result = kzoo.export.export_run("runs/cnn-digits-0", "tflite", quantize="float16")
@@ -22,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.errors import RunDirError, UserError
-from kzoo.evaluate import accuracy, load_run, predict, test_split
+from kzoo.evaluate import accuracy, load_run, predict, test_data
 from kzoo.runs import atomic_write
 from kzoo.safe_load import load_model_file
 
@@ -184,38 +186,81 @@ def export_run(run_dir: str, format: str = "savedmodel", out: str | None = None,
         if quantize != "none":
             name = f"model-{quantize}.tflite"
         out = os.path.join(run_dir, "export", name)
-    if os.path.exists(out):
-        if not overwrite:
-            raise RunDirError(f"{out} already exists. Pass --overwrite to replace it, or choose another --out.")
-        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-
-    if format == "savedmodel":
-        export_savedmodel(model, out)
-    elif format == "tflite":
-        export_tflite(model, out, quantize)
-    else:
-        export_keras(model, out)
-    result = ExportResult(path=out, format=format, quantize=quantize, size_bytes=_size(out))
-    if check:
-        arrays = test_split(recipe)
-        x, y = arrays.x_test.astype("float32"), arrays.y_test
-        reference = predict(model, x, batch_size)
-        exported = _predict_export(out, format, x, batch_size, trust_model)
-        result.keras_accuracy = round(accuracy(reference, y), 6)
-        result.exported_accuracy = round(accuracy(exported, y), 6)
-        result.max_abs_diff = float(np.abs(reference - exported).max())
+    if os.path.exists(out) and not overwrite:
+        raise RunDirError(f"{out} already exists. Pass --overwrite to replace it, or choose another --out.")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    # Written beside `out` (same file system, so the final move is a rename) and moved into place
+    # only when the check passes: a failed export leaves an earlier one as it was.
+    staging = tempfile.mkdtemp(prefix=".kzoo-export-", dir=parent)
+    try:
+        path = os.path.join(staging, os.path.basename(os.path.normpath(out)))
+        if format == "savedmodel":
+            export_savedmodel(model, path)
+        elif format == "tflite":
+            export_tflite(model, path, quantize)
+        else:
+            export_keras(model, path)
+        result = ExportResult(path=out, format=format, quantize=quantize, size_bytes=_size(path))
+        if check:
+            _check_export(result, model, recipe, path, batch_size, trust_model)
+        if os.path.exists(out):
+            shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+        os.replace(path, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def _predict_export(path, format, x, batch_size, trust_model=False):
+def _check_export(result, model, recipe, path, batch_size, trust_model):
+    """Predicts the run's test split, streamed, with the Keras model and the export; a failure
+    or a disagreement is one `ExportError` line."""
+    splits = test_data(recipe)
+    expected = tuple(model.inputs[0].shape[1:])
+    if any(e is not None and e != d for e, d in zip(expected, splits.info.input_shape)):
+        raise ExportError(f"The model takes inputs of shape {expected}, the run's data has "
+                          f"{tuple(splits.info.input_shape)}; nothing was exported. Received: {result.path}")
+    reference, exported, labels = [], [], []
+    try:
+        served = _export_predictor(path, result.format, batch_size, trust_model)
+        for x, y in splits.batches("test", batch_size).as_numpy_iterator():
+            reference.append(predict(model, x, batch_size))
+            exported.append(served(x))
+            labels.append(y)
+    except Exception as e:  # noqa: BLE001 - whatever the runtime raised, the user gets one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"The exported model failed its check on the test split ({first}); nothing was "
+                          f"exported. Received: {result.path}") from None
+    reference, exported, y = np.concatenate(reference), np.concatenate(exported), np.concatenate(labels)
+    result.keras_accuracy = round(accuracy(reference, y), 6)
+    result.exported_accuracy = round(accuracy(exported, y), 6)
+    result.max_abs_diff = float(np.abs(reference - exported).max())
+    if exported.shape != reference.shape or not np.isfinite(exported).all():
+        raise ExportError(f"The exported model gives {'non-finite' if exported.shape == reference.shape else 'misshaped'} "
+                          f"probabilities on the test split; nothing was exported. Received: {result.path}")
+
+
+class ExportError(UserError):
+    """An export that failed its check: one line, and the earlier export left as it was."""
+
+
+def _export_predictor(path, format, batch_size, trust_model=False):
+    """`fn(x) -> probabilities float64` of an export, loaded once."""
     if format == "tflite":
-        return tflite_predict(path, x, batch_size)
+        return lambda x: tflite_predict(path, x, batch_size)
     if format == "savedmodel":
-        loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
-        outs = [np.asarray(loaded.serve(tf.constant(x[start:start + batch_size])))
-                for start in range(0, len(x), batch_size)]
-        return np.concatenate(outs).astype("float64")
+        loaded = tf.saved_model.load(path)  # held by the closure: its variables die with it
+
+        def serve(x):
+            outs = [np.asarray(loaded.serve(tf.constant(x[start:start + batch_size])))
+                    for start in range(0, len(x), batch_size)]
+            return np.concatenate(outs).astype("float64")
+
+        return serve
     # The .keras export holds whatever code the run's model held: read it back the same way.
     model = load_model_file(path, trust_model=trust_model)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float64")
+    return lambda x: np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float64")
+
+
+def _predict_export(path, format, x, batch_size, trust_model=False):
+    return _export_predictor(path, format, batch_size, trust_model)(x)

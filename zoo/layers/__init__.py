@@ -1,5 +1,6 @@
 """Custom Keras layers of kzoo, each registered with `register_keras_serializable(package="kzoo")`."""
 
+from kzoo.zoo.layers.framing import Framing
 from kzoo.zoo.layers.fused_batch_norm import FusedBatchNormalization
 from kzoo.zoo.layers.maxout import Maxout
 from kzoo.zoo.layers.mc_dropout import MCDropout, mc_predict
@@ -9,5 +10,5 @@ from kzoo.zoo.layers.scalar import ScalarBias, ScalarMultiplier
 from kzoo.zoo.layers.stochastic_depth import StochasticDepth
 from kzoo.zoo.layers.training_only import TrainingOnly
 
-__all__ = ["FusedBatchNormalization", "Maxout", "MCDropout", "PCAWhitening", "RReLU", "ScalarBias", "ScalarMultiplier", "StochasticDepth",
+__all__ = ["Framing", "FusedBatchNormalization", "Maxout", "MCDropout", "PCAWhitening", "RReLU", "ScalarBias", "ScalarMultiplier", "StochasticDepth",
            "TrainingOnly", "mc_predict"]

@@ -6,8 +6,9 @@
 tf.data (`kzoo.data.streaming`), split from their labels alone and cached as `data.cache` says.
 """
 
-from kzoo.data import sources as _sources  # noqa: F401  (registers the built-in datasets)
-from kzoo.data.core import DatasetInfo, Splits, list_datasets, load, load_arrays, register_dataset
+from kzoo.data.core import DataSpec, Splits, list_datasets, load, load_arrays, open_splits, register_dataset
+from kzoo.data.splits import DatasetInfo, DataSplits
 from kzoo.data.streaming import StreamSplits
 
-__all__ = ["DatasetInfo", "Splits", "StreamSplits", "list_datasets", "load", "load_arrays", "register_dataset"]
+__all__ = ["DataSpec", "DataSplits", "DatasetInfo", "Splits", "StreamSplits", "list_datasets", "load", "load_arrays",
+           "open_splits", "register_dataset"]

@@ -1,67 +1,94 @@
-"""Dataset registry, splitting and the tf.data pipeline."""
+"""Loading a dataset: the data specification a recipe fills once (`DataSpec`), the in-memory
+sources (built-in sets, `.npz` files) as `Splits`, and `open_splits`, which gives every source
+behind the one `kzoo.data.splits.DataSplits` interface."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from kzoo.data import sources, streaming
+from kzoo.data.catalog import DATASETS, list_datasets, register_dataset
+from kzoo.data.splits import (
+    ArraySplits,
+    DatasetInfo,
+    DataSplits,
+    epoch_seed,
+    make_dataset,
+    make_epoch_dataset,
+    prefetched,
+)
+from kzoo.data.splitting import _check_classes, _stratified_split, split_indices, stratified_split
 from kzoo.errors import DataError
-from kzoo.registry import Registry
 
-DATASETS = Registry("dataset")
+__all__ = ["ArraySplits", "DATASETS", "DataSpec", "DataSplits", "DatasetInfo", "Splits", "epoch_seed", "list_datasets",
+           "load", "load_arrays", "make_dataset", "make_epoch_dataset", "open_splits", "prefetched", "register_dataset",
+           "split_indices", "stratified_split"]
 
 
-def register_dataset(fn=None, **meta):
-    """Registers a function `fn(data_dir=None) -> dict` returning arrays and metadata.
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that decides which examples a run reads and how they are batched, filled from
+    a recipe once (`from_recipe`, as timm's `resolve_data_config`) and passed whole to
+    `open_splits`, to the sources and to the evaluation, so no caller unpacks the [data] table.
 
-    The dict holds `x_train`, `y_train`, optionally `x_test`, `y_test`, and `class_names`.
+    Args:
+        dataset: a registered name, a tensorflow-datasets name, a folder or an `.npz` file.
+        batch_size: the global training batch size. Defaults to `64`.
+        data_dir: where tensorflow-datasets keeps prepared data. Defaults to tfds's own.
+        validation_split, test_split, split_seed: the seeded, stratified split.
+        seed: seed of the training shuffle. Defaults to `0`.
+        image_size: `(height, width)` images are decoded to (folders, tfds); `None` keeps them.
+        cache: `auto`, `memory`, `disk` or `none`. Defaults to `"auto"`.
+        shuffle_buffer: examples in a shuffle buffer (tfds, in-memory). Defaults to `10000`.
+        eval_batch_size: batch size of validation and test. Defaults to `4 * batch_size`.
+        cache_dir: where a disk cache may be written (the run folder). Defaults to none.
     """
-    return DATASETS.register(fn, **meta)
 
+    dataset: str = "digits"
+    batch_size: int = 64
+    data_dir: str | None = None
+    validation_split: float = 0.1
+    test_split: float = 0.2
+    split_seed: int = 0
+    seed: int = 0
+    image_size: tuple | None = None
+    cache: object = "auto"
+    shuffle_buffer: int = 10000
+    eval_batch_size: int | None = None
+    cache_dir: str | None = None
 
-def list_datasets(pattern: str = "*") -> list[str]:
-    return DATASETS.list(pattern)
+    @classmethod
+    def from_recipe(cls, recipe, batch_size: int | None = None, dataset: str | None = None, **changes) -> DataSpec:
+        """The recipe's [data] as a spec; `dataset` replaces the dataset (pretraining's, or
+        `kzoo eval --data`) and `changes` any field."""
+        d = recipe.data
+        spec = cls(dataset=dataset or d.dataset, batch_size=int(batch_size or d.batch_size),
+                   data_dir=d.data_dir or None, validation_split=d.validation_split, test_split=d.test_split,
+                   split_seed=d.split_seed, seed=recipe.seed,
+                   image_size=tuple(d.image_size) if d.image_size else None, cache=d.cache,
+                   shuffle_buffer=d.shuffle_buffer, eval_batch_size=d.eval_batch_size or None)
+        return dataclasses.replace(spec, **changes)
+
+    def check(self):
+        if self.batch_size < 1:
+            raise DataError(f"data.batch_size must be at least 1. Received: batch_size={self.batch_size}")
+        for arg in ("validation_split", "test_split"):
+            value = getattr(self, arg)
+            if not 0 <= value < 1:
+                raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
+        return self
 
 
 @dataclass
-class DatasetInfo:
-    """What a model needs to know about a dataset."""
-
-    name: str
-    input_shape: tuple
-    num_classes: int
-    class_names: list = field(default_factory=list)
-    num_train: int = 0
-    num_val: int = 0
-    num_test: int = 0
-    source: str = ""
-    skipped_files: int = 0  # unreadable files a folder source skipped
-
-
-@dataclass
-class ArraySplits:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    info: DatasetInfo
-
-
-@dataclass
-class Splits:
+class Splits(DataSplits):
     """Batched train/validation/test datasets of an in-memory source, the arrays they came
-    from, and the metadata.
-
-    The contract the training engine reads is `info`, `sample`, `epochs`, `val` and `test`;
-    streamed sources (`kzoo.data.streaming.StreamSplits`) implement the same methods without
-    holding the arrays. `train` is built on first use: a pipeline made from arrays copies them
-    into memory.
+    from, and the metadata (the `DataSplits` interface over arrays). `train` is built on first
+    use: a pipeline made from arrays copies them into memory.
     """
 
     val: object
@@ -72,28 +99,76 @@ class Splits:
     eval_batch_size: int = 256
     cache: str = "memory"
 
+    @property
+    def batch_size(self) -> int:
+        return int(self.train_options.get("batch_size", 64))
+
+    @property
+    def seed(self) -> int:
+        return int(self.train_options.get("seed", 0))
+
     @functools.cached_property
     def train(self):
         return make_dataset(self.arrays.x_train, self.arrays.y_train, shuffle=True, **self.train_options)
 
+    def _xy(self, split):
+        return getattr(self.arrays, f"x_{split}"), getattr(self.arrays, f"y_{split}")
+
+    def examples(self, split, start=0, stop=None):
+        import tensorflow as tf
+
+        x, y = self._xy(split)
+        return tf.data.Dataset.from_tensor_slices((x[start:stop].astype("float32"), y[start:stop]))
+
     def sample(self, n: int = 256):
-        """`(x, y)` numpy: the first `n` training examples (float32), for probes, LSUV and
-        fitting standardization on a bounded sample."""
         a = self.arrays
         return a.x_train[:n].astype("float32"), a.y_train[:n]
 
+    def arrays_of(self, split, start=0, stop=None):
+        x, y = self._xy(split)
+        return x[start:stop].astype("float32"), y[start:stop]
+
+    def peak(self, n: int = 10000) -> float:
+        return float(np.max(self.arrays.x_train[:n]))
+
+    @property
+    def train_labels(self):
+        return self.arrays.y_train
+
+    def to_arrays(self, which=("train", "val", "test")):
+        return self.arrays
+
     def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
-               shuffle_buffer: int = 10000):
+               shuffle_buffer: int | None = 10000):
         """Training batches for epochs `initial_epoch` to `epochs - 1` (`make_epoch_dataset`)."""
         a = self.arrays
-        return make_epoch_dataset(a.x_train, a.y_train, batch_size, seed, epochs, initial_epoch, shuffle_buffer)
+        return make_epoch_dataset(a.x_train, a.y_train, batch_size, seed, epochs, initial_epoch,
+                                  shuffle_buffer or 10000)
+
+    def subset_train(self, positions) -> Splits:
+        a = self.arrays
+        info = dataclasses.replace(a.info, num_train=len(positions))
+        return self.with_arrays(dataclasses.replace(a, x_train=a.x_train[positions], y_train=a.y_train[positions],
+                                                    info=info))
 
     def with_arrays(self, arrays: ArraySplits) -> Splits:
-        """These splits' settings over other arrays (framing, fewer labels)."""
+        """These splits' settings over other arrays (fewer labels)."""
         keep = self.cache != "none"
         val = make_dataset(arrays.x_val, arrays.y_val, self.eval_batch_size, cache=keep) if len(arrays.x_val) else None
         test = make_dataset(arrays.x_test, arrays.y_test, self.eval_batch_size, cache=keep)
         return Splits(val, test, arrays.info, arrays, dict(self.train_options), self.eval_batch_size, self.cache)
+
+    def worker_shard(self, index: int, count: int, seed: int):
+        """Worker `index` of `count`'s training examples, unbatched `(x float32, y int64)`,
+        repeating without end: a shuffle of the training split seeded by `seed` (the same order
+        on every worker, so the shards are disjoint, and a new order each repeat), every
+        `count`-th example from the `index`-th."""
+        import tensorflow as tf
+
+        a = self.arrays
+        ds = tf.data.Dataset.from_tensor_slices((a.x_train.astype("float32"), a.y_train))
+        ds = ds.shuffle(len(a.x_train), seed=seed, reshuffle_each_iteration=True).repeat()
+        return ds.shard(count, index)
 
 
 STREAMED = ("folder", "tfds")
@@ -102,8 +177,6 @@ STREAMED = ("folder", "tfds")
 def _resolve_source(name: str):
     """`(loader, display name, source)` for a registered name, or `(target, display name,
     source)` for a streamed source (`folder` path or `tfds` name); `.npz` files load arrays."""
-    from kzoo.data import sources
-
     if name in DATASETS:
         return DATASETS.get(name), name, "builtin"
     if name.startswith("tfds:"):
@@ -115,104 +188,6 @@ def _resolve_source(name: str):
         path = name[7:] if name.startswith("folder:") else name
         return path, os.path.basename(os.path.normpath(path)), "folder"
     return name, name, "tfds"
-
-
-def _stratified_split(x, y, fraction, seed):
-    """scikit-learn's stratified split of in-memory arrays. The streamed sources use
-    `stratified_split` (NumPy, same sizes) instead; the arrays keep this one because the
-    published figures of the bundled datasets were measured on its choice of examples."""
-    from sklearn.model_selection import train_test_split
-
-    if fraction <= 0:
-        return x, y, x[:0], y[:0]
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    try:
-        xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
-    except ValueError:
-        try:
-            xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed)
-        except ValueError:
-            raise DataError(f"{len(x)} examples are too few to hold out a fraction of "
-                            f"{fraction:.3g}. Received: {len(x)} examples") from None
-    return xa, ya, xb, yb
-
-
-def stratified_split(labels, fraction, seed):
-    """Positions `(kept, held_out)` of a seeded, stratified choice of `fraction` of `labels`.
-
-    `ceil(fraction * n)` examples are held out, as `load_arrays`' split counts them. Each class
-    gives its share rounded down, and the examples still missing come from the classes with the
-    largest remainders (at least one example of each class is kept). When a class has a single
-    example, or there are fewer held-out or kept examples than classes, the choice is a plain
-    seeded one. Both position arrays come in a seeded random order, so the first examples of a
-    split are a sample of all its classes. NumPy only: a streamed source is split before its
-    first batch, and importing scikit-learn costs more than splitting.
-
-    Args:
-        labels: class labels (any integers).
-        fraction: the share to hold out, in `[0, 1)`.
-        seed: seed of the choice and of the order.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    order = np.random.default_rng(seed).permutation(n)
-    if fraction <= 0:
-        return order, order[:0]
-    held = math.ceil(fraction * n)
-    if held >= n:
-        raise DataError(f"{n} examples are too few to hold out a fraction of {fraction:.3g}. "
-                        f"Received: {n} examples")
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    if counts.min() < 2 or held < len(counts) or n - held < len(counts):
-        out = np.arange(n) < held
-    else:
-        share = counts * held / n
-        quota = np.minimum(np.floor(share).astype("int64"), counts - 1)
-        by_remainder = np.argsort(-(share - quota), kind="stable")
-        while quota.sum() < held:
-            for c in by_remainder:
-                if quota.sum() < held and quota[c] < counts[c] - 1:
-                    quota[c] += 1
-        cls = inverse[order]
-        # rank of each shuffled position among the shuffled positions of its class
-        grouped = np.argsort(cls, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank = np.empty(n, dtype="int64")
-        rank[grouped] = np.arange(n) - starts[cls[grouped]]
-        out = rank < quota[cls]
-    return order[~out], order[out]
-
-
-def split_indices(name, y, y_test, validation_split, test_split, split_seed, class_names=()):
-    """Positions of the train, validation and test examples, chosen from labels alone
-    (`stratified_split`, seeded by `split_seed`), for the streamed sources.
-
-    With a separate test split (`y_test` not `None`), `"test"` is all of it and validation is
-    taken from `y`; otherwise test and then validation are held out of `y`. `"train"` and
-    `"val"` index `y`, `"test"` indexes `y_test` when given, else `y`; each is in the split's
-    order. The sizes are those `load_arrays` gives an in-memory source of the same labels.
-    """
-    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
-        if not 0 <= value < 1:
-            raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
-    y = np.asarray(y, dtype="int64")
-    if not len(y):
-        raise DataError(f"Dataset '{name}' has no training examples. Received: 0 training examples")
-    _check_classes(name, y, np.asarray(y_test if y_test is not None else y[:0]), list(class_names))
-    index = np.arange(len(y))
-    if y_test is not None:
-        test, val_fraction = np.arange(len(y_test)), validation_split
-    else:
-        index, test = stratified_split(y, test_split, split_seed)
-        val_fraction = validation_split / (1 - test_split)
-    keep, held = stratified_split(y[index], val_fraction, split_seed)
-    train, val = index[keep], index[held]
-    if not len(train) or not len(test):
-        raise DataError(f"Dataset '{name}' is too small to split into train, validation and test. "
-                        f"Received: {len(index) + len(test)} examples")
-    return {"train": train, "val": val, "test": test}
 
 
 def load_arrays(
@@ -229,13 +204,19 @@ def load_arrays(
     examples. `validation_split` is a fraction of all examples, taken from the training part.
     Splits are stratified by class and seeded by `split_seed`, so they are the same on every run.
     """
-    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
-        if not 0 <= value < 1:
-            raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
+    spec = DataSpec(name, data_dir=data_dir, validation_split=validation_split, test_split=test_split,
+                    split_seed=split_seed, image_size=tuple(image_size) if image_size else None, cache="none")
+    return _arrays(spec.check())
+
+
+def _arrays(spec: DataSpec) -> ArraySplits:
+    """The spec's dataset split into arrays (a streamed source decoded whole)."""
+    name, split_seed = spec.dataset, spec.split_seed
+    validation_split, test_split = spec.validation_split, spec.test_split
     loader, display_name, source = _resolve_source(name)
     if source in STREAMED:  # decoded through the streamed pipeline, then held whole
-        return _load_stream(source, loader, display_name, data_dir, validation_split, test_split,
-                            split_seed, image_size, cache="none").to_arrays()
+        return _open_stream(spec, source, loader, display_name).to_arrays()
+    image_size, data_dir = spec.image_size, spec.data_dir
     kwargs = {"image_size": tuple(image_size)} if image_size else {}
     raw = loader(data_dir=data_dir, **kwargs)
     class_names = list(raw.get("class_names") or [])
@@ -323,98 +304,6 @@ def _labels(name, key, values, n, num_class_names):
                         f"class names. Received: {key} max={int(y.max())}")
     return y
 
-
-def _check_classes(name, y, y_test, class_names):
-    """At least 2 classes; without class names, training labels must be exactly 0..K-1."""
-    if class_names:
-        num_classes = len(class_names)
-    else:
-        num_classes = int(y.max()) + 1 if len(y) else 0
-        missing = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
-        if missing:
-            raise DataError(
-                f"Dataset '{name}': labels must be 0..K-1 with every class in the training data; "
-                f"class(es) {missing[:5]} have no example. Received: y_train max={num_classes - 1}"
-            )
-        if len(y_test) and y_test.max() >= num_classes:
-            raise DataError(f"Dataset '{name}': y_test has class {int(y_test.max())}, which y_train lacks. "
-                            f"Received: y_test max={int(y_test.max())}")
-    if len(np.unique(y)) < 2:
-        raise DataError(f"Dataset '{name}' has a single class; a classifier needs at least 2. "
-                        f"Received: classes={np.unique(y).tolist()}")
-    return num_classes
-
-
-def prefetched(ds):
-    """`ds` with two batches prefetched and tf.data's autotuning off (a parallel map's
-    `AUTOTUNE` then runs as many calls as the machine has cores).
-
-    The autotuner can hold a fit up: it optimizes
-    10 ms, 30 ms, 70 ms, ... (10 ms x (2^k - 1)) after an iterator starts, and with it on, some
-    fits over in-memory arrays ended only at one of those times: a ResNet-20 epoch (synthetic
-    32x32, 2-core CPU) took 5.10 s in 3 of 8 fits against 2.5 s in the others, with both cores
-    idle in between; with it off, 8 of 8 took 2.5-3.2 s. A streamed 1,000-photo folder at
-    64x64: one-epoch fits took 0.34 s in 4 of 12 with it on (0.21-0.24 s otherwise), 0.21-0.24 s
-    in 12 of 12 with it off.
-    """
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.prefetch(2).with_options(options)
-
-
-def make_dataset(x, y, batch_size, shuffle=False, seed=0, cache=True, shuffle_buffer=10000):
-    """Wraps arrays in a tf.data pipeline: cache, shuffle (seeded), batch, prefetch (`prefetched`)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(min(shuffle_buffer, len(x)) or 1, seed=seed, reshuffle_each_iteration=True)
-    return prefetched(ds.batch(batch_size))
-
-
-def make_epoch_dataset(x, y, batch_size, seed=0, epochs=1, initial_epoch=0, shuffle_buffer=10000):
-    """Training batches for epochs `initial_epoch` to `epochs - 1`, one after the other.
-
-    Each epoch's order depends only on `(seed, epoch)`, not on how many epochs this process has
-    already iterated, so a run resumed at epoch `k` sees the same batches as an uninterrupted
-    one. Pass `steps_per_epoch=ceil(len(x) / batch_size)` to `fit`: Keras then keeps one
-    iterator across epochs. Batches never straddle two epochs.
-
-    Args:
-        x, y: training inputs and labels (numpy).
-        batch_size: examples per batch.
-        seed: the run's seed. Defaults to `0`.
-        epochs: the epoch to stop before. Defaults to `1`.
-        initial_epoch: the first epoch to produce. Defaults to `0`.
-        shuffle_buffer: shuffle buffer size, capped at `len(x)`. Defaults to `10000`.
-    """
-    import tensorflow as tf
-
-    base = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
-    buffer = max(min(int(shuffle_buffer), len(x)), 1)
-    steps = -(-len(x) // batch_size)
-    epochs_list = range(int(initial_epoch), int(epochs))
-    per_epoch = [
-        base.shuffle(buffer, seed=epoch_seed(seed, e), reshuffle_each_iteration=False).batch(batch_size)
-        for e in epochs_list
-    ]
-    if not per_epoch:
-        return base.take(0).batch(batch_size)
-    # Epoch i's `steps` batches, then epoch i + 1's: a plain sequence, no random choice.
-    order = tf.data.Dataset.range(len(per_epoch)).flat_map(
-        lambda i: tf.data.Dataset.from_tensors(i).repeat(steps))
-    return prefetched(tf.data.Dataset.choose_from_datasets(per_epoch, order))
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The shuffle seed of one epoch: a function of the run's seed and the epoch only."""
-    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 1) % (2**31 - 1)
-
-
 def load(
     name: str = "digits",
     batch_size: int = 64,
@@ -428,8 +317,9 @@ def load(
     shuffle_buffer: int = 10000,
     eval_batch_size: int | None = None,
     cache_dir: str | None = None,
-):
-    """Loads a dataset as batched train/validation/test `tf.data.Dataset`s.
+) -> DataSplits:
+    """Loads a dataset as batched train/validation/test `tf.data.Dataset`s (`open_splits` of
+    the `DataSpec` these arguments make).
 
     Image folders and tensorflow-datasets stream from disk (`kzoo.data.streaming`): nothing
     is decoded until a pipeline runs, and only what the cache mode allows is kept. The
@@ -459,7 +349,7 @@ def load(
             run folder. Defaults to none (no disk cache).
 
     Returns:
-        A `Splits` (in-memory sources) or `kzoo.data.streaming.StreamSplits` (folders, tfds).
+        A `DataSplits`: `Splits` (in-memory sources) or `kzoo.data.streaming.StreamSplits`.
 
     Example:
         >>> splits = kzoo.data.load("digits", batch_size=32)
@@ -467,40 +357,39 @@ def load(
         ((8, 8, 1), 10)
         >>> x, y = splits.sample(100)   # numpy, the first 100 training examples
     """
-    from kzoo.data.streaming import cache_mode
+    return open_splits(DataSpec(name, batch_size, data_dir, validation_split, test_split, split_seed, seed,
+                                tuple(image_size) if image_size else None, cache, shuffle_buffer,
+                                eval_batch_size, cache_dir))
 
-    if batch_size < 1:
-        raise DataError(f"data.batch_size must be at least 1. Received: batch_size={batch_size}")
-    mode = cache_mode(cache)
-    eval_batch_size = eval_batch_size or 4 * batch_size
-    target, display_name, source = _resolve_source(name)
+
+def open_splits(spec: DataSpec) -> DataSplits:
+    """The spec's dataset behind the `DataSplits` interface: streamed for folders and
+    tensorflow-datasets, in memory for the built-in sets and `.npz` files."""
+    spec.check()
+    mode = streaming.cache_mode(spec.cache)
+    eval_batch_size = spec.eval_batch_size or 4 * spec.batch_size
+    target, display_name, source = _resolve_source(spec.dataset)
     if source in STREAMED:
-        return _load_stream(source, target, display_name, data_dir, validation_split, test_split, split_seed,
-                            image_size, mode, cache_dir, batch_size, eval_batch_size, seed, shuffle_buffer)
-    arrays = load_arrays(name, data_dir, validation_split, test_split, split_seed, image_size)
+        return _open_stream(dataclasses.replace(spec, cache=mode, eval_batch_size=eval_batch_size), source, target,
+                            display_name)
+    arrays = _arrays(spec)
     keep = mode != "none"
     val = make_dataset(arrays.x_val, arrays.y_val, eval_batch_size, cache=keep) if len(arrays.x_val) else None
     test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, cache=keep)
-    train_options = {"batch_size": batch_size, "seed": seed, "cache": keep, "shuffle_buffer": shuffle_buffer}
+    train_options = {"batch_size": spec.batch_size, "seed": spec.seed, "cache": keep,
+                     "shuffle_buffer": spec.shuffle_buffer}
     return Splits(val, test, arrays.info, arrays, train_options, eval_batch_size, "memory" if keep else "none")
 
 
-def _load_stream(source, target, display_name, data_dir, validation_split, test_split, split_seed, image_size,
-                 cache="auto", cache_dir=None, batch_size=64, eval_batch_size=256, seed=0, shuffle_buffer=10000):
+def _open_stream(spec: DataSpec, source, target, display_name) -> streaming.StreamSplits:
     """A folder or tfds dataset as `StreamSplits` (see `load`)."""
-    from kzoo.data import sources, streaming
-
-    mode = streaming.cache_mode(cache)
-    for arg, value in (("validation_split", validation_split), ("test_split", test_split)):
-        if not 0 <= value < 1:
-            raise DataError(f"data.{arg} must be in [0, 1). Received: {arg}={value}")
+    mode = streaming.cache_mode(spec.cache)
     if source == "folder":
-        size = tuple(int(d) for d in (image_size or (64, 64)))
-        parts, listing = sources.folder_parts(target, size, validation_split, test_split, split_seed)
+        size = tuple(int(d) for d in (spec.image_size or (64, 64)))
+        parts, listing = sources.folder_parts(target, size, spec)
         class_names, skipped, input_shape = listing.class_names, len(listing.skipped), (*size, listing.channels)
     else:
-        parts, class_names, input_shape = sources.tfds_parts(target, data_dir, image_size, validation_split,
-                                                             test_split, split_seed, shuffle_buffer)
+        parts, class_names, input_shape = sources.tfds_parts(target, spec)
         skipped = 0
     labels = np.concatenate([p.labels for p in parts.values() if p is not None])
     num_classes = len(class_names) or int(labels.max()) + 1
@@ -516,5 +405,6 @@ def _load_stream(source, target, display_name, data_dir, validation_split, test_
         skipped_files=skipped,
     )
     mode = streaming.resolve_cache(mode, list(parts.values()), info.input_shape, parts["train"].dtype.size)
-    parts = streaming.apply_cache(mode, parts, cache_dir)
-    return streaming.StreamSplits(parts, info, batch_size, eval_batch_size, seed, cache=mode)
+    parts = streaming.apply_cache(mode, parts, spec.cache_dir)
+    return streaming.StreamSplits(parts, info, spec.batch_size, spec.eval_batch_size or 4 * spec.batch_size,
+                                  spec.seed, cache=mode)

@@ -104,11 +104,7 @@ def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False
 
 def _examples(splits, start, stop):
     """Training examples `start` to `stop - 1`, float32 numpy."""
-    part = getattr(splits, "parts", {}).get("train")
-    if part is None:  # in memory
-        return splits.arrays.x_train[start:stop].astype("float32")
-    keys = part.keys().skip(start).take(stop - start)  # skipped before decoding
-    return next(iter(splits._framed(part._loaded(keys)).batch(stop - start).as_numpy_iterator()))[0]
+    return splits.arrays_of("train", start, stop)[0]
 
 
 def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0):

@@ -8,8 +8,14 @@ import urllib.parse
 
 import numpy as np
 
-from kzoo.data.core import register_dataset
+from kzoo.data.catalog import register_dataset
+from kzoo.data.images import decoder, fit_pixels, list_folder
+from kzoo.data.splitting import split_indices
+from kzoo.data.streaming import Part, fingerprint
 from kzoo.errors import DataError, closest
+
+# TensorFlow and tensorflow-datasets are imported inside the functions that open a stream:
+# importing them costs seconds, and registering the built-in datasets needs neither.
 
 
 @register_dataset(num_classes=10, input_shape=(8, 8, 1), size=1797, offline=True)
@@ -71,8 +77,7 @@ def _open_tfds_builder(name, data_dir):
     return builder
 
 
-def tfds_parts(name: str, data_dir=None, image_size=None, validation_split=0.1, test_split=0.2,
-               split_seed=0, shuffle_buffer=10000):
+def tfds_parts(name: str, spec):
     """A tensorflow-datasets dataset as streamed `Part`s, with its class names.
 
     The splits are `tfds.load` datasets read in their stored order, images left encoded until
@@ -80,15 +85,18 @@ def tfds_parts(name: str, data_dir=None, image_size=None, validation_split=0.1, 
     a `test` split keeps it; the validation examples (and, without a `test` split, the test
     examples) are a stratified, seeded choice of positions in `train`, made from its labels.
 
+    Args:
+        name: the tfds name.
+        spec: the `kzoo.data.core.DataSpec` (`data_dir`, `image_size`, the split, `shuffle_buffer`).
+
     Returns:
         `(parts, class_names, input_shape)`.
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from kzoo.data.core import split_indices
-    from kzoo.data.images import fit_pixels
-    from kzoo.data.streaming import Part, fingerprint
+    data_dir, image_size, shuffle_buffer = spec.data_dir, spec.image_size, spec.shuffle_buffer
+    validation_split, test_split, split_seed = spec.validation_split, spec.test_split, spec.split_seed
 
     builder = _open_tfds_builder(name, data_dir)
     splits = builder.info.splits
@@ -157,21 +165,24 @@ def load_npz(path: str):
     return arrays  # labels, NaN and shapes are checked for every source in `load_arrays`
 
 
-def folder_parts(path: str, image_size=(64, 64), validation_split=0.1, test_split=0.2, split_seed=0):
+def folder_parts(path: str, image_size, spec):
     """A folder of class sub-folders as streamed `Part`s, split from its file list.
 
     See `kzoo.data.images.list_folder` for what happens to awkward files. The split is chosen
     from the labels alone (`kzoo.data.core.split_indices`: stratified, seeded), without
     decoding; nothing is read until a pipeline runs.
 
+    Args:
+        path: the folder.
+        image_size: `(height, width)` the images are decoded to.
+        spec: the `kzoo.data.core.DataSpec` (its split settings).
+
     Returns:
         `(parts, listing)`: `listing` is the `kzoo.data.images.FolderListing`.
     """
     import tensorflow as tf
 
-    from kzoo.data.core import split_indices
-    from kzoo.data.images import decoder, list_folder
-    from kzoo.data.streaming import Part, fingerprint
+    validation_split, test_split, split_seed = spec.validation_split, spec.test_split, spec.split_seed
 
     image_size = tuple(int(d) for d in (image_size or (64, 64)))
     listing = list_folder(path)

@@ -34,7 +34,11 @@ import shutil
 
 import numpy as np
 
+from kzoo.data.splits import DataSplits, epoch_seed, prefetched
 from kzoo.errors import DataError
+
+# TensorFlow is imported inside the functions that build pipelines (5-6 s to import; opening a
+# folder's file list needs none of it).
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
 MEMORY_BUDGET = 1 << 30
@@ -194,45 +198,33 @@ class Part:
         return Part(keys, load, labels, self.shuffle_buffer, self.fingerprint, memory=False, dtype=spec.dtype)
 
 
-class StreamSplits:
-    """Train/validation/test splits streamed through tf.data (the `kzoo.data.core.Splits`
-    contract without the arrays).
+class StreamSplits(DataSplits):
+    """Train/validation/test splits streamed through tf.data: the `DataSplits` interface
+    without holding the arrays.
 
     Args:
         parts: `{"train": Part, "val": Part or None, "test": Part}`.
         info: the `DatasetInfo`.
         batch_size, eval_batch_size, seed: of `train`, `val` and `test`.
-        transform: a per-example map `image -> image` applied after loading (framing).
         cache: the resolved cache mode (`memory`, `disk` or `none`).
     """
 
-    def __init__(self, parts, info, batch_size=64, eval_batch_size=256, seed=0, transform=None, cache="none"):
+    def __init__(self, parts, info, batch_size=64, eval_batch_size=256, seed=0, cache="none"):
         self.parts, self.info = parts, info
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.transform = transform
         self.cache = cache
 
-    @functools.cached_property
-    def arrays(self):
-        """Every split decoded into memory (`to_arrays`), for callers written before streaming;
-        the training engine reads `sample`, `epochs`, `val` and `test` instead."""
-        return self.to_arrays()
-
-    def _framed(self, ds):
+    @staticmethod
+    def _float(ds):
         import tensorflow as tf
 
-        if self.transform is None:
-            return ds
-        transform = self.transform  # works on float32 pixels
-        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (transform(tf.cast(x, tf.float32)), y)),
+        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (tf.cast(x, tf.float32), y)),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def _evaluation(self, part):
-        from kzoo.data.core import prefetched
-
         if part is None or not part.n:
             return None
-        return prefetched(self._framed(part.ordered()).batch(self.eval_batch_size))
+        return prefetched(self._float(part.ordered()).batch(self.eval_batch_size))
 
     @functools.cached_property
     def val(self):
@@ -247,17 +239,27 @@ class StreamSplits:
         """Epoch 0's training batches (for callers that fit on one dataset)."""
         return self.epochs(self.batch_size, self.seed, 1, 0)
 
-    def sample(self, n: int = 256):
-        """`(x, y)` numpy: the first `n` training examples (float32), read without filling the
-        memory cache."""
-        part = self.parts["train"]
-        n = min(int(n), part.n)
-        batches = list(self._framed(part.uncached().take(n)).batch(256).as_numpy_iterator())
-        if not batches:
-            spec = self._framed(part.uncached()).element_spec[0]
-            return np.zeros((0, *spec.shape), "float32"), np.zeros((0,), "int64")
-        return (np.concatenate([b[0] for b in batches]).astype("float32", copy=False),
-                np.concatenate([b[1] for b in batches]).astype("int64", copy=False))
+    def examples(self, split, start=0, stop=None):
+        part = self.parts.get(split)
+        if part is None:
+            part = self.parts["train"].subset([])
+        keys = part.keys()
+        if start:
+            keys = keys.skip(int(start))  # skipped before decoding
+        if stop is not None:
+            keys = keys.take(int(stop) - int(start))
+        return self._float(part._loaded(keys))
+
+    @property
+    def train_labels(self):
+        return self.parts["train"].labels
+
+    def subset_train(self, positions):
+        import dataclasses
+
+        parts = {**self.parts, "train": self.parts["train"].subset(positions)}
+        info = dataclasses.replace(self.info, num_train=parts["train"].n)
+        return StreamSplits(parts, info, self.batch_size, self.eval_batch_size, self.seed, self.cache)
 
     def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
                shuffle_buffer: int | None = None):
@@ -269,40 +271,30 @@ class StreamSplits:
         """
         import tensorflow as tf
 
-        from kzoo.data.core import epoch_seed, prefetched
-
         part = self.parts["train"]
         # One pipeline per epoch with its own seed (a seed tensor inside flat_map would clash
         # with a global seed set by `keras.utils.set_random_seed`), visited in a fixed order;
         # an epoch's pipeline starts reading only when the one before it is done.
-        per_epoch = [self._framed(part.shuffled(epoch_seed(seed, e), shuffle_buffer)).batch(int(batch_size))
+        per_epoch = [self._float(part.shuffled(epoch_seed(seed, e), shuffle_buffer)).batch(int(batch_size))
                      for e in range(int(initial_epoch), int(epochs))]
         if not per_epoch:
-            return self._framed(part.uncached()).take(0).batch(int(batch_size))
+            return self._float(part.uncached()).take(0).batch(int(batch_size))
         if len(per_epoch) == 1:
             return prefetched(per_epoch[0])
         steps = -(-part.n // int(batch_size))
         order = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(per_epoch), dtype="int64"), steps))
         return prefetched(tf.data.Dataset.choose_from_datasets(per_epoch, order))
 
-    def to_arrays(self, which=("train", "val", "test")):
-        """The splits named in `which` as a `kzoo.data.core.ArraySplits` (holding their images
-        in memory); the others come back empty."""
-        from kzoo.data.core import ArraySplits
-
-        out = {}
-        for split in ("train", "val", "test"):
-            part = self.parts.get(split) if split in which else None
-            spec_shape = self.info.input_shape
-            if part is None or not part.n:
-                out[split] = (np.zeros((0, *spec_shape), "float32"), np.zeros((0,), "int64"))
-                continue
-            xs, ys = [], []
-            for x, y in self._framed(part.uncached()).batch(256).as_numpy_iterator():
-                xs.append(x)
-                ys.append(y)
-            out[split] = (np.concatenate(xs).astype("float32", copy=False), np.concatenate(ys).astype("int64"))
-        return ArraySplits(*out["train"], *out["val"], *out["test"], self.info)
+    def worker_shard(self, index: int, count: int, seed: int):
+        """Worker `index` of `count`'s training examples, unbatched `(x float32, y int64)`,
+        repeating without end: the training keys shuffled with `seed` (the same order on every
+        worker, so the shards are disjoint, and a new order each repeat), every `count`-th key
+        from the `index`-th, then loaded. Only this worker's share is decoded, and never into the
+        memory cache, which would hold the whole split on every worker."""
+        part = self.parts["train"]
+        buffer = part.n if part.shuffle_buffer is None else min(int(part.shuffle_buffer), part.n)
+        keys = part.keys().shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True).repeat()
+        return self._float(part._loaded(keys.shard(count, index)))
 
 
 def resolve_cache(mode, parts, example_shape, itemsize=1):

@@ -9,6 +9,7 @@ import os
 import keras
 import numpy as np
 
+from kzoo.data.framing import framed_sample, framed_shape
 from kzoo.data.preprocessing import augmentation_layers, preprocessing_layers
 from kzoo.errors import RecipeError, UserError
 from kzoo.safe_load import load_model_file, load_weights
@@ -29,12 +30,15 @@ def sample(data, n: int):
     return data.x_train[:n].astype("float32"), data.y_train[:n]
 
 
-def build_model(recipe, data):
-    """The recipe's model with augmentation and standardization layers inside it, for `data` (a
-    `Splits` or `ArraySplits`: its `info`, and a bounded sample for the statistics and LSUV)."""
+def build_model(recipe, data, framing=None):
+    """The recipe's model with framing, augmentation and standardization layers inside it, for
+    `data` (a `DataSplits` or `ArraySplits`: its `info`, and a bounded sample for the statistics
+    and LSUV). The statistics are those of the framed sample; the model takes raw inputs."""
     info = data.info
-    layers = augmentation(recipe, info.input_shape)
-    layers += preprocessing_layers(sample(data, STATS_SAMPLE)[0], recipe.data.standardize, recipe.data.pca_whiten)
+    shape = framed_shape(info.input_shape, framing)
+    layers = ([framing] if framing is not None else []) + augmentation(recipe, shape)
+    stats = framed_sample(sample(data, STATS_SAMPLE)[0], framing)
+    layers += preprocessing_layers(stats, recipe.data.standardize, recipe.data.pca_whiten)
     kwargs = {k: v for k, v in recipe.model.items() if k != "name"}
     try:
         model = create_model(recipe.model["name"], info.input_shape, info.num_classes, layers,
@@ -68,10 +72,12 @@ def _with_head(body, input_shape, front, num_classes, dropout, seed, name):
     return keras.Model(inputs, classifier_head(body(x), num_classes, dropout=dropout, seed=seed), name=name)
 
 
-def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), seed=0, name=None):
+def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), seed=0, name=None, raw_shape=None):
     """A new model: `front` layers, `model` up to its head (nested as `backbone`), a new head.
 
     The head is every layer from the first `head_*` layer on (zoo models name it so).
+    `input_shape` is what `model` receives (after `front`), `raw_shape` what the new model
+    takes (before a `Framing` among `front`). Defaults to `input_shape`.
     """
     first = next((lyr for lyr in model.layers if lyr.name.startswith("head_")), None)
     if first is None:
@@ -81,31 +87,35 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
         raise UserError(f"The backbone takes inputs of shape {expected}; bring the data to it with "
                         f"finetune.resize / finetune.pad or data.image_size. Received: input_shape={tuple(input_shape)}")
     features = keras.Model(model.inputs, first.input, name="backbone")
-    return _with_head(features, input_shape or expected, front, num_classes, dropout, seed,
+    return _with_head(features, raw_shape or input_shape or expected, front, num_classes, dropout, seed,
                       name or f"{model.name}_finetune")
 
 
-def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = False):
+def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = False, framing=None):
     """The model a [finetune] section describes, for the target data in `data`: a zoo model (the
     [model] for `backbone = ""`) with `weights` a `.weights.h5` or `none`; a `keras.applications`
     or `hub:` backbone (`weights` `imagenet`, a file or `none`) with a new head; or a `model.keras`
     (a run directory, or `pretrained` from [finetune.pretrain]) up to its head, with a new one.
+    `framing` (a `kzoo.zoo.layers.Framing`) goes first, so the model takes the raw inputs.
     A model file holding code is refused unless `trust_model`."""
     ft, info, seed = recipe.finetune, data.info, recipe.seed
-    backbone = ft.backbone
+    backbone, raw = ft.backbone, info.input_shape
+    shape = framed_shape(raw, framing)
+    front = ([framing] if framing is not None else []) + augmentation(recipe, shape)
+
+    def peak(n):
+        return float(np.max(framed_sample(sample(data, n)[0], framing))) or 255.0
+
     if is_hub_spec(backbone):  # a KerasHub preset: before the path test (hub:DIR holds a path)
-        return build_hub_finetune_model(backbone, info.input_shape, info.num_classes, ft.head_dropout, seed,
-                                        augmentation(recipe, info.input_shape),
-                                        float(np.max(sample(data, STATS_SAMPLE)[0])) or 255.0, ft.weights)
+        return build_hub_finetune_model(backbone, raw, info.num_classes, ft.head_dropout, seed, front,
+                                        peak(STATS_SAMPLE), ft.weights)
     if pretrained is not None or backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone:
         source = pretrained if pretrained is not None else load_model_file(backbone, trust_model=trust_model)
-        front = augmentation(recipe, info.input_shape)
-        return replace_head(source, info.num_classes, info.input_shape, ft.head_dropout, front, seed)
+        return replace_head(source, info.num_classes, shape, ft.head_dropout, front, seed, raw_shape=raw)
     if backbone and BACKBONES.is_application(backbone):
-        front = augmentation(recipe, info.input_shape)
-        pre, shape = input_layers(backbone, info.input_shape, float(np.max(sample(data, 256)[0])) or 255.0)
-        app = build_application(backbone, shape, ft.weights)
-        return _with_head(app, info.input_shape, front + pre, info.num_classes, ft.head_dropout, seed,
+        pre, app_shape = input_layers(backbone, shape, peak(256))
+        app = build_application(backbone, app_shape, ft.weights)
+        return _with_head(app, raw, front + pre, info.num_classes, ft.head_dropout, seed,
                           f"{backbone.lower()}_finetune")
     if backbone:
         BACKBONES.get(backbone)  # unknown name: the closest-name error
@@ -113,5 +123,6 @@ def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = Fals
     if ft.weights == "imagenet":
         raise UserError("Zoo models have no ImageNet weights; use 'none', a weights file or backbone=PATH. "
                         "Received: weights='imagenet'")
-    model = build_model(recipe, data)
+    model = build_model(recipe, data, framing)
     return model if ft.weights in ("", "none") else load_weights(model, ft.weights)
+
