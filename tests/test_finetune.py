@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import kzoo  # noqa: F401
-from kzoo.data.framing import prepare_arrays
 from kzoo.errors import RecipeError, UserError
 from kzoo.finetune import freeze, model_structure, parse_stages, with_group_learning_rates
 from kzoo.recipes.schema import build_recipe
@@ -226,15 +225,21 @@ def test_cli_bad_stage_plan_is_one_line_exit_2(cli):
 
 def test_digits_in_mnist_framing_with_five_labels_per_class():
     from kzoo.data import load_arrays
+    from kzoo.train import Session
 
     recipe = build_recipe({"finetune": {"stages": "head:1@1e-3", "pixel_max": 255.0, "resize": [20, 20], "pad": 4,
                                         "labels_per_class": 5}})
-    arrays = prepare_arrays(load_arrays("digits"), recipe.finetune, seed=0)
-    assert arrays.x_train.shape == (50, 28, 28, 1) and arrays.x_test.shape[1:] == (28, 28, 1)
-    assert np.bincount(arrays.y_train).tolist() == [5] * 10
-    assert arrays.x_train.max() == pytest.approx(255.0, rel=0.02)
-    assert not arrays.x_test[:, :4].any() and not arrays.x_test[:, :, -4:].any()  # 4-pixel empty frame
-    assert len(arrays.x_test) == len(load_arrays("digits").x_test)  # evaluated on the whole test split
+    session = Session(recipe)
+    data = session.data
+    assert data.info.input_shape == (8, 8, 1) and data.info.num_train == 50  # the data stay raw
+    assert np.bincount(data.arrays.y_train).tolist() == [5] * 10
+    assert len(data.arrays.x_test) == len(load_arrays("digits").x_test)  # evaluated on the whole test split
+    framed = np.asarray(session.framing()(data.arrays.x_test))
+    assert framed.shape[1:] == (28, 28, 1)
+    assert framed.max() == pytest.approx(255.0, rel=0.02)
+    assert not framed[:, :4].any() and not framed[:, :, -4:].any()  # 4-pixel empty frame
+    model = session.build()
+    assert model.input_shape[1:] == (8, 8, 1) and model.get_layer("preprocess_frame") is not None
 
 
 @pytest.mark.slow  # over the default suite's budget; see the README's slow tests
@@ -254,15 +259,15 @@ def test_transfer_recipe_reports_fine_tuned_and_scratch_accuracy(tmp_path):
     def accuracy(model, x, y):
         return float(np.mean(model.predict(x, verbose=0).argmax(axis=1) == y))
 
-    framed = prepare_arrays(load_arrays("digits"), recipe.finetune, seed=recipe.data.split_seed)
-    assert m["test_accuracy"] == pytest.approx(accuracy(result.model, framed.x_test, framed.y_test), abs=1e-6)
+    raw = load_arrays("digits")  # the model frames the raw digits itself
+    assert m["test_accuracy"] == pytest.approx(accuracy(result.model, raw.x_test, raw.y_test), abs=1e-6)
     mnist = load_arrays("mnist-5k")
     pretrained = keras.models.load_model(tmp_path / "t" / "pretrained.keras")
     assert m["pretrain_test_accuracy"] == pytest.approx(accuracy(pretrained, mnist.x_test, mnist.y_test), abs=1e-6)
     # The scratch model is not kept, but its figure counts right answers on the same 360 images.
-    n = len(framed.y_test)
+    n = len(raw.y_test)
     assert n == 360 and m["scratch_test_accuracy"] * n == pytest.approx(round(m["scratch_test_accuracy"] * n), abs=1e-3)
-    assert result.model.input_shape[1:] == (28, 28, 1)
+    assert result.model.input_shape[1:] == (8, 8, 1)
     assert os.path.isfile(tmp_path / "t" / "pretrained.keras")
     assert os.path.isfile(tmp_path / "t" / "report.html")  # staged runs get the report too
 

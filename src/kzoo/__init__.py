@@ -26,6 +26,7 @@ from kzoo import (  # noqa: E402
     zoo,  # noqa: E402,F401  (registers models, layers, activations, initializers)
 )
 from kzoo.errors import DataError, RecipeError, RunDirError, UserError  # noqa: E402
+from kzoo.prediction import predict  # noqa: E402  (the module is `prediction`, so `kzoo.predict` stays this)
 
 __all__ = ["DataError", "RecipeError", "RunDirError", "UserError", "callbacks", "data", "finetune", "optimizers",
-           "recipes", "train", "tuning", "zoo"]
+           "predict", "recipes", "train", "tuning", "zoo"]

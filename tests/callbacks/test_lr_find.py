@@ -79,3 +79,31 @@ def test_cli_writes_the_plot_and_applies_the_suggestion_to_a_recipe_copy(cli, tm
 def test_cli_rejects_a_bad_range_with_exit_code_2(cli, tmp_path):
     code, _, stderr = cli("lr-find", "mlp-digits", "--start-lr", "0", "--out", tmp_path / "x")
     assert code == 2 and stderr.strip().endswith("Received: start_lr=0.0")
+
+
+def test_lr_find_starts_from_the_weights_kzoo_run_starts_from(tmp_path, monkeypatch):
+    from kzoo.commands.lr_find import find_lr
+    from kzoo.recipes import load, run
+    from kzoo.train.session import Session
+
+    built = []
+    original = Session.build
+
+    def recording_build(self, *args, **kwargs):
+        model = original(self, *args, **kwargs)
+        built.append([np.array(w) for w in model.get_weights()])
+        return model
+
+    monkeypatch.setattr(Session, "build", recording_build)
+    # A staged recipe with a scratch baseline: the run builds two models before the one it trains.
+    recipe = load("transfer-mnist-digits", ['finetune.stages=["head:1@1e-3"]', "finetune.pretrain.epochs=1",
+                                            "model.filters=[4, 8, 8]", "model.convs_per_stage=1",
+                                            "finetune.pretrain.dataset=''"])
+    run(recipe, out=str(tmp_path / "run"), verbose=0)
+    trained_start = built[-1]  # the model the run trains: built last
+    built.clear()
+    find_lr(recipe, steps=5)
+    (swept_start,) = built
+    assert len(swept_start) == len(trained_start)
+    for a, b in zip(swept_start, trained_start):
+        np.testing.assert_array_equal(a, b)

@@ -122,31 +122,55 @@ def test_streamed_folder_with_bad_files_warns_once_and_refuses_empty_class(tmp_p
     assert "\n" not in str(info.value)
 
 
-def test_frame_matches_prepare_arrays_in_memory_and_streamed(photos):
+def test_frame_keeps_the_same_few_labels_in_memory_and_streamed(photos):
     from types import SimpleNamespace
 
-    from kzoo.data.framing import frame, prepare_arrays
+    from kzoo.data.framing import few_label_positions, frame
 
     ft = SimpleNamespace(pixel_max=1.0, resize=[6, 6], pad=1, labels_per_class=3)
     digits = data.load("digits")
     framed = frame(digits, ft, seed=2)
-    expected = prepare_arrays(data.load_arrays("digits"), ft, seed=2)
-    for key in ("x_train", "y_train", "x_val", "x_test"):
-        np.testing.assert_array_equal(getattr(framed.arrays, key), getattr(expected, key))
+    keep = few_label_positions(digits.arrays.y_train, 3, seed=2)
+    np.testing.assert_array_equal(framed.arrays.x_train, digits.arrays.x_train[keep])
+    np.testing.assert_array_equal(framed.arrays.x_test, digits.arrays.x_test)  # tested on the whole split
     assert framed.info.input_shape == (8, 8, 1) and framed.info.num_train == 30
-    assert framed.sample(5)[0].shape == (5, 8, 8, 1)
+    assert np.bincount(framed.arrays.y_train).tolist() == [3] * 10
 
-    streamed = frame(data.load(str(photos), image_size=[8, 8], cache="none"), ft, seed=2)
-    expected = prepare_arrays(data.load_arrays(str(photos), image_size=[8, 8]), ft, seed=2)
+    plain = data.load(str(photos), image_size=[8, 8], cache="none")
+    streamed = frame(plain, ft, seed=2)
+    expected = data.load_arrays(str(photos), image_size=[8, 8])
+    keep = few_label_positions(expected.y_train, 3, seed=2)
     assert isinstance(streamed, StreamSplits) and streamed.info.input_shape == (8, 8, 3)
-    assert streamed.info.num_train == len(expected.y_train) == 9
+    assert streamed.info.num_train == len(keep) == 9
     x, y = streamed.sample(100)
-    np.testing.assert_allclose(x, expected.x_train, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(y, expected.y_train)
+    np.testing.assert_array_equal(x, expected.x_train[keep])
+    np.testing.assert_array_equal(y, expected.y_train[keep])
     test_x = np.concatenate([b[0] for b in _batches(streamed.test)])
-    np.testing.assert_allclose(test_x, expected.x_test, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(test_x, expected.x_test)
     epoch = np.concatenate([b[1] for b in _batches(streamed.epochs(4, seed=0, epochs=1))])
-    np.testing.assert_array_equal(np.sort(epoch), np.sort(expected.y_train))
+    np.testing.assert_array_equal(np.sort(epoch), np.sort(expected.y_train[keep]))
+
+
+def test_framing_layer_scales_resizes_and_pads_in_float32():
+    import tensorflow as tf
+
+    from kzoo.data.framing import framing_layer
+    from kzoo.zoo.layers import Framing
+
+    from types import SimpleNamespace
+
+    x = data.load_arrays("digits").x_test[:7]
+    layer = framing_layer(SimpleNamespace(pixel_max=255.0, resize=[20, 20], pad=4), peak=16.0)
+    out = np.asarray(layer(x))
+    reference = np.pad(tf.image.resize(x * (255.0 / 16.0), (20, 20), method="bilinear").numpy(),
+                       [(0, 0), (4, 4), (4, 4), (0, 0)])
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-4)
+    assert out.dtype == np.float32 and out.shape == (7, 28, 28, 1)
+    assert not out[:, :4].any() and not out[:, :, -4:].any()  # the 4-pixel empty frame
+    again = Framing.from_config(layer.get_config())
+    np.testing.assert_array_equal(np.asarray(again(x)), out)
+    assert framing_layer(SimpleNamespace(pixel_max=0.0, resize=[], pad=0)) is None
+
 
 
 def test_tfds_streams_without_materialising_the_split(tmp_path, monkeypatch):

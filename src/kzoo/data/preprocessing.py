@@ -7,6 +7,8 @@ import keras
 import numpy as np
 
 from kzoo.errors import RecipeError
+from kzoo.zoo.blocks import layer_seed
+from kzoo.zoo.layers import PCAWhitening, TrainingOnly
 
 STANDARDIZE = ("per_channel", "zero_center", "scale", "none")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -35,8 +37,6 @@ def preprocessing_layers(x_train, standardize="per_channel", pca_whiten=False):
     elif standardize == "scale":
         layers.append(keras.layers.Rescaling(1.0 / float(max(np.abs(x).max(), 1e-12)), name="preprocess_scale"))
     if pca_whiten:
-        from kzoo.zoo.layers import PCAWhitening
-
         whiten = PCAWhitening(name="preprocess_pca_whiten")
         scaled = x
         for layer in layers:
@@ -91,8 +91,6 @@ def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False
     elif standardize == "scale":
         layers.append(keras.layers.Rescaling(1.0 / max(peak, 1e-12), name="preprocess_scale"))
     if pca_whiten:
-        from kzoo.zoo.layers import PCAWhitening
-
         scaled = splits.sample(max(max_bytes // per_example, 2))[0]
         for layer in layers:
             scaled = np.asarray(layer(scaled))
@@ -129,8 +127,6 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
     wanted = flip != "none" or translation or rotation or zoom or crop
     if wanted and len(input_shape) != 3:
         raise RecipeError(f"data.augment needs image inputs (H, W, C). Received: input_shape={tuple(input_shape)}")
-    from kzoo.zoo.blocks import layer_seed
-
     layers = []
     if crop:
         # Pad-and-crop is a whole-pixel shift of up to `crop` pixels with zero fill; Keras's
@@ -151,8 +147,6 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
 
 def _training_only(layer):
     """Wraps an augmentation layer so a plain `model(x)` never augments (only `fit` does)."""
-    from kzoo.zoo.layers import TrainingOnly
-
     name = layer.name
     layer.name = f"{name}_op"
     return TrainingOnly(layer, name=name)
