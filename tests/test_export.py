@@ -120,6 +120,29 @@ def test_export_cli_reports_the_accuracy_change_and_guards_earlier_exports(run_d
     assert code == 2 and err.strip().endswith("format='savedmodel'")
 
 
+def test_a_failed_check_leaves_the_earlier_export_as_it_was(run_dir, cli, monkeypatch):
+    import kzoo.export
+
+    code, _, err = cli("export", run_dir, "--format", "savedmodel", "--out", os.path.join(run_dir, "serve"))
+    assert code == 0, err
+    before = {os.path.relpath(os.path.join(root, f), run_dir): open(os.path.join(root, f), "rb").read()
+              for root, _, files in os.walk(os.path.join(run_dir, "serve")) for f in files}
+
+    def broken(path, format, batch_size, trust_model=False):
+        def serve(x):
+            raise RuntimeError("the runtime could not allocate its tensors\nand a second line")
+        return serve
+
+    monkeypatch.setattr(kzoo.export, "_export_predictor", broken)
+    code, out, err = cli("export", run_dir, "--format", "savedmodel", "--out", os.path.join(run_dir, "serve"),
+                         "--overwrite")
+    assert code == 2 and err.count("\n") == 1 and "could not allocate" in err and "Traceback" not in err
+    after = {os.path.relpath(os.path.join(root, f), run_dir): open(os.path.join(root, f), "rb").read()
+             for root, _, files in os.walk(os.path.join(run_dir, "serve")) for f in files}
+    assert after == before  # the earlier export, byte for byte
+    assert not [f for f in os.listdir(run_dir) if f.startswith(".kzoo-export-")]  # no half-written export
+
+
 def test_bfloat16_model_exports_to_a_float32_tflite(tmp_path):
     """TFLite has no bfloat16 kernels: a mixed_bfloat16 model (what `auto` trains convolutional
     models in on a CPU with native bfloat16) is exported computing in float32, weights unchanged."""
