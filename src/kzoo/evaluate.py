@@ -73,7 +73,8 @@ def test_split(recipe, data: str | None = None):
     return test_data(recipe, data).to_arrays(("test",))
 
 
-def _check_inputs(model, shape, where: str):
+def check_inputs(model, shape, where: str):
+    """Refuses, in one line naming `where`, inputs of one example's `shape` the model cannot take."""
     expected = tuple(model.inputs[0].shape[1:])
     shape = tuple(shape)
     if len(shape) != len(expected) or any(e is not None and e != d for e, d in zip(expected, shape)):
@@ -345,7 +346,7 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
     recipe, model = load_run(run_dir, trust_model)
     splits = test_data(recipe, data)
     info = splits.info
-    _check_inputs(model, info.input_shape, run_dir)
+    check_inputs(model, info.input_shape, run_dir)
     if tta:
         tta_predict(model, splits.sample(1)[0], tta)  # validates the argument before any work
     predicted = predict_split(model, splits, "test", batch_size, tta, seed)
@@ -409,7 +410,7 @@ def evaluate_ensemble(run_dirs, data: str | None = None, tta: int = 0, bins: int
         elif _split_key(recipe, data) != key:
             raise UserError(f"{run_dir} is tested on another split than {run_dirs[0]}; an ensemble needs "
                             f"one test split (same dataset and split settings). Received: {run_dir}")
-        _check_inputs(model, info.input_shape, run_dir)
+        check_inputs(model, info.input_shape, run_dir)
         predicted = predict_split(model, splits, "test", batch_size, tta, seed)
         probs = predicted[0]
         if y is None:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kzoo.data.core import _resolve_source
+from kzoo.data.core import resolve_source
 from kzoo.data.images import IMAGE_EXTENSIONS, decoder, image_header, list_folder
 from kzoo.errors import DataError, UserError
-from kzoo.evaluate import _check_inputs, load_run, tta_predict
+from kzoo.evaluate import check_inputs, load_run, tta_predict
 from kzoo.runs import write_csv as _write_rows
 from kzoo.safe_load import load_model_file
 
@@ -196,7 +196,7 @@ def _run_class_names(run_dir, recipe, model) -> list[str]:
             return [str(c) for c in names]
     except (OSError, ValueError, AttributeError):
         pass
-    target, _, source = _resolve_source(str(recipe.data.dataset))
+    target, _, source = resolve_source(str(recipe.data.dataset))
     if source == "folder" and os.path.isdir(target):
         try:
             names = list_folder(target, warn=False).class_names
@@ -256,7 +256,7 @@ def _batches(model, source, batch_size, skipped):
     kind, what = source
     if kind == "npz":
         x = _npz_array(what)
-        _check_inputs(model, x.shape[1:], what)
+        check_inputs(model, x.shape[1:], what)
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
             yield [f"{what}[{i}]" for i in range(start, start + len(batch))], batch

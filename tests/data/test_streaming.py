@@ -152,12 +152,12 @@ def test_frame_keeps_the_same_few_labels_in_memory_and_streamed(photos):
 
 
 def test_framing_layer_scales_resizes_and_pads_in_float32():
+    from types import SimpleNamespace
+
     import tensorflow as tf
 
     from kzoo.data.framing import framing_layer
     from kzoo.zoo.layers import Framing
-
-    from types import SimpleNamespace
 
     x = data.load_arrays("digits").x_test[:7]
     layer = framing_layer(SimpleNamespace(pixel_max=255.0, resize=[20, 20], pad=4), peak=16.0)

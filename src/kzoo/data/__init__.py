@@ -6,7 +6,15 @@
 tf.data (`kzoo.data.streaming`), split from their labels alone and cached as `data.cache` says.
 """
 
-from kzoo.data.core import DataSpec, Splits, list_datasets, load, load_arrays, open_splits, register_dataset
+from kzoo.data.core import (
+           DataSpec,
+           Splits,
+           list_datasets,
+           load,
+           load_arrays,
+           open_splits,
+           register_dataset,
+)
 from kzoo.data.splits import DatasetInfo, DataSplits
 from kzoo.data.streaming import StreamSplits
 

@@ -26,7 +26,7 @@ from kzoo.data.splitting import _check_classes, _stratified_split, split_indices
 from kzoo.errors import DataError
 
 __all__ = ["ArraySplits", "DATASETS", "DataSpec", "DataSplits", "DatasetInfo", "Splits", "epoch_seed", "list_datasets",
-           "load", "load_arrays", "make_dataset", "make_epoch_dataset", "open_splits", "prefetched", "register_dataset",
+           "load", "load_arrays", "resolve_source", "make_dataset", "make_epoch_dataset", "open_splits", "prefetched", "register_dataset",
            "split_indices", "stratified_split"]
 
 
@@ -174,7 +174,7 @@ class Splits(DataSplits):
 STREAMED = ("folder", "tfds")
 
 
-def _resolve_source(name: str):
+def resolve_source(name: str):
     """`(loader, display name, source)` for a registered name, or `(target, display name,
     source)` for a streamed source (`folder` path or `tfds` name); `.npz` files load arrays."""
     if name in DATASETS:
@@ -213,7 +213,7 @@ def _arrays(spec: DataSpec) -> ArraySplits:
     """The spec's dataset split into arrays (a streamed source decoded whole)."""
     name, split_seed = spec.dataset, spec.split_seed
     validation_split, test_split = spec.validation_split, spec.test_split
-    loader, display_name, source = _resolve_source(name)
+    loader, display_name, source = resolve_source(name)
     if source in STREAMED:  # decoded through the streamed pipeline, then held whole
         return _open_stream(spec, source, loader, display_name).to_arrays()
     image_size, data_dir = spec.image_size, spec.data_dir
@@ -368,7 +368,7 @@ def open_splits(spec: DataSpec) -> DataSplits:
     spec.check()
     mode = streaming.cache_mode(spec.cache)
     eval_batch_size = spec.eval_batch_size or 4 * spec.batch_size
-    target, display_name, source = _resolve_source(spec.dataset)
+    target, display_name, source = resolve_source(spec.dataset)
     if source in STREAMED:
         return _open_stream(dataclasses.replace(spec, cache=mode, eval_batch_size=eval_batch_size), source, target,
                             display_name)

@@ -130,8 +130,9 @@ class DataSplits(abc.ABC):
 
     @abc.abstractmethod
     def examples(self, split: str, start: int = 0, stop: int | None = None):
-        """Unbatched `(image float32, label int64)` examples `start` to `stop - 1` of `split`
-        (`train`, `val` or `test`) in the split's fixed order, read without filling any cache."""
+        """Unbatched `(image, label int64)` examples `start` to `stop - 1` of `split` (`train`,
+        `val` or `test`) in the split's fixed order, read without filling any cache. Images keep
+        the source's dtype (uint8 for image files: the model casts them), as in training."""
 
     @property
     @abc.abstractmethod

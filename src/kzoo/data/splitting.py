@@ -9,6 +9,7 @@ import numpy as np
 
 from kzoo.errors import DataError
 
+
 def _stratified_split(x, y, fraction, seed):
     """scikit-learn's stratified split of in-memory arrays. The streamed sources use
     `stratified_split` (NumPy, same sizes) instead; the arrays keep this one because the

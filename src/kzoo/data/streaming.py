@@ -214,17 +214,10 @@ class StreamSplits(DataSplits):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.cache = cache
 
-    @staticmethod
-    def _float(ds):
-        import tensorflow as tf
-
-        return ds.map(tf.autograph.experimental.do_not_convert(lambda x, y: (tf.cast(x, tf.float32), y)),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
     def _evaluation(self, part):
         if part is None or not part.n:
             return None
-        return prefetched(self._float(part.ordered()).batch(self.eval_batch_size))
+        return prefetched(part.ordered().batch(self.eval_batch_size))
 
     @functools.cached_property
     def val(self):
@@ -248,7 +241,7 @@ class StreamSplits(DataSplits):
             keys = keys.skip(int(start))  # skipped before decoding
         if stop is not None:
             keys = keys.take(int(stop) - int(start))
-        return self._float(part._loaded(keys))
+        return part._loaded(keys)
 
     @property
     def train_labels(self):
@@ -275,10 +268,10 @@ class StreamSplits(DataSplits):
         # One pipeline per epoch with its own seed (a seed tensor inside flat_map would clash
         # with a global seed set by `keras.utils.set_random_seed`), visited in a fixed order;
         # an epoch's pipeline starts reading only when the one before it is done.
-        per_epoch = [self._float(part.shuffled(epoch_seed(seed, e), shuffle_buffer)).batch(int(batch_size))
+        per_epoch = [part.shuffled(epoch_seed(seed, e), shuffle_buffer).batch(int(batch_size))
                      for e in range(int(initial_epoch), int(epochs))]
         if not per_epoch:
-            return self._float(part.uncached()).take(0).batch(int(batch_size))
+            return part.uncached().take(0).batch(int(batch_size))
         if len(per_epoch) == 1:
             return prefetched(per_epoch[0])
         steps = -(-part.n // int(batch_size))
@@ -291,10 +284,13 @@ class StreamSplits(DataSplits):
         worker, so the shards are disjoint, and a new order each repeat), every `count`-th key
         from the `index`-th, then loaded. Only this worker's share is decoded, and never into the
         memory cache, which would hold the whole split on every worker."""
+        import tensorflow as tf
+
         part = self.parts["train"]
         buffer = part.n if part.shuffle_buffer is None else min(int(part.shuffle_buffer), part.n)
         keys = part.keys().shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True).repeat()
-        return self._float(part._loaded(keys.shard(count, index)))
+        as_float = tf.autograph.experimental.do_not_convert(lambda x, y: (tf.cast(x, tf.float32), y))
+        return part._loaded(keys.shard(count, index)).map(as_float, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def resolve_cache(mode, parts, example_shape, itemsize=1):
