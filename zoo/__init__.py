@@ -6,6 +6,7 @@ from kzoo.zoo import (  # noqa: F401  (importing registers the layers, blocks an
     cnn,
     densenet,
     fixup,
+    hub,
     initializers,
     layers,
     mlp,

@@ -21,6 +21,7 @@ from keras import ops
 
 from kzoo.errors import UserError
 from kzoo.registry import Registry
+from kzoo.zoo.registry import MODELS
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,23 +32,28 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 class BackboneRegistry(Registry):
     """Registered `keras.applications` backbones; `list`, `meta` and `get` also show the zoo's
     own models (`kzoo list models`), which serve as backbones from scratch or from a saved run,
-    and, with the `hub` extra installed, one `hub:<example preset>` row per KerasHub family
-    kzoo has a stage table for (`kzoo.zoo.hub`)."""
+    and the rows of the sources that add themselves with `add_source` (`kzoo.zoo.hub`: with the
+    `hub` extra installed, one `hub:<example preset>` row per KerasHub family kzoo has a stage
+    table for). A source registers itself because it sits above this module: it builds on its
+    preprocessing layers."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self._sources = []
+
+    def add_source(self, rows):
+        """Adds the rows `rows()` returns (`{name: meta}`, asked for on every `list` and `meta`)."""
+        self._sources.append(rows)
 
     def _zoo(self):
-        from kzoo.zoo.registry import MODELS
-
         return MODELS
 
-    @staticmethod
-    def _hub():
-        from kzoo.zoo.hub import HUB_PREFIX, list_families
-
-        return {f"{HUB_PREFIX}{f.example}": f for f in list_families()}
+    def _extra(self) -> dict:
+        return {name: meta for rows in self._sources for name, meta in rows().items()}
 
     def list(self, pattern="*"):
-        hub = [n for n in self._hub() if fnmatch.fnmatch(n, pattern)] if isinstance(pattern, str) else []
-        return sorted(set(super().list(pattern)) | set(self._zoo().list(pattern))) + sorted(hub)
+        extra = [n for n in self._extra() if fnmatch.fnmatch(n, pattern)] if isinstance(pattern, str) else []
+        return sorted(set(super().list(pattern)) | set(self._zoo().list(pattern))) + sorted(extra)
 
     def __contains__(self, name):
         return super().__contains__(name) or name in self._zoo()
@@ -58,10 +64,9 @@ class BackboneRegistry(Registry):
     def meta(self, name):
         if self.is_application(name):
             return super().meta(name)
-        family = self._hub().get(name)
-        if family is not None:
-            return {"description": f"{family.description}; any {family.backbone} preset or preset folder",
-                    "source": "keras_hub", "stages": family.stage.strip("^")}
+        extra = self._extra().get(name)
+        if extra is not None:
+            return dict(extra)
         meta = self._zoo().meta(name)
         return {"description": meta["description"], "source": "kzoo zoo",
                 "stages": "stage{i}_* (stem_*, head_*)"}

@@ -13,7 +13,8 @@ the nested backbone by its class), so `head`, `topK` and `all` stages and per-gr
 as for the zoo and `keras.applications` backbones.
 
 KerasHub is an optional extra (`pip install 'kzoo[hub]'`): importing this module never imports
-it; only building a `hub:` backbone does.
+it; only building a `hub:` backbone does. Importing it adds the families' rows to
+`kzoo.zoo.backbones.BACKBONES` (`kzoo list backbones`), which never imports this module.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ import re
 import socket
 from dataclasses import dataclass
 
+import keras
+
 from kzoo.errors import UserError, closest
+from kzoo.zoo.backbones import BACKBONES, BackbonePreprocess
+from kzoo.zoo.blocks import classifier_head
 
 HUB_PREFIX = "hub:"
 INSTALL_HINT = "pip install 'kzoo[hub]'"
@@ -93,7 +98,7 @@ def hub_family(layer):
 def _keras_hub(spec):
     if not hub_installed():
         raise UserError(f"KerasHub backbones need the hub extra: {INSTALL_HINT}. Received: backbone={spec!r}")
-    import keras_hub
+    import keras_hub  # the optional extra, and 7.5 s to import: only when a hub: backbone is built
 
     return keras_hub
 
@@ -118,7 +123,7 @@ def _family_presets(keras_hub) -> dict:
 
 def _kaggle_cached(handle) -> bool:
     """Whether kagglehub already holds a versioned handle's files (then no network is needed)."""
-    try:
+    try:  # kagglehub comes with the optional hub extra
         from kagglehub.cache import Cache
         from kagglehub.handle import parse_model_handle
 
@@ -220,11 +225,6 @@ def build_hub_finetune_model(spec, input_shape, num_classes, head_dropout=0.0, s
         >>> model = build_hub_finetune_model("hub:/tmp/resnet_preset", (8, 8, 1), 10)
         >>> kzoo.finetune.model_structure(model).stages  # one group per stack{i}_*
     """
-    import keras
-
-    from kzoo.zoo.backbones import BackbonePreprocess
-    from kzoo.zoo.blocks import classifier_head
-
     if weights not in ("", "none"):
         raise UserError(f"A KerasHub preset brings its own weights; leave finetune.weights at 'none'. "
                         f"Received: weights={weights!r}")
@@ -252,3 +252,13 @@ def build_hub_finetune_model(spec, input_shape, num_classes, head_dropout=0.0, s
 def list_families() -> list[HubFamily]:
     """The KerasHub families kzoo has stage tables for (empty without the hub extra)."""
     return list(FAMILIES.values()) if hub_installed() else []
+
+
+def _backbone_rows() -> dict:
+    """`kzoo list backbones`' rows: one `hub:<example preset>` per family, when the extra is installed."""
+    return {f"{HUB_PREFIX}{f.example}": {"description": f"{f.description}; any {f.backbone} preset or preset folder",
+                                         "source": "keras_hub", "stages": f.stage.strip("^")}
+            for f in list_families()}
+
+
+BACKBONES.add_source(_backbone_rows)

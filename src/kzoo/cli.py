@@ -1,8 +1,8 @@
 """The `kzoo` command line: a thin layer over the Python API.
 
-Subcommands register themselves with `@command`: list/show/run here, the others in one module
-each under `kzoo.commands`, all imported on start. A `UserError` becomes one line on stderr
-and exit code 2.
+Subcommands register themselves with `kzoo.commands.base.command`: list/show/run here, the
+others in one module each under `kzoo.commands`, all imported on start. A `UserError` becomes
+one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,51 +13,11 @@ import pkgutil
 import sys
 
 from kzoo import callbacks, commands, data, recipes, zoo
+from kzoo.commands.base import COMMANDS, _add_run_flags, arguments, command, load_recipe_from_args
 from kzoo.errors import UserError
 from kzoo.optimizers import OPTIMIZER_DESCRIPTIONS
 from kzoo.safe_load import add_trust_model_flag
 from kzoo.tables import print_table
-
-_COMMANDS: dict[str, tuple] = {}
-
-
-def command(name: str, help: str):
-    """Registers `fn(args)` as a subcommand; `fn.add_arguments(parser)` declares its flags."""
-
-    def wrap(fn):
-        _COMMANDS[name] = (fn, help)
-        return fn
-
-    return wrap
-
-
-def arguments(fn):
-    """Decorator attaching an `add_arguments(parser)` function to a command."""
-
-    def wrap(cmd):
-        cmd.add_arguments = fn
-        return cmd
-
-    return wrap
-
-
-def _add_run_flags(p):
-    p.add_argument("recipe", help="a shipped recipe name (kzoo list recipes) or a TOML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set optimizer.lr=0.01 (repeatable)")
-    p.add_argument("--epochs", type=int, help="shorthand for --set epochs=N")
-    p.add_argument("--seed", type=int, help="shorthand for --set seed=N")
-
-
-def load_recipe_from_args(args):
-    """The recipe a command's positional name and --set/--epochs/--seed flags describe."""
-    overrides = list(args.overrides)
-    if getattr(args, "epochs", None) is not None:
-        overrides.append(f"epochs={args.epochs}")
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"seed={args.seed}")
-    return recipes.load(args.recipe, overrides)
-
 
 LISTABLE = ("recipes", "models", "datasets", "activations", "initializers", "norms", "schedules", "callbacks",
             "backbones", "optimizers")
@@ -132,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (fn, help_text) in _COMMANDS.items():
+    for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if hasattr(fn, "add_arguments"):
             fn.add_arguments(p)

@@ -27,7 +27,7 @@ MIRRORED_SEARCH = textwrap.dedent("""
 
     def recording_build(self, hp):
         model = build(self, hp)
-        batch = next(iter(self._trial[1].train))[0].shape[0]
+        batch = next(iter(self._trial.data.train))[0].shape[0]
         seen.append((tf.distribute.get_strategy().num_replicas_in_sync,
                      type(model.trainable_weights[0].value).__name__, batch))
         return model

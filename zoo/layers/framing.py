@@ -12,8 +12,9 @@ class Framing(keras.layers.Layer):
     `scale`, a bilinear resize to `resize`, then `pad` zero pixels on every side.
 
     Inside the model, a saved or exported fine-tuned model takes the images at the size and
-    value range of the user's data, and a serving client re-implements nothing. It computes in
-    float32 whatever the model's precision policy (resizing in bfloat16 would shift pixels).
+    value range of the user's data, and a serving client re-implements nothing. It follows the
+    dtype policy like any layer; kzoo builds it with `dtype="float32"` (resizing in bfloat16 would
+    shift pixels), so a mixed-precision model frames exactly as a float32 one.
 
     Args:
         scale: factor applied to the pixels first. Defaults to `1.0`.
@@ -31,7 +32,6 @@ class Framing(keras.layers.Layer):
     """
 
     def __init__(self, scale: float = 1.0, resize=(), pad: int = 0, **kwargs):
-        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         resize = tuple(int(d) for d in (resize or ()))
         if len(resize) not in (0, 2) or any(d < 1 for d in resize):
@@ -43,7 +43,7 @@ class Framing(keras.layers.Layer):
         self.scale, self.resize, self.pad = float(scale), resize, int(pad)
 
     def call(self, inputs):
-        x = ops.cast(inputs, "float32")
+        x = ops.cast(inputs, self.compute_dtype)
         if self.scale != 1.0:
             x = x * self.scale
         if self.resize:
@@ -60,6 +60,4 @@ class Framing(keras.layers.Layer):
                 input_shape[-1])
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("dtype", None)
-        return {**config, "scale": self.scale, "resize": list(self.resize), "pad": self.pad}
+        return {**super().get_config(), "scale": self.scale, "resize": list(self.resize), "pad": self.pad}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kzoo import diagnose
-from kzoo.cli import arguments, command
+from kzoo.commands.base import arguments, command
 from kzoo.tables import print_table
 
 

@@ -3,7 +3,7 @@ ensemble of several; test-time augmentation and Monte-Carlo dropout on request."
 
 from __future__ import annotations
 
-from kzoo.cli import arguments, command
+from kzoo.commands.base import arguments, command
 from kzoo.errors import UserError
 from kzoo.evaluate import evaluate_ensemble, evaluate_run
 from kzoo.safe_load import add_trust_model_flag

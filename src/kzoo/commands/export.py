@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kzoo.cli import arguments, command
+from kzoo.commands.base import arguments, command
 from kzoo.export import FORMATS, QUANTIZATIONS, export_run
 from kzoo.safe_load import add_trust_model_flag
 

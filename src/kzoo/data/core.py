@@ -98,6 +98,7 @@ class Splits(DataSplits):
     train_options: dict = field(default_factory=dict)
     eval_batch_size: int = 256
     cache: str = "memory"
+    in_memory = True  # a class attribute, not a field
 
     @property
     def batch_size(self) -> int:

@@ -55,7 +55,8 @@ def framing_layer(ft, peak: float | None = None):
     if not (ft.pixel_max or ft.resize or ft.pad):
         return None
     scale = ft.pixel_max / (float(peak) or 1.0) if ft.pixel_max else 1.0
-    return Framing(scale=scale, resize=list(ft.resize), pad=int(ft.pad), name="preprocess_frame")
+    # float32 under any precision policy: a bfloat16 resize would shift the pixels
+    return Framing(scale=scale, resize=list(ft.resize), pad=int(ft.pad), dtype="float32", name="preprocess_frame")
 
 
 def framed_shape(input_shape, layer):

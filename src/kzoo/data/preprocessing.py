@@ -48,12 +48,13 @@ def preprocessing_layers(x_train, standardize="per_channel", pca_whiten=False):
 
 STATISTICS_EXAMPLES = 10000
 STATISTICS_BYTES = 256 << 20
+STREAMED_SAMPLE_BYTES = 16 << 20  # a streamed source's exact sample: bounded, whatever its size
 
 
 def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False,
-                             max_examples: int = STATISTICS_EXAMPLES, max_bytes: int = STATISTICS_BYTES):
+                             max_examples: int = STATISTICS_EXAMPLES, max_bytes: int | None = None, framing=None):
     """`preprocessing_layers` fitted on a bounded sample: the first `max_examples` training
-    examples of any `Splits`, never the whole split in memory.
+    examples of any `DataSplits`, never the whole split in memory.
 
     When that sample fits `max_bytes` as float64, this is exactly
     `preprocessing_layers(splits.sample(max_examples)[0], ...)` (so small datasets get the same
@@ -65,17 +66,33 @@ def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False
         splits: what `kzoo.data.load` returned.
         standardize, pca_whiten: as in `preprocessing_layers`.
         max_examples: examples the statistics come from. Defaults to `10000`.
-        max_bytes: float64 bytes a sample may take in memory. Defaults to 256 MiB.
+        max_bytes: float64 bytes a sample may take in memory. Defaults to 256 MiB for an
+            in-memory source and 16 MiB for a streamed one (whose peak memory must not grow with
+            the number of files).
+        framing: a `kzoo.zoo.layers.Framing` the statistics are taken after (fine-tuning's
+            framing, the model's first layer). Defaults to none.
     """
-    n = min(int(max_examples), int(splits.info.num_train))
-    per_example = 8 * int(np.prod(splits.info.input_shape))
-    if n * per_example <= max_bytes:
-        return preprocessing_layers(splits.sample(n)[0], standardize, pca_whiten)
     if standardize not in STANDARDIZE:
         raise RecipeError(f"data.standardize must be one of {', '.join(STANDARDIZE)}. Received: {standardize!r}")
+    if standardize == "none" and not pca_whiten:
+        return []  # nothing to fit: read nothing
+    if max_bytes is None:
+        max_bytes = STATISTICS_BYTES if splits.in_memory else STREAMED_SAMPLE_BYTES
+    shape = tuple(splits.info.input_shape)
+    if framing is not None:
+        shape = tuple(framing.compute_output_shape((None, *shape))[1:])
+    n = min(int(max_examples), int(splits.info.num_train))
+    per_example = 8 * int(np.prod(shape))
+
+    def examples(start, stop):
+        x = splits.arrays_of("train", start, stop)[0]
+        return x if framing is None else np.asarray(framing(x), "float32")
+
+    if n * per_example <= max_bytes:
+        return preprocessing_layers(examples(0, n), standardize, pca_whiten)
     count, total, squares, peak = 0, 0.0, 0.0, 0.0
     for start in range(0, n, 512):  # the first n examples, 512 at a time
-        x = np.asarray(_examples(splits, start, min(start + 512, n)), dtype="float64")
+        x = np.asarray(examples(start, min(start + 512, n)), dtype="float64")
         axes = tuple(range(x.ndim - 1))
         count += int(np.prod([x.shape[a] for a in axes]))
         total = total + x.sum(axis=axes)
@@ -91,18 +108,13 @@ def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False
     elif standardize == "scale":
         layers.append(keras.layers.Rescaling(1.0 / max(peak, 1e-12), name="preprocess_scale"))
     if pca_whiten:
-        scaled = splits.sample(max(max_bytes // per_example, 2))[0]
+        scaled = examples(0, min(n, max(max_bytes // per_example, 2)))
         for layer in layers:
             scaled = np.asarray(layer(scaled))
         whiten = PCAWhitening(name="preprocess_pca_whiten")
         whiten.adapt(scaled)
         layers.append(whiten)
     return layers
-
-
-def _examples(splits, start, stop):
-    """Training examples `start` to `stop - 1`, float32 numpy."""
-    return splits.arrays_of("train", start, stop)[0]
 
 
 def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0):

@@ -118,6 +118,7 @@ class DataSplits(abc.ABC):
         info: the `DatasetInfo`.
         batch_size, eval_batch_size, seed: of the training, and the validation/test, pipelines.
         cache: the resolved cache mode (`memory`, `disk` or `none`).
+        in_memory: whether the examples are held as arrays (built-in sets, `.npz`).
         val, test: validation batches (`None` without a validation split) and test batches, in
             their splits' fixed order, built once and shared by every stage and evaluation.
     """
@@ -127,6 +128,7 @@ class DataSplits(abc.ABC):
     eval_batch_size: int
     seed: int
     cache: str
+    in_memory: bool = False  # whether the examples are held as arrays (reading a sample costs no more)
 
     @abc.abstractmethod
     def examples(self, split: str, start: int = 0, stop: int | None = None):

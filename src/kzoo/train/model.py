@@ -10,7 +10,12 @@ import keras
 import numpy as np
 
 from kzoo.data.framing import framed_sample, framed_shape
-from kzoo.data.preprocessing import augmentation_layers, preprocessing_layers
+from kzoo.data.preprocessing import (
+    augmentation_layers,
+    fit_preprocessing_layers,
+    preprocessing_layers,
+)
+from kzoo.data.splits import DataSplits
 from kzoo.errors import RecipeError, UserError
 from kzoo.safe_load import load_model_file, load_weights
 from kzoo.zoo import create_model
@@ -37,8 +42,7 @@ def build_model(recipe, data, framing=None):
     info = data.info
     shape = framed_shape(info.input_shape, framing)
     layers = ([framing] if framing is not None else []) + augmentation(recipe, shape)
-    stats = framed_sample(sample(data, STATS_SAMPLE)[0], framing)
-    layers += preprocessing_layers(stats, recipe.data.standardize, recipe.data.pca_whiten)
+    layers += statistics_layers(recipe, data, framing)
     kwargs = {k: v for k, v in recipe.model.items() if k != "name"}
     try:
         model = create_model(recipe.model["name"], info.input_shape, info.num_classes, layers,
@@ -47,6 +51,29 @@ def build_model(recipe, data, framing=None):
         raise RecipeError(f"model: {e}") from None
     lsuv_if_asked(model, recipe, data)
     return model
+
+
+def statistics_layers(recipe, data, framing=None) -> list:
+    """The standardization (and PCA whitening) layers, fitted on a bounded sample of the framed
+    training examples: read in batches for a streamed source, so memory stays flat in its size."""
+    d = recipe.data
+    if isinstance(data, DataSplits):
+        return fit_preprocessing_layers(data, d.standardize, d.pca_whiten, STATS_SAMPLE, framing=framing)
+    return preprocessing_layers(framed_sample(sample(data, STATS_SAMPLE)[0], framing), d.standardize, d.pca_whiten)
+
+
+def framed_peak(data, framing=None, n: int = STATS_SAMPLE) -> float:
+    """The largest framed pixel among the first `n` training examples (255 when all are 0),
+    read 512 at a time."""
+    peak = 0.0
+    for start in range(0, min(int(n), int(data.info.num_train)), 512):
+        stop = min(start + 512, int(n))
+        if isinstance(data, DataSplits):
+            x = data.arrays_of("train", start, stop)[0]
+        else:
+            x = data.x_train[start:stop].astype("float32")
+        peak = max(peak, float(np.max(framed_sample(x, framing))))
+    return peak or 255.0
 
 
 def augmentation(recipe, input_shape) -> list:
@@ -103,17 +130,14 @@ def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = Fals
     shape = framed_shape(raw, framing)
     front = ([framing] if framing is not None else []) + augmentation(recipe, shape)
 
-    def peak(n):
-        return float(np.max(framed_sample(sample(data, n)[0], framing))) or 255.0
-
     if is_hub_spec(backbone):  # a KerasHub preset: before the path test (hub:DIR holds a path)
         return build_hub_finetune_model(backbone, raw, info.num_classes, ft.head_dropout, seed, front,
-                                        peak(STATS_SAMPLE), ft.weights)
+                                        framed_peak(data, framing), ft.weights)
     if pretrained is not None or backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone:
         source = pretrained if pretrained is not None else load_model_file(backbone, trust_model=trust_model)
         return replace_head(source, info.num_classes, shape, ft.head_dropout, front, seed, raw_shape=raw)
     if backbone and BACKBONES.is_application(backbone):
-        pre, app_shape = input_layers(backbone, shape, peak(256))
+        pre, app_shape = input_layers(backbone, shape, framed_peak(data, framing, 256))
         app = build_application(backbone, app_shape, ft.weights)
         return _with_head(app, raw, front + pre, info.num_classes, ft.head_dropout, seed,
                           f"{backbone.lower()}_finetune")

@@ -2,9 +2,11 @@
 as every other path: Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy`
 (keras-team/keras#20585, tensorflow/tensorflow#72388).
 
-Every worker reads its shard of the same seeded shuffle and the optimizer all-reduces the
-gradients, so all apply the same update. All run `num_train // global_batch` steps an epoch (the
-shards repeat), so no collective waits on a worker that ran out of data.
+Every worker reads its shard of the same seeded shuffle (`worker_shard` of the splits: a
+streamed source decodes only its own shard's files) and the optimizer all-reduces the gradients,
+so all apply the same update. All run `num_train // global_batch` steps an epoch (the shards
+repeat), so no collective waits on a worker that ran out of data. Validation and test stream
+the splits' `val` and `test` batches on every worker.
 """
 
 from __future__ import annotations
@@ -14,31 +16,33 @@ import numpy as np
 import tensorflow as tf
 
 
-def evaluate_locally(model, x, y):
-    """`(loss, accuracy)` computed on this worker: every worker holds the same weights."""
-    if not len(x):
+def evaluate_locally(model, batches):
+    """`(loss, accuracy)` over `batches` (a `tf.data.Dataset` of `(x, y)` batches, or `None`),
+    computed on this worker: every worker holds the same weights. `(None, None)` for no data."""
+    if batches is None:
         return None, None
-    probs = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 512].astype("float32"), training=False))
-                            for i in range(0, len(x), 512)])
-    probs = np.clip(probs.astype("float64"), 1e-12, 1.0)
-    loss = float(-np.mean(np.log(probs[np.arange(len(y)), y])))
-    return loss, float(np.mean(np.argmax(probs, -1) == y))
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in batches:
+        probs = keras.ops.convert_to_numpy(model(tf.cast(x, tf.float32), training=False))
+        probs, y = np.clip(probs.astype("float64"), 1e-12, 1.0), np.asarray(y)
+        total_loss -= float(np.sum(np.log(probs[np.arange(len(y)), y])))
+        correct += int(np.sum(np.argmax(probs, -1) == y))
+        count += len(y)
+    if not count:
+        return None, None
+    return total_loss / count, correct / count
 
 
 def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, verbose):
     """One stage under `MultiWorkerMirroredStrategy`, with `kzoo.train.loop.keras_fit`'s signature."""
     strategy, batch = setup.strategy, setup.batch_size
-    arrays = data.arrays
-    x_train, y_train = arrays.x_train.astype("float32"), arrays.y_train
     optimizer = model.optimizer
     with strategy.scope():
         optimizer.build(model.trainable_variables)
 
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(batch)
-        ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        ds = ds.shuffle(len(x_train), seed=recipe.seed + start, reshuffle_each_iteration=True).repeat()
-        ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+        ds = data.worker_shard(context.input_pipeline_id, context.num_input_pipelines, recipe.seed + start)
         return ds.batch(per_replica, drop_remainder=True).prefetch(2)
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
@@ -94,7 +98,7 @@ def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, ve
         if stats:
             sync_statistics()
         logs = {"loss": total_loss / steps, "accuracy": total_correct / (steps * batch)}
-        val_loss, val_accuracy = evaluate_locally(model, arrays.x_val, arrays.y_val)
+        val_loss, val_accuracy = evaluate_locally(model, data.val)
         if val_loss is not None:
             logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
         hooks.on_epoch_end(epoch, logs)
