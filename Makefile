@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench gpu-check docs clean hub
+.PHONY: run test lint bench gpu-check docs clean hub tracking
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ $(HUB_STAMP): $(STAMP)
 	touch $(HUB_STAMP)
 
 hub: $(HUB_STAMP)
+
+# The optional `tracking` extra (MLflow): `make tracking` once, then `make test` runs tests/test_tracking.py.
+TRACKING_STAMP := $(VENV)/.tracking-installed
+$(TRACKING_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,tracking]'
+	touch $(TRACKING_STAMP)
+
+tracking: $(TRACKING_STAMP)
 
 run: $(STAMP)
 	$(BIN)/kzoo run mlp-digits

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from kzoo.callbacks.schedules import OneCycle, ScaledSchedule
+from kzoo.optimizers import schedule_momentum
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -105,8 +106,6 @@ class ScheduleMomentum(keras.callbacks.Callback):
         opt = getattr(model, "optimizer", None)
         self._variable = None
         if opt is not None and find_schedule(opt, OneCycle) is not None:
-            from kzoo.optimizers import schedule_momentum
-
             self._variable = schedule_momentum(model)
 
     def on_train_begin(self, logs=None):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from kzoo.plots_dynamics import plot_lr_find
+
 
 @dataclass
 class LRFindResult:
@@ -33,8 +35,6 @@ class LRFindResult:
 
     def plot(self, path: str, title: str = ""):
         """Writes `lr_find.png`: loss against rate on a log axis, the suggestion marked."""
-        from kzoo.plots_dynamics import plot_lr_find
-
         plot_lr_find(self, path, title=title)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from kzoo.callbacks.lr_control import learning_rate_at
+
 
 class LearningRateLogger(keras.callbacks.Callback):
     """Puts `learning_rate` into epoch logs: the rate of the epoch's last step, with the schedule
@@ -11,8 +13,6 @@ class LearningRateLogger(keras.callbacks.Callback):
     `history.csv` record the rate the optimizer really used."""
 
     def on_epoch_end(self, epoch, logs=None):
-        from kzoo.callbacks.lr_control import learning_rate_at
-
         if logs is None or "learning_rate" in logs:
             return
         logs["learning_rate"] = learning_rate_at(self.model.optimizer)

@@ -6,9 +6,19 @@ arguments, and returns a Keras callback.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from kzoo.callbacks.activations import ActivationMonitor
+from kzoo.callbacks.divergence import DivergenceGuard
+from kzoo.callbacks.early_stopping import EarlyStopping
+from kzoo.callbacks.gradients import GradientMonitor
+from kzoo.callbacks.lr_control import ScheduleMomentum
+from kzoo.callbacks.mlflow import MlflowLogger, check_tracking
+from kzoo.callbacks.plateau import ReduceLROnPlateau
+from kzoo.callbacks.tensorboard import TensorBoard
+from kzoo.callbacks.update_ratio import UpdateRatioMonitor
 from kzoo.errors import RecipeError, UserError
 from kzoo.registry import Registry
 
@@ -51,8 +61,6 @@ def build_callbacks(specs: dict, context: RunContext) -> list:
     last = [cb for cb in built if getattr(cb, "runs_last", False)]
     schedule = getattr(context.recipe, "schedule", None) or {}
     if schedule.get("name") == "one_cycle":
-        from kzoo.callbacks.lr_control import ScheduleMomentum
-
         callbacks.append(ScheduleMomentum())
     return callbacks + last
 
@@ -61,12 +69,29 @@ def list_callbacks(pattern="*"):
     return CALLBACKS.list(pattern)
 
 
+def preflight(recipe):
+    """Runs the checks of the recipe's callbacks that need the outside world (a tracking server
+    that must answer), before any data is read or any training starts; raises their `UserError`."""
+    for name, kwargs in (getattr(recipe, "callbacks", None) or {}).items():
+        check = CALLBACKS.meta(name).get("preflight")
+        if check is not None:
+            check(**{k: v for k, v in kwargs.items() if k != "name"})
+
+
+def end_of_run(callbacks, status: str, run_dir: str | None = None, metrics: dict | None = None):
+    """Tells the callbacks that keep something open over a run (`on_run_end`, an MLflow run)
+    that it is over: `status` is `completed`, `pruned` or `failed`; a finished run passes its
+    folder and its metrics."""
+    for cb in callbacks:
+        end = getattr(cb, "on_run_end", None)
+        if end is not None:
+            end(status, run_dir=run_dir, metrics=metrics)
+
+
 @register_callback
 def early_stopping(context, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
                    restore_best_weights: bool = True, start_from_epoch: int = 0):
     """Keras EarlyStopping: stop when `monitor` stops improving; restore the best weights."""
-    from kzoo.callbacks.early_stopping import EarlyStopping
-
     return EarlyStopping(
         monitor=monitor, patience=patience, min_delta=min_delta,
         restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch)
@@ -89,8 +114,6 @@ def update_ratio(context, every_n_steps: int = 10, adaptive: bool = False, targe
                  band: list = (1e-4, 1e-2), patience: int = 3, tolerance: float = 1.5,
                  max_change: float = 4.0):
     """Update/weight ratio per layer (about 1e-3 is healthy); adaptive mode steers the learning rate."""
-    from kzoo.callbacks.update_ratio import UpdateRatioMonitor
-
     monitor = UpdateRatioMonitor(every_n_steps, adaptive, target, band, patience, tolerance, max_change)
     _monitors(context).append(monitor)
     return monitor
@@ -100,8 +123,6 @@ def update_ratio(context, every_n_steps: int = 10, adaptive: bool = False, targe
 def gradients(context, every_n_steps: int = 100, vanishing: float = 1e-3, exploding: float = 1e3,
               probe_size: int = 64):
     """Per-layer gradient norms on a probe batch; flags vanishing and exploding gradients."""
-    from kzoo.callbacks.gradients import GradientMonitor
-
     monitor = GradientMonitor(_probe(context, probe_size), every_n_steps, vanishing, exploding)
     _monitors(context).append(monitor)
     return monitor
@@ -110,8 +131,6 @@ def gradients(context, every_n_steps: int = 100, vanishing: float = 1e-3, explod
 @register_callback
 def activations(context, every_n_steps: int = 100, dead_warning: float = 0.5, probe_size: int = 64):
     """Per-layer activation mean/std, dead ReLU and saturated tanh/sigmoid fractions."""
-    from kzoo.callbacks.activations import ActivationMonitor
-
     monitor = ActivationMonitor(_probe(context, probe_size), every_n_steps, dead_warning)
     _monitors(context).append(monitor)
     return monitor
@@ -120,8 +139,6 @@ def activations(context, every_n_steps: int = 100, dead_warning: float = 0.5, pr
 @register_callback
 def divergence_guard(context, factor: float = 10.0, min_steps: int = 3, restore_best_weights: bool = True):
     """Stop on a non-finite or exploding loss, restore the best weights, diagnose (metrics: stopped=diverged)."""
-    from kzoo.callbacks.divergence import DivergenceGuard
-
     return DivergenceGuard(factor, min_steps, restore_best_weights, monitors=_monitors(context))
 
 
@@ -129,8 +146,6 @@ def divergence_guard(context, factor: float = 10.0, min_steps: int = 3, restore_
 def reduce_lr_on_plateau(context, monitor: str = "val_loss", factor: float = 0.1, patience: int = 5,
                          min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
     """Keras ReduceLROnPlateau that also works with a schedule (scales the schedule)."""
-    from kzoo.callbacks.plateau import ReduceLROnPlateau
-
     return ReduceLROnPlateau(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
                              cooldown=cooldown, min_lr=min_lr, verbose=1)
 
@@ -138,10 +153,6 @@ def reduce_lr_on_plateau(context, monitor: str = "val_loss", factor: float = 0.1
 @register_callback
 def tensorboard(context, histogram_freq: int = 0, update_ratio_histograms: bool = False, write_graph: bool = True):
     """TensorBoard event files in <run dir>/tensorboard: loss, metrics, learning rate, monitors' values."""
-    import os
-
-    from kzoo.callbacks.tensorboard import TensorBoard
-
     if context.out_dir is None:
         raise UserError("callbacks.tensorboard writes into the run folder; run it from a recipe.")
     if histogram_freq < 0:
@@ -153,3 +164,16 @@ def tensorboard(context, histogram_freq: int = 0, update_ratio_histograms: bool 
                           "same recipe. Received: update_ratio_histograms=true")
     return TensorBoard(os.path.join(context.out_dir, "tensorboard"), update_ratio_histograms,
                        histogram_freq=histogram_freq, write_graph=write_graph)
+
+
+def _check_mlflow(tracking_uri: str = "", experiment: str = "", log_model: bool = False):
+    check_tracking(tracking_uri)
+
+
+@register_callback(name="mlflow", preflight=_check_mlflow)
+def mlflow_tracking(context, tracking_uri: str = "", experiment: str = "", log_model: bool = False):
+    """MLflow tracking (`tracking` extra): the recipe as params, every epoch's metrics, the run's artifacts."""
+    if context.out_dir is None:
+        raise UserError("callbacks.mlflow keeps its run id in the run folder; run it from a recipe.")
+    check_tracking(tracking_uri)
+    return MlflowLogger(context.out_dir, context.recipe, tracking_uri, experiment, log_model)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -53,3 +55,28 @@ class TensorBoard(keras.callbacks.TensorBoard):
                 with self._train_writer.as_default():
                     self.summary.histogram("update_ratio/log10", values, step=epoch)
                 self._train_writer.flush()
+
+
+def write_hparams(log_dir: str, values: dict, metrics: dict, trial_id: str):
+    """Writes one row of TensorBoard's HParams dashboard: a trial's values and its figures, in
+    `log_dir` (the trial's TensorBoard folder, beside its `train/` and `validation/`).
+
+    Args:
+        log_dir: the folder of the trial's event files.
+        values: the trial's hyperparameters (lists and other values become strings).
+        metrics: the trial's figures (its score), written as scalars at step 0.
+        trial_id: the row's name.
+
+    Example:
+        >>> write_hparams("runs/tune-x/search/trial_0/tensorboard", {"optimizer.lr": 3e-3},
+        ...               {"search/val_accuracy": 0.95}, "trial 0")
+        >>> # then: tensorboard --logdir runs/tune-x/search  (HPARAMS tab)
+    """
+    plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in values.items()}
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        hparams_api.hparams(plain, trial_id=trial_id)
+        for name, value in metrics.items():
+            tf.summary.scalar(name, float(value), step=0)
+    writer.flush()
+    writer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from importlib import resources
 
@@ -21,8 +22,6 @@ def _shipped() -> dict[str, object]:
 
 def list_recipes(pattern: str = "*") -> list[str]:
     """Names of the shipped recipes matching a wildcard pattern."""
-    import fnmatch
-
     return sorted(n for n in _shipped() if fnmatch.fnmatch(n, pattern))
 
 

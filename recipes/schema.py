@@ -7,10 +7,21 @@ A recipe is data: TOML parsed into these types, never evaluated.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import keras
+import tomli_w
+
+from kzoo.callbacks.registry import CALLBACKS, callback_defaults
+from kzoo.callbacks.schedules import SCHEDULES, schedule_defaults
+from kzoo.data.preprocessing import FLIPS, STANDARDIZE
 from kzoo.errors import RecipeError, closest
+from kzoo.finetune.plan import parse_stages
+from kzoo.optimizers import OPTIMIZERS, validate_gain_config
+from kzoo.train.distribution import validate_strategy_fields
+from kzoo.zoo import MODELS, activations, initializers, model_defaults, norms
 
 # Component arguments that may be a name or a `{name = ..., ...}` table.
 SPEC_KEYS = ("activation", "initializer", "normalization")
@@ -67,8 +78,6 @@ class OptimizerConfig:
 
 
 def _optimizer_names() -> tuple:
-    from kzoo.optimizers import OPTIMIZERS
-
     return tuple(OPTIMIZERS.list())
 
 
@@ -102,8 +111,6 @@ class FinetuneConfig:
 
 def build_finetune(raw, recipe, explicit_epochs: bool = False) -> FinetuneConfig:
     """Validates [finetune]; a stage plan may be one string ("head:3@1e-3, all:4@1e-5")."""
-    from kzoo.finetune.plan import parse_stages
-
     raw = dict(raw or {})
     if isinstance(raw.get("stages"), str):
         raw["stages"] = [s.strip() for s in raw["stages"].split(",") if s.strip()]
@@ -166,8 +173,6 @@ class Recipe:
         return d
 
     def to_toml(self) -> str:
-        import tomli_w
-
         return tomli_w.dumps(self.to_dict())
 
 
@@ -282,8 +287,6 @@ def validate_ranges(recipe: Recipe):
         name = recipe.optimizer.name
         raise RecipeError(f"Unknown optimizer.name '{name}'.{closest(name, optimizers)} Valid: {', '.join(optimizers)}.")
     if recipe.optimizer.name == "gains":
-        from kzoo.optimizers import validate_gain_config
-
         validate_gain_config(recipe.optimizer)
     if len(recipe.data.image_size) not in (0, 2) or any(
         not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in recipe.data.image_size
@@ -310,10 +313,6 @@ def _number(value) -> bool:
 def _more_ranges(recipe: Recipe):
     """Further range checks (reliability issue): every check a recipe can fail runs here, before
     any data is loaded, so a bad value never costs a download or a started training."""
-    import math
-
-    from kzoo.data.preprocessing import FLIPS, STANDARDIZE
-
     def fail(key, value, what):
         raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
 
@@ -369,8 +368,6 @@ def _more_ranges(recipe: Recipe):
 
 def component_names_exist(recipe: Recipe):
     """Checks every activation, initializer and normalization named in [model] is registered."""
-    from kzoo.zoo import activations, initializers, norms
-
     for key, registry in (("activation", activations.ACTIVATIONS), ("initializer", initializers.INITIALIZERS),
                           ("normalization", norms.NORMS)):
         if key not in recipe.model:
@@ -381,8 +378,6 @@ def component_names_exist(recipe: Recipe):
             continue  # registered here, or one of Keras's own activation functions
         if key == "initializer" and name not in registry:
             try:
-                import keras
-
                 keras.initializers.get(name)
                 continue
             except (ValueError, TypeError):
@@ -396,10 +391,6 @@ def component_names_exist(recipe: Recipe):
 
 def build_recipe(raw: dict[str, Any]) -> Recipe:
     """Validates a raw recipe dict (as parsed from TOML, overrides applied) into a Recipe."""
-    from kzoo.callbacks.registry import CALLBACKS, callback_defaults
-    from kzoo.callbacks.schedules import SCHEDULES, schedule_defaults
-    from kzoo.zoo import MODELS, model_defaults
-
     raw = dict(raw)
     model_raw = raw.pop("model", {"name": "mlp"})
     schedule_raw = raw.pop("schedule", {"name": "constant"})
@@ -454,8 +445,6 @@ def register_section_validator(section: str, validate):
 
 def _validate_distribution_and_tune(recipe, raw, model_raw, schedule_raw, callbacks_raw):
     """The strategy fields, the combinations every path must honour, and the [tune] section."""
-    from kzoo.train.distribution import validate_strategy_fields
-
     validate_strategy_fields(recipe)
     validate_combinations(recipe)
     if recipe.tune:
@@ -475,8 +464,6 @@ def validate_combinations(recipe):
     if ft.pretrain.dataset and ft.backbone:
         raise RecipeError(f"finetune.pretrain trains the [model]; leave finetune.backbone empty. "
                           f"Received: backbone={ft.backbone!r}")
-    from kzoo.zoo import MODELS
-
     if ft.scratch_baseline and ft.backbone and ft.backbone not in MODELS:
         raise RecipeError("finetune.scratch_baseline needs a zoo backbone (the [model] or a zoo name). "
                           f"Received: backbone={ft.backbone!r}")

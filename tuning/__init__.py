@@ -1,8 +1,9 @@
 """kzoo.tuning: hyperparameter search over recipes with KerasTuner.
 
 `search(recipe, ...)` is what `kzoo tune` runs; spaces come from a recipe's [tune] section
-(`kzoo.tuning.spaces`). Submodules load on first use: importing KerasTuner costs time, and
-validating a recipe's [tune] section needs none of it.
+(`kzoo.tuning.spaces`). Submodules load on first use: importing KerasTuner costs time (about
+180 modules, 0.1-0.2 s after `import kzoo`), and validating a recipe's [tune] section needs
+none of it.
 """
 
 import importlib

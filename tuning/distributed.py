@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent import futures
+
+import grpc
+from keras_tuner.src import protos
+from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
 from kzoo.errors import UserError
 
@@ -57,8 +62,6 @@ class environment:
 
 def wait_for_chief(host: str, port: int, timeout: float):
     """Blocks until the chief's gRPC server answers, or raises `DistributedError` after `timeout`."""
-    import grpc
-
     channel = grpc.insecure_channel(f"{host}:{port}")
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
@@ -95,8 +98,6 @@ def bound_worker_calls(tuner, timeout: float):
 
 def is_chief_gone(error) -> bool:
     """Whether a gRPC error means the chief stopped answering (the search ended without us)."""
-    import grpc
-
     return isinstance(error, grpc.RpcError) and error.code() in (
         grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -114,12 +115,6 @@ def serve(oracle, host: str, port: int, poll_seconds: float = 2.0, wait_workers:
         trial_timeout: seconds after which a trial with no result is handed out again (then
             failed). Defaults to `3600.0`.
     """
-    from concurrent import futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer
-
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)

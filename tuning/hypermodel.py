@@ -9,6 +9,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from kzoo.callbacks.registry import end_of_run
 from kzoo.errors import UserError
 from kzoo.recipes.loader import apply_overrides
 from kzoo.recipes.schema import build_recipe
@@ -54,6 +55,9 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         epochs = hp.values.get("tuner/epochs")
         if epochs:
             values["epochs"] = int(epochs)
+        seed = hp.values.get("kzoo/seed")  # a confirmation trial: the same values, another seed
+        if seed is not None:
+            values["seed"] = int(seed)
         try:
             return build_recipe(apply_overrides(raw, values)), values
         except UserError as e:
@@ -74,10 +78,16 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         """Trains the model `build` returned through the engine's loop, as `kzoo run` would but with
         no checkpoints (an interrupted trial runs again); raises `TrialFailed` on a NaN loss."""
         session, self._trial = self._trial, None  # hold no datasets between trials
-        factory, _ = session.callbacks(self.trial_dir)
-        result = fit_plan(model, session.recipe, session.data, session.setup, None, factory,
-                          extra=list(callbacks or []) + [keras.callbacks.TerminateOnNaN()], verbose=self.verbose)
-        losses = [row.get("loss") for row in result.rows]
-        if not losses or not np.isfinite(losses[-1]):
-            raise TrialFailed(f"loss became NaN or inf at epoch {len(losses)}")
+        factory, made = session.callbacks(self.trial_dir)
+        extra = list(callbacks or [])
+        try:
+            result = fit_plan(model, session.recipe, session.data, session.setup, None, factory,
+                              extra=extra + [keras.callbacks.TerminateOnNaN()], verbose=self.verbose)
+            losses = [row.get("loss") for row in result.rows]
+            if not losses or not np.isfinite(losses[-1]):
+                raise TrialFailed(f"loss became NaN or inf at epoch {len(losses)}")
+        except Exception:
+            end_of_run(made, "failed")
+            raise
+        end_of_run(made, "pruned" if any(getattr(cb, "pruned", 0) for cb in extra) else "completed")
         return result.history()

@@ -20,9 +20,12 @@ each space's default, so the untuned recipe is the search's default point.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 from kzoo.errors import RecipeError, closest
+from kzoo.recipes.loader import apply_overrides, parse_value
+from kzoo.recipes.schema import SPEC_KEYS, build_recipe
 
 KINDS = ("choice", "int", "float", "bool")
 SAMPLINGS = ("linear", "log", "reverse_log")
@@ -137,9 +140,6 @@ def validate_tune(tune: dict, raw: dict) -> dict:
     key can take, and every bounding value of each space must itself give a valid recipe.
     Called by `kzoo.recipes.schema.build_recipe`.
     """
-    from kzoo.recipes.loader import apply_overrides
-    from kzoo.recipes.schema import SPEC_KEYS, build_recipe
-
     if not tune:
         return {}
     if not isinstance(tune, dict):
@@ -199,8 +199,6 @@ def _encode(value):
 
 def decode(value):
     if isinstance(value, str) and value.startswith("["):
-        from kzoo.recipes.loader import parse_value
-
         return parse_value(value)
     return value
 
@@ -228,8 +226,6 @@ def declare(hp, spaces: dict, recipe_dict: dict) -> dict:
     Returns:
         `{recipe key: value}` for the spaces active in this trial, lists decoded.
     """
-    import contextlib
-
     values = {}
     for key in _order(spaces):
         spec = spaces[key]

@@ -11,6 +11,7 @@ import keras
 
 from kzoo.errors import UserError
 from kzoo.registry import Registry
+from kzoo.zoo.layers import Maxout, RReLU
 
 ACTIVATIONS = Registry("activation")
 
@@ -63,16 +64,12 @@ def prelu(name=None):
 @register_activation(width_factor="num_pieces")
 def maxout(name=None, num_pieces: int = 2):
     """Maxout: max over `num_pieces` linear pieces per unit (Goodfellow et al. 2013)."""
-    from kzoo.zoo.layers import Maxout
-
     return Maxout(num_pieces=num_pieces, name=name)
 
 
 @register_activation
 def rrelu(name=None, lower: float = 1.0 / 8.0, upper: float = 1.0 / 3.0, seed: int | None = None):
     """Randomized leaky ReLU: leak ~ U(lower, upper) in training, the mean at test (Xu et al. 2015)."""
-    from kzoo.zoo.layers import RReLU
-
     return RReLU(lower=lower, upper=upper, seed=seed, name=name)
 
 

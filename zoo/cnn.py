@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kzoo.zoo.blocks import classifier_head, conv_unit, model_inputs, record_structure
+from kzoo.zoo.mlp import _check_regularization
 from kzoo.zoo.registry import register_model
 
 
@@ -27,8 +28,6 @@ def build_cnn(input_shape, num_classes, preprocessing=None, filters: list = (32,
         gaussian_noise, max_norm, mc_dropout: as for `mlp` (max-norm applies to each filter).
         Other arguments as for `mlp`.
     """
-    from kzoo.zoo.mlp import _check_regularization
-
     _check_regularization(dropout, gaussian_noise, max_norm, mc_dropout)
     filters = list(filters)
     if not filters or min(filters) < 1:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kzoo.errors import UserError
+import inspect
+
+from kzoo.errors import UserError, closest
 from kzoo.registry import Registry
 
 MODELS = Registry("model")
@@ -33,8 +35,6 @@ def model_defaults(name: str) -> dict:
     Thin builders that pass `**kwargs` to a configurable builder name it with
     `register_model(builder=..., defaults={...})`, so their arguments are known and checked.
     """
-    import inspect
-
     meta = MODELS.meta(name)
     params = MODELS.parameters(name, skip=DATA_ARGS)
     if "builder" in meta:
@@ -62,8 +62,6 @@ def create_model(name: str, input_shape=(8, 8, 1), num_classes: int = 10, prepro
     accepted = model_defaults(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        from kzoo.errors import closest
-
         raise UserError(
             f"Model '{name}' has no argument '{unknown[0]}'.{closest(unknown[0], accepted)} "
             f"Valid: {', '.join(sorted(accepted))}."

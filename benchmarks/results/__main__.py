@@ -1,7 +1,7 @@
 """`python -m benchmarks.results [SECTION ...] [--recipes NAME ...] [--render]`
 
 Runs the named sections (all of them by default: zoo, recipes, ensemble, export, tuning,
-dynamics), writes docs/results/SECTION.json for each, prints how long each took, then renders
+confirm, dynamics), writes docs/results/SECTION.json for each, prints how long each took, then renders
 every generated block of README.md and docs/*.md from the results files. With `--render` it only
 renders. `--recipes` limits the `recipes` section to some recipes (the rest keep their rows).
 """
@@ -15,7 +15,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SECTIONS = ("zoo", "recipes", "ensemble", "export", "tuning", "dynamics")
+SECTIONS = ("zoo", "recipes", "ensemble", "export", "tuning", "confirm", "dynamics")
 
 
 def main(argv=None) -> int:

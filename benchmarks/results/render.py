@@ -209,6 +209,24 @@ def tuning(page: str) -> str:
             f"{_pct(untuned['test_accuracy'])} test).\n\n" + caption(data, "tuning"))
 
 
+def confirm(page: str) -> str:
+    data = results.read("confirm")
+    if data is None:
+        return _missing("confirm")
+    trials = data["trials"]
+    columns = ["trial", "status", "epochs", "confirms", "seed", "val_accuracy", "val_accuracy_mean", "val_accuracy_sd",
+               "optimizer.lr", "model.depth", "model.width"]
+    rows = [[t.get(c) or "-" for c in columns] for t in trials]
+    for row in rows:
+        for i, c in enumerate(columns):
+            if c in ("val_accuracy", "val_accuracy_mean", "val_accuracy_sd", "optimizer.lr") and row[i] != "-":
+                row[i] = f"{float(row[i]):.4g}"
+    summary = "\n".join(data["summary"])
+    return (f"`{data['search_command']}` took {_secs(data['search_seconds'])}; its summary:\n\n"
+            f"```\n{summary}\n```\n\n`trials.csv` (some columns):\n\n" + _table(columns, rows) + "\n\n"
+            + caption(data, "confirm"))
+
+
 def _dynamics_rows(group: str, page: str):
     data = results.read("dynamics")
     if data is None:
@@ -369,6 +387,7 @@ BLOCKS = {
     "ensemble": ensemble,
     "export": export,
     "tuning": tuning,
+    "confirm": confirm,
     "adaptive": dynamics_block("adaptive"),
     "momentum": dynamics_block("momentum"),
     "gains": dynamics_block("gains"),

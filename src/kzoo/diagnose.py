@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from kzoo.errors import UserError
+from kzoo.plots import _pyplot
+from kzoo.zoo import activations, initializers
 
 # The lectures' experiment, plus SELU and LSUV.
 DEFAULT_PAIRS = (
@@ -69,10 +73,6 @@ def deep_plain_net(initializer: str, activation: str, depth: int = 10, width: in
     """`depth` Dense layers of `width` units without bias or normalization, each followed by
     the activation: the lectures' network. Returns a model whose outputs are every layer's
     pre-activation and activation, in order."""
-    import keras
-
-    from kzoo.zoo import activations, initializers
-
     data_dependent = initializer == "lsuv"
     inputs = keras.Input(shape=(width,), name="input")
     x, outputs = inputs, []
@@ -110,10 +110,6 @@ def init_study(pairs=DEFAULT_PAIRS, depth: int = 10, width: int = 1024, batch: i
         https://arxiv.org/abs/1502.01852; Klambauer et al. 2017, https://arxiv.org/abs/1706.02515;
         Mishkin & Matas 2015, https://arxiv.org/abs/1511.06422
     """
-    import tensorflow as tf
-
-    from kzoo.zoo import activations, initializers
-
     for name, value in (("depth", depth), ("width", width), ("batch", batch)):
         if value < 1:
             raise UserError(f"{name} must be at least 1. Received: {name}={value}")
@@ -167,11 +163,7 @@ TABLE_HEADER = ["initializer", "activation", "layer", "act mean", "act std", "gr
 def plot_init_study(results: list[PairStats], path: str, max_columns: int = 10) -> str:
     """A grid of per-layer activation histograms, one row per pair (at most `max_columns`
     layers, evenly spaced, per row, on the row's common x-range), saved as a PNG at `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     depth = len(results[0].samples)
     columns = sorted(set(np.linspace(0, depth - 1, min(depth, max_columns)).round().astype(int).tolist()))
     fig, axes = plt.subplots(len(results), len(columns), figsize=(1.6 * len(columns) + 1.2, 1.35 * len(results) + 0.6),

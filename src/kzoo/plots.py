@@ -6,6 +6,8 @@ import os
 
 
 def _pyplot():
+    # Imported here, not at the top: switching to Agg when kzoo is imported would take a
+    # notebook's interactive backend away; kzoo switches only when it draws.
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -10,6 +10,8 @@ import html
 import json
 import os
 
+from kzoo.runs import atomic_write
+
 REPORT = "report.html"
 
 # Shown first, in this order; every other PNG in the run directory follows alphabetically.
@@ -205,8 +207,6 @@ def write_report(run_dir: str, embed: bool = True) -> str:
         >>> kzoo.report.write_report("runs/mlp-digits-20250101-120000")
         'runs/mlp-digits-20250101-120000/report.html'
     """
-    from kzoo.runs import atomic_write
-
     path = os.path.join(run_dir, REPORT)
     atomic_write(path, render_report(run_dir, embed))
     return path

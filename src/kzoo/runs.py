@@ -8,14 +8,20 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 
+import keras
+import numpy as np
+
+from kzoo.callbacks.lr_control import lr_multiplier, set_lr_multiplier
 from kzoo.errors import RunDirError
 
 # Everything a run, a staged fine-tuning run and `kzoo eval` write into a run directory:
 # --overwrite removes them all, so no plot or evaluation of the earlier run outlives it.
 ARTIFACTS = ("recipe.toml", "history.csv", "metrics.json", "model.keras", "curves.png", "dynamics.png",
-             "pretrained.keras", "eval.json", "confusion.png", "reliability.png", "errors.png", "report.html")
+             "pretrained.keras", "eval.json", "confusion.png", "reliability.png", "errors.png", "report.html",
+             "mlflow.json")
 LOCK = ".kzoo.lock"
 
 
@@ -217,23 +223,16 @@ class RunDir:
 def _numpy_scalar(obj):
     """`json.dumps`'s `default` for state read back as it was: numpy scalars become Python
     numbers, anything else JSON cannot hold is an error rather than its string."""
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def _jsonable(obj):
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:
-        pass
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     return str(obj)
 
 
@@ -274,10 +273,6 @@ class Snapshot:
 
     def load_arrays(self) -> dict:
         """The callbacks' arrays, `{key: array}`; `ValueError` when the file is damaged."""
-        import zipfile
-
-        import numpy as np
-
         path = os.path.join(self.path, _STATE_ARRAYS)
         if not os.path.exists(path):
             return {}
@@ -355,188 +350,170 @@ def resume_callbacks(backup_dir: str | None, callbacks=(), rows=(), fields=None,
     `callbacks` in the fit's callback list, so the backup records the logs the other callbacks
     wrote and restores their state after their own `on_train_begin` has reset it. With no
     `backup_dir`, `EpochRows(rows, fields)` keeps the history rows without checkpoints."""
-    classes = _resume_classes()
     if backup_dir is None:
-        return [classes["EpochReseed"](), classes["EpochRows"](rows, fields)]
-    return [classes["EpochReseed"](), classes["EpochBackup"](backup_dir, fields, restore, callbacks)]
+        return [EpochReseed(), EpochRows(rows, fields)]
+    return [EpochReseed(), EpochBackup(backup_dir, fields, restore, callbacks)]
 
 
-_CLASSES: dict = {}
+def _record_row(callback, epoch, logs):
+    """Keeps `callback.rows` one row per epoch: the epoch, `callback.fields`, the logs."""
+    row = {"epoch": epoch + 1, **callback.fields}
+    row.update({k: float(v) for k, v in (logs or {}).items()})
+    callback.rows = callback.rows[:epoch] + [row]
 
 
-def _resume_classes() -> dict:
-    """Builds the Keras callbacks on first use, so `kzoo.runs` imports without TensorFlow."""
-    if _CLASSES:
-        return _CLASSES
-    import keras
+class EpochBackup(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore` with crash-consistent checkpoints and the history rows.
 
-    def record_row(callback, epoch, logs):
-        """Keeps `callback.rows` one row per epoch: the epoch, `callback.fields`, the logs."""
-        row = {"epoch": epoch + 1, **callback.fields}
-        row.update({k: float(v) for k, v in (logs or {}).items()})
-        callback.rows = callback.rows[:epoch] + [row]
+    Keras writes the weights and then the epoch number in place, so a kill between the two
+    would resume from the wrong epoch; here both go into a fresh folder that is renamed into
+    place only when complete. `rows` holds one dict per finished epoch, restored ones
+    included, so a resumed run can write a `history.csv` with every epoch once.
 
-    class EpochBackup(keras.callbacks.BackupAndRestore):
-        """Keras's `BackupAndRestore` with crash-consistent checkpoints and the history rows.
+    Each checkpoint also holds what the weights file leaves out: the state of `callbacks`
+    that keep one across epochs (those with `get_resume_state` / `set_resume_state`, see
+    `kzoo.callbacks.ResumableCallback`), a `ScaledSchedule`'s learning-rate multiplier, and
+    whether a callback stopped training. A resumed `fit` gets them back in `on_train_begin`,
+    after the callbacks before the backup have reset themselves; one resumed from a
+    checkpoint where training was stopped trains no further epoch.
 
-        Keras writes the weights and then the epoch number in place, so a kill between the two
-        would resume from the wrong epoch; here both go into a fresh folder that is renamed into
-        place only when complete. `rows` holds one dict per finished epoch, restored ones
-        included, so a resumed run can write a `history.csv` with every epoch once.
+    Args:
+        backup_dir: the folder for checkpoints; the newest complete one is restored.
+        fields: values put in every row after `epoch` (a staged run's `stage`). Defaults
+            to `None` (none).
+        restore: at the start of `fit`, load the newest checkpoint's weights, optimizer
+            state and epoch; `False` only reads its rows, for a `fit` that starts where the
+            checkpoint ends with a new optimizer (a staged run's next stage). Defaults to
+            `True`.
+        callbacks: the fit's other callbacks; the state of those that keep one is saved
+            and, with `restore`, restored. Keys are their positions and class names, the
+            same in a resumed run of the same recipe. Defaults to none.
+    """
 
-        Each checkpoint also holds what the weights file leaves out: the state of `callbacks`
-        that keep one across epochs (those with `get_resume_state` / `set_resume_state`, see
-        `kzoo.callbacks.ResumableCallback`), a `ScaledSchedule`'s learning-rate multiplier, and
-        whether a callback stopped training. A resumed `fit` gets them back in `on_train_begin`,
-        after the callbacks before the backup have reset themselves; one resumed from a
-        checkpoint where training was stopped trains no further epoch.
+    def __init__(self, backup_dir, fields=None, restore=True, callbacks=()):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.fields = dict(fields or {})
+        self.restore = restore
+        self.rows = []
+        self.resumable = {f"{i}-{type(cb).__name__}": cb for i, cb in enumerate(callbacks)
+                          if hasattr(cb, "get_resume_state") and hasattr(cb, "set_resume_state")}
 
-        Args:
-            backup_dir: the folder for checkpoints; the newest complete one is restored.
-            fields: values put in every row after `epoch` (a staged run's `stage`). Defaults
-                to `None` (none).
-            restore: at the start of `fit`, load the newest checkpoint's weights, optimizer
-                state and epoch; `False` only reads its rows, for a `fit` that starts where the
-                checkpoint ends with a new optimizer (a staged run's next stage). Defaults to
-                `True`.
-            callbacks: the fit's other callbacks; the state of those that keep one is saved
-                and, with `restore`, restored. Keys are their positions and class names, the
-                same in a resumed run of the same recipe. Defaults to none.
-        """
+    def on_train_begin(self, logs=None):
+        snapshot = latest_snapshot(self.backup_dir)
+        self.rows = list(snapshot.rows) if snapshot else []
+        if snapshot and self.restore:
+            self._point_at(snapshot.path)
+            _restoring(snapshot.path, self._load_model)
+            self._current_epoch = snapshot.epoch
+            _restoring(snapshot.path, lambda: self._restore_state(snapshot))
 
-        def __init__(self, backup_dir, fields=None, restore=True, callbacks=()):
-            super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-            self.fields = dict(fields or {})
-            self.restore = restore
-            self.rows = []
-            self.resumable = {f"{i}-{type(cb).__name__}": cb for i, cb in enumerate(callbacks)
-                              if hasattr(cb, "get_resume_state") and hasattr(cb, "set_resume_state")}
+    def _restore_state(self, snapshot):
+        state = snapshot.state
+        if "lr_multiplier" in state:
+            set_lr_multiplier(self.model.optimizer, state["lr_multiplier"])
+        saved = state.get("callbacks", {})
+        arrays = snapshot.load_arrays() if saved else {}
+        for key, callback in self.resumable.items():
+            if key in saved:
+                weights = {name: None if count is None else [arrays[f"{key}/{name}/{i}"] for i in range(count)]
+                           for name, count in saved[key]["weights"].items()}
+                callback.set_resume_state(saved[key]["values"], weights)
+        if snapshot.stopped:  # e.g. early stopping ended the run there: no further epoch
+            self.model._initial_epoch = max(snapshot.epoch, int((self.params or {}).get("epochs") or 0))
 
-        def on_train_begin(self, logs=None):
-            snapshot = latest_snapshot(self.backup_dir)
-            self.rows = list(snapshot.rows) if snapshot else []
-            if snapshot and self.restore:
-                self._point_at(snapshot.path)
-                _restoring(snapshot.path, self._load_model)
-                self._current_epoch = snapshot.epoch
-                _restoring(snapshot.path, lambda: self._restore_state(snapshot))
+    def on_train_end(self, logs=None):
+        # Keras starts every later `fit` of this model at the restored epoch unless reset.
+        self.model._initial_epoch = None
+        super().on_train_end(logs)
 
-        def _restore_state(self, snapshot):
-            from kzoo.callbacks.lr_control import set_lr_multiplier
+    def _point_at(self, folder):
+        self._weights_path = os.path.join(folder, _WEIGHTS)
+        self._training_metadata_path = os.path.join(folder, "training_metadata.json")
 
-            state = snapshot.state
-            if "lr_multiplier" in state:
-                set_lr_multiplier(self.model.optimizer, state["lr_multiplier"])
-            saved = state.get("callbacks", {})
-            arrays = snapshot.load_arrays() if saved else {}
-            for key, callback in self.resumable.items():
-                if key in saved:
-                    weights = {name: None if count is None else [arrays[f"{key}/{name}/{i}"] for i in range(count)]
-                               for name, count in saved[key]["weights"].items()}
-                    callback.set_resume_state(saved[key]["values"], weights)
-            if snapshot.stopped:  # e.g. early stopping ended the run there: no further epoch
-                self.model._initial_epoch = max(snapshot.epoch, int((self.params or {}).get("epochs") or 0))
+    def on_epoch_end(self, epoch, logs=None):
+        _record_row(self, epoch, logs)
+        super().on_epoch_end(epoch, logs)
 
-        def on_train_end(self, logs=None):
-            # Keras starts every later `fit` of this model at the restored epoch unless reset.
-            self.model._initial_epoch = None
-            super().on_train_end(logs)
-
-        def _point_at(self, folder):
-            self._weights_path = os.path.join(folder, _WEIGHTS)
-            self._training_metadata_path = os.path.join(folder, "training_metadata.json")
-
-        def on_epoch_end(self, epoch, logs=None):
-            record_row(self, epoch, logs)
-            super().on_epoch_end(epoch, logs)
-
-        def _save_model(self):
-            os.makedirs(self.backup_dir, exist_ok=True)
-            final = os.path.join(self.backup_dir, f"{_SNAPSHOT_PREFIX}{self._current_epoch:04d}")
-            tmp = f"{final}.tmp"
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        final = os.path.join(self.backup_dir, f"{_SNAPSHOT_PREFIX}{self._current_epoch:04d}")
+        tmp = f"{final}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            os.makedirs(tmp)
+            self._point_at(tmp)
+            super()._save_model()
+            for written in (self._weights_path, self._training_metadata_path):
+                _fsync(written)  # on disk before the rename, not just in the page cache
+            atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
+            self._save_state(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)  # the commit point
+        except OSError as e:  # a full disk: keep the previous checkpoint, stop with one line
             shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                os.makedirs(tmp)
-                self._point_at(tmp)
-                super()._save_model()
-                for written in (self._weights_path, self._training_metadata_path):
-                    _fsync(written)  # on disk before the rename, not just in the page cache
-                atomic_write(os.path.join(tmp, "history.json"), json.dumps(self.rows))
-                self._save_state(tmp)
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)  # the commit point
-            except OSError as e:  # a full disk: keep the previous checkpoint, stop with one line
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise _write_error(final, e) from None
-            self._point_at(final)
-            for name in os.listdir(self.backup_dir):  # older checkpoints and stale temporaries
-                if name.startswith(_SNAPSHOT_PREFIX) and name != os.path.basename(final):
-                    shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
+            raise _write_error(final, e) from None
+        self._point_at(final)
+        for name in os.listdir(self.backup_dir):  # older checkpoints and stale temporaries
+            if name.startswith(_SNAPSHOT_PREFIX) and name != os.path.basename(final):
+                shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
 
-        def _save_state(self, folder):
-            """Writes `resume_state.json` (and `.npz` for the callbacks' arrays) into `folder`."""
-            import numpy as np
+    def _save_state(self, folder):
+        """Writes `resume_state.json` (and `.npz` for the callbacks' arrays) into `folder`."""
+        state = {"stop_training": bool(self.model.stop_training),
+                 "lr_multiplier": lr_multiplier(self.model.optimizer), "callbacks": {}}
+        arrays = {}
+        for key, callback in self.resumable.items():
+            values, weights = callback.get_resume_state()
+            state["callbacks"][key] = {"values": values,
+                                       "weights": {n: None if w is None else len(w) for n, w in weights.items()}}
+            arrays.update({f"{key}/{n}/{i}": a for n, w in weights.items() for i, a in enumerate(w or [])})
+        atomic_write(os.path.join(folder, _STATE), json.dumps(state, default=_numpy_scalar))
+        if arrays:
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            atomic_write(os.path.join(folder, _STATE_ARRAYS), buffer.getvalue())
 
-            from kzoo.callbacks.lr_control import lr_multiplier
 
-            state = {"stop_training": bool(self.model.stop_training),
-                     "lr_multiplier": lr_multiplier(self.model.optimizer), "callbacks": {}}
-            arrays = {}
-            for key, callback in self.resumable.items():
-                values, weights = callback.get_resume_state()
-                state["callbacks"][key] = {"values": values,
-                                           "weights": {n: None if w is None else len(w) for n, w in weights.items()}}
-                arrays.update({f"{key}/{n}/{i}": a for n, w in weights.items() for i, a in enumerate(w or [])})
-            atomic_write(os.path.join(folder, _STATE), json.dumps(state, default=_numpy_scalar))
-            if arrays:
-                buffer = io.BytesIO()
-                np.savez(buffer, **arrays)
-                atomic_write(os.path.join(folder, _STATE_ARRAYS), buffer.getvalue())
+class EpochRows(keras.callbacks.Callback):
+    """Keeps one history row per epoch (with `fields`) after `rows`, where no checkpoint is written."""
 
-    class EpochRows(keras.callbacks.Callback):
-        """Keeps one history row per epoch (with `fields`) after `rows`, where no checkpoint is written."""
+    def __init__(self, rows=(), fields=None):
+        super().__init__()
+        self.rows = list(rows)
+        self.fields = dict(fields or {})
 
-        def __init__(self, rows=(), fields=None):
-            super().__init__()
-            self.rows = list(rows)
-            self.fields = dict(fields or {})
+    def on_epoch_end(self, epoch, logs=None):
+        _record_row(self, epoch, logs)
 
-        def on_epoch_end(self, epoch, logs=None):
-            record_row(self, epoch, logs)
 
-    class EpochReseed(keras.callbacks.Callback):
-        """Sets every random generator in the model (dropout, augmentation) at the start of each
-        epoch to a state that depends only on the generator's own seed and the epoch.
+class EpochReseed(keras.callbacks.Callback):
+    """Sets every random generator in the model (dropout, augmentation) at the start of each
+    epoch to a state that depends only on the generator's own seed and the epoch.
 
-        Keras saves weights and optimizer state but not generator states, so without this a
-        resumed run would replay the masks of the first epoch. Epoch `e` of a generator seeded
-        `s` draws from the stream `[hash(s, e), 0], [hash(s, e), 1], ...`: Keras's TF backend
-        reduces both numbers modulo 2**31 - 2, so the epoch goes into the first one (a counter
-        offset would wrap around onto earlier epochs' masks).
-        """
+    Keras saves weights and optimizer state but not generator states, so without this a
+    resumed run would replay the masks of the first epoch. Epoch `e` of a generator seeded
+    `s` draws from the stream `[hash(s, e), 0], [hash(s, e), 1], ...`: Keras's TF backend
+    reduces both numbers modulo 2**31 - 2, so the epoch goes into the first one (a counter
+    offset would wrap around onto earlier epochs' masks).
+    """
 
-        def on_train_begin(self, logs=None):
-            # A generator's first element is its seed; `next()` only advances the second.
-            self._begin = {v.path: keras.ops.convert_to_numpy(v) for v in self._states()}
-            self._seeds = {path: int(state[0]) for path, state in self._begin.items()}
+    def on_train_begin(self, logs=None):
+        # A generator's first element is its seed; `next()` only advances the second.
+        self._begin = {v.path: keras.ops.convert_to_numpy(v) for v in self._states()}
+        self._seeds = {path: int(state[0]) for path, state in self._begin.items()}
 
-        def on_train_end(self, logs=None):
-            # Back to the states found at the start, so that a later `fit` of this model (a
-            # staged run's next stage) reads the same seeds, as a resumed run's fresh model does.
-            for v in self._states():
-                if v.path in self._begin:
-                    v.assign(self._begin[v.path])
+    def on_train_end(self, logs=None):
+        # Back to the states found at the start, so that a later `fit` of this model (a
+        # staged run's next stage) reads the same seeds, as a resumed run's fresh model does.
+        for v in self._states():
+            if v.path in self._begin:
+                v.assign(self._begin[v.path])
 
-        def _states(self):
-            return [v for v in self.model.variables if v.name == "seed_generator_state"]
+    def _states(self):
+        return [v for v in self.model.variables if v.name == "seed_generator_state"]
 
-        def on_epoch_begin(self, epoch, logs=None):
-            import numpy as np
-
-            for v in self._states():
-                own = self._seeds.setdefault(v.path, int(keras.ops.convert_to_numpy(v)[0]))
-                mixed = int(np.random.SeedSequence([own % 2**32, epoch]).generate_state(1)[0]) % (2**31 - 2)
-                v.assign(np.array([mixed, 0], dtype=v.dtype))
-
-    _CLASSES.update(EpochBackup=EpochBackup, EpochReseed=EpochReseed, EpochRows=EpochRows)
-    return _CLASSES
+    def on_epoch_begin(self, epoch, logs=None):
+        for v in self._states():
+            own = self._seeds.setdefault(v.path, int(keras.ops.convert_to_numpy(v)[0]))
+            mixed = int(np.random.SeedSequence([own % 2**32, epoch]).generate_state(1)[0]) % (2**31 - 2)
+            v.assign(np.array([mixed, 0], dtype=v.dtype))

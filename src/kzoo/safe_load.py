@@ -12,6 +12,10 @@ import json
 import os
 import zipfile
 
+import h5py
+import keras
+
+import kzoo.zoo  # noqa: F401 - registers kzoo's layers and initializers, for load_model
 from kzoo.errors import UserError
 
 TRUST_FLAG = "--trust-model"
@@ -42,8 +46,6 @@ def _model_config(path: str):
             raise ModelFileError(f"{path} is not a readable .keras model file ({e}). Received: {path}") from None
     if path.endswith((".h5", ".hdf5")):
         try:
-            import h5py
-
             with h5py.File(path, "r") as f:
                 raw = f.attrs.get("model_config")
         except OSError as e:
@@ -94,10 +96,6 @@ def load_model(path: str, trust_model: bool = False, compile: bool = True, custo
     Example:
         >>> model = kzoo.safe_load.load_model("runs/mlp-digits/model.keras")
     """
-    import keras
-
-    import kzoo.zoo  # noqa: F401 - registers kzoo's layers and initializers
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"No such model file: {path}. Received: {path}")

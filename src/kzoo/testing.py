@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -22,7 +23,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+import kzoo.zoo  # noqa: F401  (registers kzoo's layers: the fresh process loads a model holding them)
 
 
 @dataclass
@@ -74,8 +79,6 @@ def randomize_batchnorm(model, seed: int = 0, mean_std: float = 2.0, variance: t
     Returns:
         `model`.
     """
-    import keras
-
     rng = np.random.default_rng(seed)
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -120,9 +123,6 @@ def gradient_check(layer, x, training: bool = False, eps: float = 1e-6, atol: fl
         >>> gradient_check(RReLU(), np.random.randn(4, 5)) < 1e-6
         True
     """
-    import keras
-    import tensorflow as tf
-
     multi = isinstance(x, (list, tuple))
     xs = [np.asarray(v, dtype="float64") for v in (x if multi else [x])]
     config = {**layer.get_config(), "dtype": "float64"}
@@ -179,8 +179,6 @@ def gradient_check(layer, x, training: bool = False, eps: float = 1e-6, atol: fl
 def _np(grad, shape):
     if grad is None:  # the output does not depend on it
         return np.zeros(shape)
-    import keras
-
     return keras.ops.convert_to_numpy(grad).astype("float64")
 
 
@@ -196,8 +194,6 @@ def _worst(analytic, numeric, atol):
 def case_model(case: ConformanceCase, seed: int = 0):
     """A small functional model around one fresh instance of the case's layer: its input(s),
     the layer, then Flatten and a 3-way softmax head, so it trains on a classification loss."""
-    import keras
-
     shapes = case.input_shape if case.multi_input else [case.input_shape]
     inputs = [keras.Input(shape=s, name=f"{case.name}_in{i}") for i, s in enumerate(shapes)]
     layer = case.make()
@@ -213,8 +209,6 @@ def case_model(case: ConformanceCase, seed: int = 0):
 def check_config_round_trip(case: ConformanceCase):
     """`from_config(get_config())` gives the same config, and `serialize_keras_object` then
     `deserialize_keras_object` gives back the same class (so the class is registered)."""
-    import keras
-
     layer = case.make()
     layer(case.inputs())
     config = layer.get_config()
@@ -231,8 +225,6 @@ def check_fit(case: ConformanceCase, steps: int = 3, mixed_precision: bool = Fal
     With `mixed_precision`, under the `mixed_float16` policy: the layer computes in float16
     and training (with Keras's automatic loss scaling) still gives finite losses.
     """
-    import keras
-
     previous = keras.config.dtype_policy()
     if mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
@@ -261,8 +253,6 @@ def check_save_load(case: ConformanceCase, tmp_dir):
     """A model containing the layer saves to `.keras` and loads back with the outputs of the
     model that was saved (not merely of another loaded copy: a `get_config` that drops an
     argument rebuilds the same wrong layer every time)."""
-    import keras
-
     model, _ = case_model(case)
     path = os.path.join(str(tmp_dir), f"{case.name}.keras")
     model.save(path)
@@ -296,8 +286,6 @@ def check_conformance(case: ConformanceCase, tmp_dir):
 
 def joint_model(cases):
     """One model holding every case side by side: a dict of inputs, one summed loss head."""
-    import keras
-
     inputs, outputs = {}, []
     for case in cases:
         model, _ = case_model(case)
@@ -340,16 +328,11 @@ def check_in_fresh_process(cases, tmp_dir, mirrored: bool = True, timeout: int =
 
 
 def _child(tmp_dir, mirrored):
-    """Runs in the fresh process: configure devices first, then import TF/Keras and kzoo."""
-    import tensorflow as tf
-
+    """Runs in the fresh process: splits the CPU before TensorFlow initializes its devices (at its
+    first operation; importing it does not)."""
     if mirrored:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-
-    import kzoo.zoo  # noqa: F401  (registers kzoo's layers, as a user's script would)
-
     data = dict(np.load(os.path.join(tmp_dir, "conformance.npz")))
     expected = data.pop("expected")
     path = os.path.join(tmp_dir, "conformance.keras")
@@ -385,9 +368,6 @@ def steps_to_converge(optimizer, curvatures=(100.0, 10.0, 1.0, 0.1), tol: float 
     Reference: Hinton, Neural Networks for Machine Learning, lecture 6d (per-weight gains on an
     elongated error surface).
     """
-    import keras
-    import tensorflow as tf
-
     c = tf.constant(curvatures, dtype="float32")
     w = keras.Variable(np.ones(len(curvatures), "float32"))
 
@@ -408,8 +388,6 @@ def steps_to_converge(optimizer, curvatures=(100.0, 10.0, 1.0, 0.1), tol: float 
 def run_without_timings(run_dir) -> tuple[list, dict]:
     """A run folder's history.csv rows and metrics.json with every timing field left out: what
     two runs of the same recipe must agree on."""
-    import csv
-
     def timing(key):
         return "second" in key or "time" in key
 

@@ -27,6 +27,15 @@ def _tune_args(p):
                    help="chief: hand a trial out again (then fail it) after this many seconds. Defaults to 3600.")
     p.add_argument("--connect-timeout", type=float, default=120.0,
                    help="worker: bound on reaching the chief. Defaults to 120.")
+    p.add_argument("--prune", choices=("median",),
+                   help="stop a trial whose objective after an epoch is worse than the median of the "
+                        "earlier trials at that epoch")
+    p.add_argument("--prune-warmup", type=int, default=1, metavar="E",
+                   help="--prune: no trial stops in its first E epochs. Defaults to 1.")
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="after the search, train the top K trials again with further seeds; best by mean")
+    p.add_argument("--confirm-seeds", type=int, default=3, metavar="S",
+                   help="--confirm: further seeds per trial. Defaults to 3.")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
 
 
@@ -41,4 +50,5 @@ def cmd_tune(args):
            objective=args.objective, out=args.out, overwrite=args.overwrite, strategy=args.strategy,
            role=args.role, oracle=args.oracle, tuner_id=args.tuner_id, export=args.export,
            verbose=0 if args.quiet else 1, poll_seconds=args.poll_seconds, wait_workers=args.wait_workers,
-           trial_timeout=args.trial_timeout, connect_timeout=args.connect_timeout)
+           trial_timeout=args.trial_timeout, connect_timeout=args.connect_timeout, prune=args.prune,
+           prune_warmup=args.prune_warmup, confirm=args.confirm, confirm_seeds=args.confirm_seeds)

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 import keras
 
+from kzoo.zoo.backbones import application_for, stage_patterns
+from kzoo.zoo.hub import hub_family
+
 _STAGE = re.compile(r"^stage(\d+)_")
 _OUTSIDE = ("preprocess_", "augment_", "input")
 
@@ -48,9 +51,6 @@ def _is_model(layer) -> bool:
 
 def _assign_zoo(layers, groups, current):
     """Walks layers named by the zoo's pattern; returns the group the last layer joined."""
-    from kzoo.zoo.backbones import application_for
-    from kzoo.zoo.hub import hub_family
-
     for layer in layers:
         name = layer.name
         if isinstance(layer, keras.layers.InputLayer) or name.startswith(_OUTSIDE):
@@ -76,8 +76,6 @@ def _assign_zoo(layers, groups, current):
 
 
 def _assign_application(model, app, groups):
-    from kzoo.zoo.backbones import stage_patterns
-
     stem, stages = stage_patterns(app)
     current = ("stem", 0)
     for layer in model.layers:
@@ -155,8 +153,6 @@ def freeze(model, structure: Structure, trainable_groups: int, train_bn: bool = 
 
 
 def _outside_layers(model):
-    from kzoo.zoo.hub import hub_family
-
     for layer in model.layers:
         if _is_model(layer):
             if hub_family(layer) is None:  # a KerasHub backbone has none: its `input_*` layers train

@@ -17,11 +17,17 @@ gains, see `precision_policy`), `off`, `mixed_float16` or `mixed_bfloat16`.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import keras
+import tensorflow as tf
+
 from kzoo.errors import RecipeError, closest
 from kzoo.train.determinism import device_kind
+from kzoo.zoo.registry import MODELS
 
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multiworker")
 PRECISIONS = ("off", "auto", "mixed_float16", "mixed_bfloat16")
@@ -40,8 +46,6 @@ def validate_strategy_fields(recipe):
 
 def _tpu_resolver():
     """A connected TPU cluster resolver, or None when no TPU is reachable."""
-    import tensorflow as tf
-
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -62,8 +66,6 @@ def make_strategy(name: str = "auto"):
         >>> strategy.num_replicas_in_sync
         1
     """
-    import tensorflow as tf
-
     if name not in STRATEGIES:
         raise RecipeError(f"Unknown strategy '{name}'.{closest(name, STRATEGIES)} Received: strategy={name}")
     if name == "default":
@@ -140,8 +142,6 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 def gpu_has_bf16() -> bool:
     """Whether every visible GPU has compute capability 8.0 or above (bfloat16 tensor cores)."""
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0) for g in gpus]
     return bool(gpus) and min(capabilities) >= (8, 0)
@@ -151,8 +151,6 @@ def convolutional(recipe) -> bool:
     """Whether `auto` precision treats the recipe's network as a normalized convolutional one: a
     zoo model outside the `mlp` and `fixup` families, or a backbone that is not a zoo model
     (Keras applications, KerasHub, a saved image model)."""
-    from kzoo.zoo.registry import MODELS  # the zoo imports Keras; this module stays light
-
     backbone = recipe.finetune.backbone
     name = backbone or recipe.model.get("name", "")
     if name in MODELS:
@@ -162,8 +160,6 @@ def convolutional(recipe) -> bool:
 
 def apply_precision(mode: str, strategy, recipe=None) -> str:
     """Sets Keras's global dtype policy for a run; returns the policy's name."""
-    import keras
-
     policy = precision_policy(mode, strategy, recipe) or "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
@@ -182,9 +178,6 @@ def uses_distribution(recipe) -> bool:
 
 def worker_index() -> tuple[int, int]:
     """(this process's index, the number of workers) from `TF_CONFIG`; (0, 1) without one."""
-    import json
-    import os
-
     try:
         config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     except ValueError:
@@ -213,8 +206,6 @@ class Setup:
 
     @property
     def multiworker(self) -> bool:
-        import tensorflow as tf
-
         return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
@@ -223,8 +214,6 @@ def decide(recipe, strategy=None) -> Setup:
     policy set for it, and the global batch size. Callers restore the global policy after."""
     if strategy is None and uses_distribution(recipe):
         strategy = make_strategy(recipe.strategy)  # first: MultiWorkerMirroredStrategy must precede other ops
-    import tensorflow as tf
-
     apply_precision(recipe.mixed_precision, strategy or tf.distribute.get_strategy(), recipe)
     batch = global_batch_size(recipe, strategy) if strategy is not None else recipe.data.batch_size
     return Setup(strategy=strategy, batch_size=batch)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import keras
 
 from kzoo import plots
+from kzoo.callbacks.registry import end_of_run, preflight
 from kzoo.plots_dynamics import write_dynamics_plot
 from kzoo.report import write_report
 from kzoo.runs import BACKUP, cached_result
@@ -61,6 +62,7 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     """Trains a recipe into an open `RunDir` and writes its artifacts (`recipe.toml`, `history.csv`,
     `model.keras`, plots, `metrics.json` last, `report.html`); returns a `RunResult`. A run killed
     part-way resumes when run again into the same folder."""
+    preflight(recipe)  # a tracking server that does not answer fails here, before any data or training
     session = Session(recipe, strategy, cache_dir=run_dir.path)
     run_dir.write_text("recipe.toml", recipe.to_toml())  # before backup/: a resume checks it there
     backup_dir = run_dir.file(BACKUP)
@@ -77,6 +79,7 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     result = fit_plan(model, recipe, data, setup, backup_dir, callbacks, verbose=verbose)
     metrics = {**run_metrics(recipe, data, setup, model, result, timer.times, made), **extra}
     _finish(run_dir, recipe, model, result, metrics, made)
+    end_of_run(made, "completed", run_dir.path, metrics)  # MLflow: artifacts, then the run ends
     return RunResult(metrics=metrics, out_dir=run_dir.path, history=result.rows, model=model)
 
 
