@@ -73,6 +73,7 @@ CLIENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # pretraining, fine-tuning, export and a fresh process (50 s on 2 cores); .ci/run runs it
 def test_exported_transfer_model_serves_raw_digits_with_litert_alone(tmp_path):
     from kzoo.evaluate import evaluate_run, test_split
     from kzoo.export import export_run

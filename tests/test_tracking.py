@@ -86,6 +86,7 @@ def runs_of(mc, experiment):
     return mc.search_runs([exp.experiment_id]) if exp else []
 
 
+@pytest.mark.slow  # two runs into a SQLite store (30 s on 2 cores); .ci/run runs it
 def test_run_logs_params_epoch_metrics_and_artifacts_and_a_resumed_run_continues(tracked, store, tmp_path, cli,
                                                                                  monkeypatch):
     path = tracked(epochs=2, mlflow='experiment = "run-test"\nlog_model = true')

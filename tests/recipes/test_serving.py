@@ -1,7 +1,8 @@
 """One path from training to serving, for every shipped recipe that runs offline: `kzoo run`
 (shortened), then `kzoo eval` reproduces the run's test accuracy exactly, `kzoo export` writes a
 SavedModel and a TFLite model that pass their check, and `kzoo predict` on the raw test inputs
-agrees with the evaluation's predictions. The heavier recipes are marked slow."""
+agrees with the evaluation's predictions. All are slow tests (2-3 minutes together for the
+three small recipes, which `.ci/run` runs after `make test`)."""
 
 import csv
 import json
@@ -53,6 +54,7 @@ def _serve(cli, tmp_path, name, overrides):
     return metrics
 
 
+@pytest.mark.slow  # 30-90 s a recipe on 2 cores; .ci/run runs these three
 @pytest.mark.parametrize("name,overrides", FAST, ids=[n for n, _ in FAST])
 def test_a_shipped_recipe_runs_evaluates_exports_and_predicts_raw_inputs(cli, tmp_path, name, overrides):
     metrics = _serve(cli, tmp_path, name, overrides)

@@ -106,6 +106,7 @@ TUNE = '''
 '''
 
 
+@pytest.mark.slow  # a whole pruned and confirmed search (80 s on 2 cores); .ci/run runs it
 def test_pruned_and_confirmed_search_writes_mean_sd_and_a_noise_verdict(tiny_recipe, tmp_path, cli):
     path = tiny_recipe(tune=TUNE, extra="[callbacks.tensorboard]\nwrite_graph = false\n")
     out = tmp_path / "s"
