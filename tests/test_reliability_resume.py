@@ -73,6 +73,7 @@ def _assert_same_run(out, reference, keys):
     assert not (out / LOCK).exists()
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
     """cnn-digits with its defaults: bfloat16 on a CPU that has it, fused batch norm, random
     translation inside the model (the staged test below covers an XLA-compiled MLP)."""
@@ -102,6 +103,7 @@ def test_sigkilled_run_resumes_and_equals_uninterrupted_run(tmp_path):
     assert policy == ("mixed_bfloat16" if cpu_has_bf16() else "float32")
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_sigkilled_run_on_a_folder_resumes_and_equals_uninterrupted_run(tmp_path):
     """The same on a folder of images, which streams: the split, each epoch's shuffle of the file
     list and the decoded pixels are the same in the resumed process."""
@@ -353,6 +355,7 @@ def _steps(out):
     return math.ceil(json.loads((out / "metrics.json").read_text())["num_train"] / 64)
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_sigkilled_staged_run_resumes_inside_its_stage_with_its_rates(staged, tmp_path, cli, monkeypatch):
     recipe, reference = staged
     killed = tmp_path / "killed"

@@ -89,6 +89,7 @@ def test_augmentation_only_in_training():
     assert loaded.get_layer("augment_translate").layer.name == "augment_translate_op"
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_multi_step_execution_trains_every_epoch_like_one_step_per_call(cli, tmp_path):
     """With batch 30, digits' 1,257 training images make 42 steps an epoch: auto picks 21 steps a
     call (a divisor), so no call borrows the next epoch's batches and every epoch trains."""

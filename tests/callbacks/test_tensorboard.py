@@ -63,6 +63,7 @@ def test_update_ratio_histograms_need_the_monitor(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before training: nothing left behind
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_each_tuner_trial_logs_into_its_own_folder(tmp_path):
     from kzoo.tuning.search import search
 

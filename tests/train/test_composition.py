@@ -15,6 +15,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 FACTORS = {
     "path": ["plain", "staged", "trial"],
     "optimizer": ["adam", "sgd_nesterov", "gains"],
@@ -134,6 +136,7 @@ def test_pairwise_combinations_cover_every_pair():
     assert len(combos) <= 20
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_every_setting_works_on_every_path(tmp_path):
     combos = pairwise(FACTORS)
     script = tmp_path / "combos.py"

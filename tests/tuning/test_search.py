@@ -25,6 +25,7 @@ def rss_mb():
     return psutil.Process().memory_info().rss / 2**20
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_search_reports_each_trial_and_best_export_reproduces(tiny_recipe, tmp_path, capsys):
     rss = []
     result = search(tiny_recipe(epochs=1), max_trials=4, out=str(tmp_path / "s"),
@@ -130,6 +131,7 @@ stages = ["head:1@3e-3", "all:1@1e-3"]
 '''
 
 
+@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
 def test_search_on_a_staged_recipe_trains_the_stages_and_best_export_reproduces_exactly(tiny_recipe, tmp_path):
     path = tiny_recipe(tune=STAGED_TUNE, epochs=2, extra=STAGED)
     result = search(path, tuner="grid", max_trials=2, out=str(tmp_path / "s"), export=str(tmp_path / "best.toml"),
