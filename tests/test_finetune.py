@@ -239,7 +239,8 @@ def test_digits_in_mnist_framing_with_five_labels_per_class():
     assert framed.max() == pytest.approx(255.0, rel=0.02)
     assert not framed[:, :4].any() and not framed[:, :, -4:].any()  # 4-pixel empty frame
     model = session.build()
-    assert model.input_shape[1:] == (8, 8, 1) and model.get_layer("preprocess_frame") is not None
+    assert model.input_shape[1:] == (8, 8, 1)
+    assert model.layers[1].name == "preprocess_frame"  # the framing comes first, on the raw digits
 
 
 @pytest.mark.slow  # over the default suite's budget; see the README's slow tests

@@ -260,7 +260,3 @@ def _export_predictor(path, format, batch_size, trust_model=False):
     # The .keras export holds whatever code the run's model held: read it back the same way.
     model = load_model_file(path, trust_model=trust_model)
     return lambda x: np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float64")
-
-
-def _predict_export(path, format, x, batch_size, trust_model=False):
-    return _export_predictor(path, format, batch_size, trust_model)(x)

@@ -146,6 +146,11 @@ class DataSplits(abc.ABC):
         """These splits with only the training examples at the sorted `positions`."""
 
     @abc.abstractmethod
+    def worker_shard(self, index: int, count: int, seed: int):
+        """Worker `index` of `count`'s training examples for multi-worker training: unbatched,
+        repeating, a seeded shuffle shared by every worker so the shards are disjoint."""
+
+    @abc.abstractmethod
     def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
                shuffle_buffer: int | None = 10000):
         """Training batches for epochs `initial_epoch` to `epochs - 1`; each epoch's order depends
