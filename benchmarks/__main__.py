@@ -28,6 +28,7 @@ def main(argv=None):
     from benchmarks import harness, training
 
     quick = args.quick
+    harness.git_state()  # the commit the measurements start on
     wanted = set(args.only or SECTIONS)
     results, tables, started = [], {}, time.perf_counter()
 
@@ -86,20 +87,20 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     payload = {
+        "command": "python -m benchmarks" + (" --quick" if quick else "") + (
+            " --only " + " ".join(args.only) if args.only else ""),
         "machine": harness.machine(),
         "mode": "quick" if quick else "full",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **harness.provenance(),  # commit, dirty, CPU, load average (other jobs slow every timing), date
         "seconds": round(time.perf_counter() - started, 1),
-        # Other jobs on the machine slow every timing; the 1-minute load average says how much.
-        "load_average": round(os.getloadavg()[0], 1),
         "results": [r.to_dict() for r in results],
         "scaling": {k: [list(row) for row in rows] for k, rows in tables.items()},
         "reproducibility": reproducibility,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(payload, f, indent=2)
-    md = (f"Machine: {payload['machine']}; load average {payload['load_average']}; mode: {payload['mode']}; "
-          f"{payload['date']}; {payload['seconds']} s\n\n")
+    md = (f"Measured by `{payload['command']}` {harness.describe(payload)} on {payload['machine']}; load average "
+          f"{payload['load_average']}; mode: {payload['mode']}; {payload['date']}; {payload['seconds']} s\n\n")
     md += harness.markdown_table(results) + "\n"
     for key, rows in tables.items():
         md += f"\nThroughput by {key} (kzoo pipeline, samples/s):\n\n"

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks.harness import describe, git_state, provenance
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUDGET_SECONDS = 480
@@ -249,6 +251,7 @@ def run_check(cpu: bool, out_dir: str, tiny: bool | None = None, budget: float =
     """Runs every step within `budget` seconds; writes and returns the results."""
     tiny = cpu if tiny is None else tiny
     started = time.perf_counter()
+    git_state()  # the commit the check starts on
     workdir = tempfile.mkdtemp(prefix="kzoo-gpu-check-")
     groups = [(g, CPU_GROUP_TIMEOUT) for g in CPU_GROUPS] if cpu else [((name,), t) for name, t in STEPS.items()]
     results = []
@@ -263,8 +266,8 @@ def run_check(cpu: bool, out_dir: str, tiny: bool | None = None, budget: float =
             print(f"{result['step']}: {'ok' if result['ok'] else 'FAILED'} in {result['seconds']} s"
                   f"{'' if result['ok'] else '  ' + result['error']}", flush=True)
     _compare_xla(results)
-    payload = {"mode": "cpu" if cpu else "gpu", "tiny": tiny, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "seconds": round(time.perf_counter() - started, 1), "steps": results}
+    payload = {"command": "python -m benchmarks.gpu_check" + (" --cpu" if cpu else ""), "mode": "cpu" if cpu else "gpu",
+               "tiny": tiny, **provenance(), "seconds": round(time.perf_counter() - started, 1), "steps": results}
     stem = "results-gpu-check-cpu" if cpu else "results-gpu"
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, stem + ".json"), "w") as f:
@@ -284,8 +287,9 @@ def _compare_xla(results):
 
 
 def markdown(payload: dict) -> str:
-    lines = [f"GPU check (`python -m benchmarks.gpu_check{' --cpu' if payload['mode'] == 'cpu' else ''}`): "
-             f"mode {payload['mode']}, {payload['date']}, {payload['seconds']} s", "",
+    lines = [f"GPU check (`python -m benchmarks.gpu_check{' --cpu' if payload['mode'] == 'cpu' else ''}`) "
+             f"{describe(payload)}: mode {payload['mode']}, {payload.get('cpu', '')}, load average "
+             f"{payload.get('load_average')}, {payload['date']}, {payload['seconds']} s", "",
              "| step | result | seconds | findings |", "|---|---|---|---|"]
     for r in payload["steps"]:
         findings = r.get("error") or json.dumps({k: v for k, v in r.items() if k not in ("step", "ok", "seconds")})

@@ -1,10 +1,20 @@
-"""Timing helpers shared by the benchmarks: alternating pairs, medians, result rows."""
+"""Timing helpers shared by the benchmarks: alternating pairs, medians, result rows, and the
+provenance every results file records."""
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
 import statistics
+import subprocess
+import time
 from dataclasses import asdict, dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the results writers themselves write (figures, the pages rendered from them): a change
+# there cannot change a measurement, so it does not make the tree count as changed.
+OUTPUTS = ("docs/results", "benchmarks/results*", "benchmarks/scaling.png", "*.md")
 
 
 @dataclass
@@ -72,6 +82,55 @@ def cpu_name() -> str:
     except OSError:
         names = []
     return names[0] if names else (platform.processor() or platform.machine())
+
+
+@functools.lru_cache(maxsize=None)
+def git_state() -> tuple[str, bool | None]:
+    """`(commit, dirty)`: `git rev-parse HEAD` and whether the work tree differs from it.
+
+    Dirty counts modified tracked files and untracked files git does not ignore (a module not
+    added yet changes what runs just as an edit does), but not the results files and pages the
+    writers produce (`OUTPUTS`). Without git (a copy of the tree with no `.git`), the commit is
+    `$KZOO_COMMIT` when set, else `""`, and dirty is `None` (unknown). Cached, so a command that
+    writes several files records the commit it started on.
+    """
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        excludes = [f":(exclude){path}" for path in OUTPUTS]
+        changes = subprocess.run(["git", "status", "--porcelain", "--", ".", *excludes], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("KZOO_COMMIT", ""), None
+    return head, bool(changes)
+
+
+def provenance(load_before: float | None = None) -> dict:
+    """Where and when figures were measured: the fields every results file records.
+
+    Args:
+        load_before: the 1-minute load average when the measurement started; given, the
+            `load_average` field is `[before, now]`. Defaults to `None`: the load average now.
+
+    Returns:
+        `{"commit", "dirty", "cpu", "load_average", "date"}`: the commit (`git_state`), whether
+        the tree differed from it, the CPU model (`cpu_name`), the 1-minute load average (other
+        jobs on the machine slow every timing) and the UTC date and time.
+    """
+    commit, dirty = git_state()
+    now = round(os.getloadavg()[0], 2)
+    return {"commit": commit, "dirty": dirty, "cpu": cpu_name(),
+            "load_average": now if load_before is None else [round(load_before, 2), now],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def describe(data: dict) -> str:
+    """`at commit abc1234 (with uncommitted changes)`, from a results file's provenance."""
+    commit = data.get("commit") or ""
+    if not commit:
+        return "at an unrecorded commit"
+    changed = " (with uncommitted changes)" if data.get("dirty") else ""
+    return f"at commit {commit[:7]}{changed}"
 
 
 def machine() -> str:

@@ -1,130 +1,128 @@
 """Throughput of cnn-digits with the three training-dynamics monitors on vs off, in one process.
 
 Usage:
-    python benchmarks/monitor_overhead.py [--recipe cnn-digits] [--epochs 24]
+    python -m benchmarks.monitor_overhead [--quick] [--recipe cnn-digits]
 
-One model trains for `--epochs` epochs; the monitors (UpdateRatioMonitor, GradientMonitor,
-ActivationMonitor at their default sampling, probe batch as in `kzoo run`) see only every
-other epoch. Alternating within one run means a shared machine's load drifts over both modes
-alike. The first two epochs (tracing) are dropped; the ratio is the median epoch time
-without monitors over the median with them, i.e. throughput on / throughput off, both in wall
-time and in this process's CPU time (the steadier of the two when other jobs share the cores).
+`python -m benchmarks` runs it as its `monitors` section. Four models with the same initial
+weights train side by side: with and without the monitors (UpdateRatioMonitor,
+GradientMonitor, ActivationMonitor at their default sampling, a 64-example probe as in `kzoo
+run`), each at one step per call and at kzoo's default `steps_per_execution` (the auto value,
+which the monitors no longer lower). Each timed fit runs 100 steps (5 epochs of digits), the
+gradient and activation monitors' default sampling interval, as one long run samples; the four
+fits alternate in order so a shared machine's load drifts over all of them alike, warm-up
+(tracing) excluded, median of the repeats. The ratio is throughput on / throughput off at equal
+steps per call, in wall time (the reported figure) and in this process's CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def _alternator(monitors):
-    import keras
-
-    class Alternate(keras.callbacks.Callback):
-        """Forwards batch hooks to the monitors in odd epochs only; times every epoch."""
-
-        def __init__(self):
-            super().__init__()
-            self.times = {"on": [], "off": []}
-            self.inside = {type(m).__name__: 0.0 for m in monitors}  # wall seconds in each monitor
-
-        def set_model(self, model):
-            super().set_model(model)
-            for m in monitors:
-                m.set_model(model)
-
-        def set_params(self, params):
-            super().set_params(params)
-            for m in monitors:
-                m.set_params(params)
-
-        def on_train_begin(self, logs=None):
-            for m in monitors:
-                m.on_train_begin(logs)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.mode, self.epoch = ("on" if epoch % 2 else "off"), epoch
-            self._wall, self._cpu = time.perf_counter(), time.process_time()
-            for m in monitors:
-                m.on_epoch_begin(epoch, logs)
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._forward("on_train_batch_begin", batch, logs)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._forward("on_train_batch_end", batch, logs)
-
-        def _forward(self, hook, batch, logs):
-            if self.mode == "on":
-                for m in monitors:
-                    if self.epoch < 2:  # the first samples trace the monitors' functions
-                        getattr(m, hook)(batch, logs)
-                        continue
-                    t = time.perf_counter()
-                    getattr(m, hook)(batch, logs)
-                    self.inside[type(m).__name__] += time.perf_counter() - t
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.mode == "on":
-                for m in monitors:
-                    m.on_epoch_end(epoch, logs)
-            if epoch >= 2:
-                self.times[self.mode].append((time.perf_counter() - self._wall, time.process_time() - self._cpu))
-
-    return Alternate()
+MONITORS = {"update_ratio": {}, "gradients": {}, "activations": {}}  # each at its default sampling
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="cnn-digits")
-    parser.add_argument("--epochs", type=int, default=24)
-    args = parser.parse_args(argv)
+def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int | None = None):
+    """Monitors on vs off at one step per call and at the default steps per call.
 
+    Args:
+        recipe_name: the recipe whose model and data train. Defaults to `"cnn-digits"`.
+        quick: fewer repeats. Defaults to `False`.
+        repeats: timed fits of each of the four models. Defaults to 3 with `quick`, else 7.
+
+    Returns:
+        `(results, summary)`: two `harness.Result` rows (goal 0.95 each) and the dict
+        `python -m benchmarks` writes under `"monitors"` in `results.json`.
+    """
     import warnings
 
     import numpy as np
 
-    from kzoo import data as kdata
+    import kzoo
+    from benchmarks.harness import Result, alternate, median
+    from benchmarks.training import set_determinism
     from kzoo.callbacks import RunContext, build_callbacks
-    from kzoo.recipes import load
-    from kzoo.train import build_model, compile_stage, plan, seed_everything
+    from kzoo.data.core import make_dataset
+    from kzoo.train import build_model, compile_stage, plan, resolve_steps_per_execution, seed_everything
 
-    warnings.simplefilter("ignore")
-    recipe = load(args.recipe, [f"epochs={args.epochs}"])
-    seed_everything(recipe.seed, recipe.deterministic)
+    repeats = repeats or (3 if quick else 7)
+    load_before = os.getloadavg()[0]
+    recipe = kzoo.recipes.load(recipe_name)
+    arrays = kzoo.data.load_arrays(recipe.data.dataset)
     d = recipe.data
-    splits = kdata.load(d.dataset, d.batch_size, None, d.validation_split, d.test_split, d.split_seed,
-                        recipe.seed, None, d.cache, d.shuffle_buffer)
-    arrays = splits.arrays
-    model = build_model(recipe, arrays)
-    steps = int(np.ceil(arrays.info.num_train / d.batch_size))
-    compile_stage(model, recipe, plan(recipe)[0][0], None, steps)
-    # built as a recipe's [callbacks.update_ratio], [callbacks.gradients], [callbacks.activations]
-    # tables with no arguments would build them: default sampling and probe size
+    n = len(arrays.x_train)
+    steps = int(np.ceil(n / d.batch_size))
+    epochs = max(1, -(-100 // steps))  # one fit: at least the probe monitors' 100-step interval
+    ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed)
     context = RunContext(recipe=recipe, steps_per_epoch=steps,
                          probe=(arrays.x_train[:256].astype("float32"), arrays.y_train[:256]))
-    monitors = build_callbacks({"update_ratio": {}, "gradients": {}, "activations": {}}, context)
-    alternate = _alternator(monitors)
-    model.fit(splits.train, epochs=args.epochs, callbacks=[alternate], verbose=0)
+    auto = resolve_steps_per_execution(recipe, steps, build_callbacks(MONITORS, context))
+    if auto != resolve_steps_per_execution(recipe, steps):
+        raise AssertionError(f"the monitors changed steps_per_execution from the default to {auto}")
 
-    wall = {k: statistics.median(t[0] for t in v) for k, v in alternate.times.items()}
-    cpu = {k: statistics.median(t[1] for t in v) for k, v in alternate.times.items()}
-    n = arrays.info.num_train
-    print(f"{args.recipe}: {args.epochs} epochs of {steps} steps, monitors on in every other epoch; "
-          f"{len(alternate.times['on'])} + {len(alternate.times['off'])} epochs measured")
-    print(f"  samples/s without monitors: {n / wall['off']:.0f} (wall), {n / cpu['off']:.0f} (CPU)")
-    print(f"  samples/s with monitors:    {n / wall['on']:.0f} (wall), {n / cpu['on']:.0f} (CPU)")
-    print(f"  samples taken: update ratio {len(monitors[0].trace)}, gradients {len(monitors[1].trace)}, "
-          f"activations {len(monitors[2].trace)}")
-    on_seconds = sum(t[0] for t in alternate.times["on"])
-    print("  time inside the monitors' batch hooks, share of the monitored epochs: " + ", ".join(
-        f"{k} {v / on_seconds:.1%}" for k, v in alternate.inside.items()))
-    print(f"throughput ratio (on / off): {wall['off'] / wall['on']:.3f} wall, {cpu['off'] / cpu['on']:.3f} CPU")
+    setups, monitors = {}, {}
+    warnings.simplefilter("ignore")  # the monitors' health warnings are not what is measured
+    for spe in (1, auto):
+        r = dataclasses.replace(recipe, steps_per_execution=spe)
+        for on in (True, False):
+            seed_everything(recipe.seed, recipe.deterministic)  # same initial weights for all four
+            callbacks = build_callbacks(MONITORS, context) if on else []
+            model = build_model(r, arrays)
+            compile_stage(model, r, plan(r)[0][0], None, steps, callbacks)
+            assert model.steps_per_execution == spe
+            model.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks)  # traces everything
+            key = (spe, "on" if on else "off")
+            setups[key], monitors[key] = (model, callbacks), callbacks
+
+    def timed(model, callbacks):
+        def go():
+            wall, cpu = time.perf_counter(), time.process_time()
+            model.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks)
+            return n * epochs / (time.perf_counter() - wall), n * epochs / (time.process_time() - cpu)
+        return go
+
+    values = alternate({key: timed(*v) for key, v in setups.items()}, repeats)
+    set_determinism(False)
+    load_after = os.getloadavg()[0]
+    results, summary = [], {"recipe": recipe_name, "default_steps_per_execution": auto, "goal": 0.95,
+                            "steps_per_fit": steps * epochs, "repeats": repeats,
+                            "load_average": [round(load_before, 2), round(load_after, 2)]}
+    for spe in (1, auto):
+        on = [v[0] for v in values[(spe, "on")]]
+        off = [v[0] for v in values[(spe, "off")]]
+        cpu = median([v[1] for v in values[(spe, "on")]]) / median([v[1] for v in values[(spe, "off")]])
+        samples = {type(m).__name__: len(m.trace) for m in monitors[(spe, "on")]}
+        label = "1" if spe == 1 else f"{spe} (kzoo's default)"
+        results.append(Result(
+            f"monitor overhead, {recipe_name}, steps_per_execution={label}",
+            "samples/s, the three monitors on vs off", median(on), median(off), "samples/s", goal=0.95,
+            note=f"CPU-time ratio {cpu:.2f}; median of {repeats} fits of {steps * epochs} steps",
+            details={"on": on, "off": off, "cpu_ratio": round(cpu, 3), "samples_in_last_fit": samples}))
+        key = "steps_per_execution_1" if spe == 1 else "steps_per_execution_default"
+        summary[key] = {"steps_per_execution": spe, "ratio": round(results[-1].ratio, 3),
+                        "cpu_ratio": round(cpu, 3), "meets_goal": results[-1].meets_goal}
+    return results, summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor_overhead",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="cnn-digits")
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
+    parser.add_argument("--repeats", type=int, default=None, help="timed fits of each model")
+    args = parser.parse_args(argv)
+    from benchmarks.harness import cpu_name
+
+    results, summary = measure(args.recipe, args.quick, args.repeats)
+    print(f"{cpu_name()}; load average {summary['load_average'][0]} -> {summary['load_average'][1]}")
+    for r in results:
+        print(f"{r.benchmark}: on {r.kzoo:.0f}, off {r.baseline:.0f} samples/s, ratio {r.ratio:.3f} "
+              f"({'goal met' if r.meets_goal else 'goal NOT met'}); {r.note}; samples {r.details['samples_in_last_fit']}")
     return 0
 
 

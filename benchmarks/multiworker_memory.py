@@ -207,23 +207,12 @@ def measure(sizes, root: str, ports=free_ports, epochs: int = EPOCHS, size: int 
             "meets_goal": ok and max(train_growth) < GROWTH_LIMIT_KB and max(growth("peak_mb")) < GROWTH_LIMIT_KB}
 
 
-def git_head() -> tuple[str, bool]:
-    """`(git rev-parse HEAD, whether tracked files differ from it)`, or `("", False)`."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                 capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "", False
-    return head, bool(changed)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--worker"]:
         return worker(argv[1:])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from benchmarks import harness
     from benchmarks.streaming import machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.multiworker_memory",
@@ -232,19 +221,18 @@ def main(argv=None):
     parser.add_argument("--out", default=HERE, help="folder for results-multiworker.json")
     args = parser.parse_args(argv)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    head, changed = git_head()  # the commit the measurements start on
+    harness.git_state()  # the commit the measurements start on
     summary = measure(sorted(args.sizes), os.path.join(OUT, "multiworker"))
     result = {"benchmark": "multi-worker peak memory, streamed image folder",
               "command": "python -m benchmarks.multiworker_memory", "machine": machine(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": head,
-              "tree_changed": changed, "image_size": [SIZE, SIZE], "epochs": EPOCHS, "workers": 2,
+              "image_size": [SIZE, SIZE], "epochs": EPOCHS, "workers": 2,
               "figures": "train_peak_mb: a worker's peak resident MB from its first training step to the end of "
                          "the run; peak_mb: the whole process's (building the model reads a bounded sample of "
                          "the training split first); growth: KB per extra image between the two folders",
               **summary,
               "seconds": round(time.perf_counter() - started, 1),
               # Other jobs on the machine change the timings: the 1-minute load average before and after.
-              "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+              **harness.provenance(load_before)}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results-multiworker.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -195,6 +195,7 @@ def main(argv=None):
         return 0
 
     started, load_before = time.perf_counter(), os.getloadavg()[0]
+    harness.git_state()  # the commit the measurements start on
     folders = {n: make_folder(n, os.path.join(OUT, f"photos-{n}")) for n in args.sizes}
     readers = [("kzoo", "auto"), ("kzoo", "none"), ("keras", "-")]
     rows = []
@@ -208,7 +209,7 @@ def main(argv=None):
     summary = _summarise(rows, args.sizes)
     command = "python -m benchmarks.streaming" + (f" --repeats {args.repeats}" if args.repeats != 4 else "")
     result = {"benchmark": "streaming image folders", "command": command, "machine": machine(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "runs": rows}
+              "summary": summary, "runs": rows}
     big = max(args.sizes)
     result["memory_cache"] = {"folder_images": big, **_run_child("cache", folders[big], "memory")}
     print(json.dumps(result["memory_cache"]), flush=True)
@@ -218,7 +219,7 @@ def main(argv=None):
         print(json.dumps(result["finetune"]), flush=True)
     result["seconds"] = round(time.perf_counter() - started, 1)
     # Other jobs on the machine slow the timings: the 1-minute load average before and after.
-    result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result.update(harness.provenance(load_before))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results-streaming.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -270,10 +271,10 @@ def markdown(result, title: bool = True) -> str:
     m = result["machine"]
     load = result.get("load_average")
     load = f", load average {load[0]} before and {load[1]} after" if load else ""
-    date = f" on {result['date']}" if result.get("date") else ""
+    date = f" {harness.describe(result)}" + (f" on {result['date']}" if result.get("date") else "")
     lines = ["# Streaming image folders: kzoo vs keras.utils.image_dataset_from_directory", ""] if title else []
     lines += [
-        f"Written by `{result['command']}`{date} on {m['cpu']} ({m['cores']} cores, {m['memory_gb']} GB){load}, "
+        f"Measured by `{result['command']}`{date} on {m['cpu']} ({m['cores']} cores, {m['memory_gb']} GB){load}, "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. One pass over the training split "
         "(70% of the folder) at 224x224, batch 32, in a fresh process each; time from the "
         "call that opens the folder to the last batch (best of the repeats; the CPU time counts "

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.callbacks.layer_select import activation_kind, activation_layers
-from kzoo.callbacks.resumable import ResumableCallback
+from kzoo.callbacks.resumable import ResumableCallback, sampled_between
 
 RELU_KINDS = ("relu", "relu6")
 SATURATING = {"tanh": (-0.99, 0.99), "sigmoid": (0.01, 0.99), "hard_sigmoid": (0.01, 0.99)}
@@ -25,6 +25,9 @@ class ActivationMonitor(ResumableCallback, keras.callbacks.Callback):
     outside [0.01, 0.99]). `trace` keeps every sample. The probe runs in inference mode.
     A resumed run gets the samples and the step count back (saved with each checkpoint), so it
     samples at the same steps and logs what an uninterrupted run logs.
+    With several steps per call into the compiled graph (`steps_per_execution`) the sample is taken
+    at the end of the call that ran a sampled step, and recorded at that call's last step: the
+    probe is one compiled function, so a monitored run keeps its steps per call.
 
     Args:
         probe: `(x, y)` or `x`: a fixed batch of training inputs.
@@ -35,8 +38,6 @@ class ActivationMonitor(ResumableCallback, keras.callbacks.Callback):
     He et al. 2015 (ReLU networks, https://arxiv.org/abs/1502.01852).
     """
 
-    # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
-    needs_every_step = True
     resume_attributes = ("trace", "_step")
 
     def __init__(self, probe, every_n_steps: int = 100, dead_warning: float = 0.5):
@@ -90,11 +91,13 @@ class ActivationMonitor(ResumableCallback, keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step
-        self._step += 1
-        if self._fn is not None and step % self.every_n_steps == 0:
-            self.sample(step)
+        before, self._step = self._step, self._step + batch - getattr(self, "_begin", batch) + 1
+        if self._fn is not None and sampled_between(before, self._step, self.every_n_steps):
+            self.sample(self._step - 1)
 
     def sample(self, step=None):
         """Measures now; returns `{layer: {"mean", "std", "dead", "saturated"}}`."""

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.callbacks.layer_select import weight_layers
-from kzoo.callbacks.resumable import ResumableCallback
+from kzoo.callbacks.resumable import ResumableCallback, sampled_between
 
 
 class GradientMonitor(ResumableCallback, keras.callbacks.Callback):
@@ -24,6 +24,9 @@ class GradientMonitor(ResumableCallback, keras.callbacks.Callback):
     statistics), so it neither draws random numbers nor touches the model's state.
     A resumed run gets the samples and the step count back (saved with each checkpoint), so it
     samples at the same steps and logs what an uninterrupted run logs.
+    With several steps per call into the compiled graph (`steps_per_execution`) the sample is taken
+    at the end of the call that ran a sampled step, and recorded at that call's last step: the
+    probe is one compiled function, so a monitored run keeps its steps per call.
 
     Args:
         probe: `(x, y)`, a fixed batch of training inputs and labels.
@@ -39,8 +42,6 @@ class GradientMonitor(ResumableCallback, keras.callbacks.Callback):
     neural networks" (https://proceedings.mlr.press/v9/glorot10a.html).
     """
 
-    # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
-    needs_every_step = True
     resume_attributes = ("trace", "flags", "_step")
 
     def __init__(self, probe, every_n_steps: int = 100, vanishing: float = 1e-3, exploding: float = 1e3):
@@ -98,11 +99,13 @@ class GradientMonitor(ResumableCallback, keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step
-        self._step += 1
-        if step % self.every_n_steps == 0:
-            self.sample(step)
+        before, self._step = self._step, self._step + batch - getattr(self, "_begin", batch) + 1
+        if sampled_between(before, self._step, self.every_n_steps):
+            self.sample(self._step - 1)
 
     def sample(self, step=None):
         """Measures now; returns `{layer: gradient norm}`."""

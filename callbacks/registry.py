@@ -10,7 +10,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
+
 from kzoo.callbacks.activations import ActivationMonitor
+from kzoo.callbacks.chance import ChanceCheck, random_backbone_frozen_bn
 from kzoo.callbacks.divergence import DivergenceGuard
 from kzoo.callbacks.early_stopping import EarlyStopping
 from kzoo.callbacks.gradients import GradientMonitor
@@ -63,6 +66,16 @@ def build_callbacks(specs: dict, context: RunContext) -> list:
     if schedule.get("name") == "one_cycle":
         callbacks.append(ScheduleMomentum())
     return callbacks + last
+
+
+# Callbacks every run, stage and tuner trial gets; a recipe's [callbacks.NAME] table sets
+# their arguments (`enabled = false` turns one off).
+ALWAYS_ON = ("chance_check",)
+
+
+def with_always_on(specs: dict) -> dict:
+    """A recipe's [callbacks] specs with the always-on callbacks first, where it names none of them."""
+    return {**{name: {} for name in ALWAYS_ON}, **specs}
 
 
 def list_callbacks(pattern="*"):
@@ -177,3 +190,19 @@ def mlflow_tracking(context, tracking_uri: str = "", experiment: str = "", log_m
         raise UserError("callbacks.mlflow keeps its run id in the run folder; run it from a recipe.")
     check_tracking(tracking_uri)
     return MlflowLogger(context.out_dir, context.recipe, tracking_uri, experiment, log_model)
+
+
+@register_callback
+def chance_check(context, enabled: bool = True, epochs: int = 2, tolerance: float = 0.02):
+    """Always on: warns when the training loss stays at chance (ln C) over the first epochs, naming the likely cause."""
+    if not enabled:
+        return keras.callbacks.Callback()
+    # One instance for the whole run: a staged run builds its callbacks once per stage, and the
+    # check covers the run's first epochs across stages.
+    key = ("chance_check", epochs, tolerance)
+    if key not in context.extras:
+        recipe = context.recipe
+        context.extras[key] = ChanceCheck(
+            probe=context.probe, epochs=epochs, tolerance=tolerance,
+            run_epochs=getattr(recipe, "epochs", None), random_frozen_bn=random_backbone_frozen_bn(recipe))
+    return context.extras[key]

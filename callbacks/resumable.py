@@ -39,3 +39,10 @@ class ResumableCallback:
         """
         for name, value in {**values, **weights}.items():
             setattr(self, name, value)
+
+
+def sampled_between(before: int, after: int, every_n_steps: int) -> bool:
+    """Whether steps `before` to `after - 1` (one call into the compiled graph, which runs
+    `steps_per_execution` steps) hold a multiple of `every_n_steps`: a monitor sampling every
+    `every_n_steps` steps then samples at the end of that call."""
+    return -(-before // every_n_steps) * every_n_steps < after

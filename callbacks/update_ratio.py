@@ -12,8 +12,9 @@ from keras import ops
 
 from kzoo.callbacks.layer_select import weight_layers
 from kzoo.callbacks.lr_control import can_scale_learning_rate, scale_learning_rate
-from kzoo.callbacks.resumable import ResumableCallback
+from kzoo.callbacks.resumable import ResumableCallback, sampled_between
 from kzoo.callbacks.schedules import ScaledSchedule
+from kzoo.optimizers.compose import UpdateRatioWatch, watched_optimizer
 
 ADVICE_HIGH = "lower the learning rate"
 ADVICE_LOW = "raise the learning rate"
@@ -37,8 +38,12 @@ def _ratio(num, den) -> float:
 class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
     """Measures ||W_after - W_before|| / ||W_before|| for each weight layer over one optimizer step.
 
-    Every `every_n_steps` steps it copies the weights before the step and compares them after
-    (two small compiled calls per sample, so sampling often costs little). Epoch logs get `update_ratio/<layer>` (the
+    Every `every_n_steps` steps the optimizer copies the weights before the step and compares them
+    after, inside the compiled train step (`kzoo.optimizers.compose.UpdateRatioStatistics`; a stock
+    Keras optimizer becomes its kzoo class in place), and the monitor reads the samples at the
+    ends of the calls into the graph: training keeps several steps per call
+    (`steps_per_execution`), except in the adaptive mode, which changes the rate right after
+    each sample and so takes one step per call. Epoch logs get `update_ratio/<layer>` (the
     geometric mean of the epoch's samples) and `update_ratio/median` (the median over layers);
     `trace` keeps every sample for `dynamics.png`. About 1e-3 is healthy: a layer outside
     `band` for `patience` samples in a row gets one warning.
@@ -70,8 +75,6 @@ class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
     (https://cs231n.github.io/neural-networks-3/#ratio).
     """
 
-    # Per-step hooks: the runner keeps steps_per_execution at 1 while this callback runs.
-    needs_every_step = True
     resume_attributes = ("trace", "lr_changes", "out_of_range", "lr_multiplier", "_last", "_step")
 
     def __init__(self, every_n_steps: int = 10, adaptive: bool = False, target: float = 1e-3,
@@ -98,6 +101,9 @@ class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
         self.tolerance = float(tolerance)
         self.max_change = float(max_change)
         self.verbose = verbose
+        # The adaptive mode changes the rate after each sample, before the next step.
+        self.needs_every_step = self.adaptive
+        self._watch = None
 
     def get_config(self):
         return {"every_n_steps": self.every_n_steps, "adaptive": self.adaptive, "target": self.target,
@@ -112,17 +118,15 @@ class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
         self.out_of_range = {}  # layer -> latest ratio, while outside `band`
         self._streak = {name: 0 for name, _ in self._layers}
         self._warned = set()
-        self._pending = False  # a snapshot was taken before this step
         self._epoch = 0
         self._epoch_samples = []
         self._step = 0
         self._last = {}
         self.lr_multiplier = 1.0  # the product of the adaptive changes in this fit
+        self._watch = None
         self._peak = self._schedule_peak() if self.adaptive else None
-        # One pair of traced functions per model and set of variables (reused by a second fit).
-        key = (id(self.model), tuple(id(v) for _, vs in self._layers for v in vs))
-        if getattr(self, "_fns_key", None) != key:
-            (self._snapshot, self._ratios), self._fns_key = self._make_fns(), key
+        if self._layers:
+            self._start_watch()
         if self.adaptive and not can_scale_learning_rate(self.model.optimizer):
             raise TypeError("UpdateRatioMonitor(adaptive=True) needs a float learning rate or a "
                             "kzoo ScaledSchedule. Received: learning_rate="
@@ -141,54 +145,58 @@ class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
         self._epoch_samples = []
 
     # -- sampling ---------------------------------------------------------------------------
-    def _make_fns(self):
-        flat = [v for _, vs in self._layers for v in vs]
-        sizes = [len(vs) for _, vs in self._layers]
-        # Copies live in variables: the snapshot call then returns nothing, which keeps it cheap.
-        if getattr(self, "_shadow_for", None) is not self.model:
-            self._shadows = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in flat]
-            self._shadow_for = self.model
-        shadows = self._shadows
+    def _start_watch(self):
+        optimizer = watched_optimizer(self.model)
+        groups = [vs for _, vs in self._layers]
+        # Samples between two reads: one call into the graph runs steps_per_execution steps.
+        capacity = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1)) // self.every_n_steps + 2
+        watch = optimizer.update_watch
+        if watch is None or not watch.fits(groups, self.every_n_steps, capacity):
+            strategy = getattr(self.model, "distribute_strategy", None) or tf.distribute.get_strategy()
+            with strategy.scope():
+                watch = UpdateRatioWatch(groups, self.every_n_steps, capacity)
+            optimizer.watch_update_ratios(watch)
+        # A train function traced before the watch was set would not measure: trace it again
+        # (once per watch; a second fit reuses the traced one).
+        if self.model.train_function is None or self.model.train_function is not watch.train_function:
+            self.model.make_train_function(force=True)
+            watch.train_function = self.model.train_function
+        watch.step.assign(self._step)
+        watch.count.assign(0)
+        watch.active.assign(True)
+        self._watch = watch
 
-        @tf.function
-        def snapshot():
-            for s, v in zip(shadows, flat):
-                s.assign(v.value)
-
-        @tf.function
-        def ratios():
-            # float64: the exact-ratio check holds to 1e-5 even for small updates of big weights
-            out, i = [], 0
-            for n in sizes:
-                now = [tf.cast(v.value, "float64") for v in flat[i:i + n]]
-                old = [tf.cast(s, "float64") for s in shadows[i:i + n]]
-                num = tf.add_n([tf.reduce_sum(tf.square(a - b)) for a, b in zip(now, old)])
-                den = tf.add_n([tf.reduce_sum(tf.square(b)) for b in old])
-                out.append(tf.stack([num, den]))
-                i += n
-            return tf.sqrt(tf.stack(out))
-
-        return snapshot, ratios
+    def set_resume_state(self, values, weights):
+        super().set_resume_state(values, weights)
+        if self._watch is not None:
+            self._watch.step.assign(self._step)  # a resumed run samples at the same steps
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._layers and self._step % self.every_n_steps == 0:
-            self._snapshot()
-            self._pending = True
+        self._begin = batch
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step
-        self._step += 1
-        if not self._pending:
-            return
-        values = self._ratios().numpy()
-        self._pending = False
-        ratios = {name: _ratio(num, den) for (name, _), (num, den) in zip(self._layers, values)}
+        before, ran = self._step, batch - getattr(self, "_begin", batch) + 1
+        self._step += ran
+        # Only a call that ran a sampled step has anything to read.
+        if self._watch is not None and sampled_between(before, self._step, self.every_n_steps):
+            self._collect()
+
+    def _collect(self):
+        steps, values = self._watch.read()
+        for step, rows in zip(steps, values):
+            self._record(step, {name: _ratio(num, den) for (name, _), (num, den) in zip(self._layers, rows)})
+
+    def _record(self, step, ratios):
         median = float(np.median(list(ratios.values()))) if ratios else float("nan")
         self.trace.append({"step": step, "epoch": self._epoch, "ratios": ratios, "median": median})
         self._epoch_samples.append(ratios)
         self._check_band(ratios, step)
         if self.adaptive:
             self._adapt(median, step)
+
+    def on_train_end(self, logs=None):
+        if self._watch is not None:
+            self._watch.active.assign(False)  # later fits of this optimizer without the monitor measure nothing
 
     def _check_band(self, ratios, step):
         low, high = self.band
@@ -236,6 +244,9 @@ class UpdateRatioMonitor(ResumableCallback, keras.callbacks.Callback):
 
     # -- epoch logs -------------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
+        if self._watch is not None:  # the graph's count is the truth where a call ran fewer steps
+            self._step = int(self._watch.step.numpy())
+            self._collect()
         if logs is None:
             return
         for name, _ in self._layers:

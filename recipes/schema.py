@@ -16,12 +16,15 @@ import tomli_w
 
 from kzoo.callbacks.registry import CALLBACKS, callback_defaults
 from kzoo.callbacks.schedules import SCHEDULES, schedule_defaults
-from kzoo.data.preprocessing import FLIPS, STANDARDIZE
-from kzoo.errors import RecipeError, closest
+from kzoo.data.preprocessing import FLIPS, POLICIES, STANDARDIZE
+from kzoo.errors import RecipeError, UserError, closest
 from kzoo.finetune.plan import parse_stages
 from kzoo.optimizers import OPTIMIZERS, validate_gain_config
 from kzoo.train.distribution import validate_strategy_fields
+from kzoo.train.losses import validate_class_weight
+from kzoo.train.metrics import validate_metric_names
 from kzoo.zoo import MODELS, activations, initializers, model_defaults, norms
+from kzoo.zoo.backbones import resolve_weights
 
 # Component arguments that may be a name or a `{name = ..., ...}` table.
 SPEC_KEYS = ("activation", "initializer", "normalization")
@@ -34,6 +37,14 @@ class AugmentConfig:
     rotation: float = 0.0
     zoom: float = 0.0
     crop: int = 0
+    # Training batches mixed in the data pipeline, with soft labels (kzoo.data.mixing): Beta alphas, 0: off.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # Training-only layers in the model (kzoo.data.preprocessing.augmentation_layers).
+    policy: str = "none"  # none | randaugment | augmix
+    policy_magnitude: float = 5.0  # timm's 0-10 scale; Keras's factor = magnitude / 10
+    erasing: float = 0.0  # probability of erasing a random box of an image
+    color_jitter: float = 0.0  # brightness and contrast strength in [0, 1]
 
 
 @dataclass
@@ -75,6 +86,63 @@ class OptimizerConfig:
     gain_decrease: float = 0.95
     min_gain: float = 0.01
     max_gain: float = 10.0
+    # Polyak averaging of the weights (Keras's `use_ema`): validation, test and the saved model
+    # use the average; 0: off.
+    ema: float = 0.0
+    # Apply the mean gradient of this many batches at once (Keras's `gradient_accumulation_steps`).
+    accumulate: int = 1
+
+
+@dataclass
+class LossConfig:
+    """[loss]: the cross-entropy every path trains (kzoo.train.losses.ClassificationLoss)."""
+
+    label_smoothing: float = 0.0
+    # "none", "balanced" or a table of weights by class name ({cat = 2.0}): checked by
+    # kzoo.train.losses.validate_class_weight, not by its default's type.
+    class_weight: object = "none"
+
+
+CHECKPOINTS = ("last", "best")
+
+
+def build_loss_section(raw) -> LossConfig:
+    """Validates [loss]; `class_weight` may be a name or a table, which the type check cannot say."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"[loss] must be a table. Received: loss={raw!r}")
+    raw = dict(raw)
+    class_weight = validate_class_weight(raw.pop("class_weight", "none"))
+    cfg = build_section(LossConfig, raw, "loss")
+    cfg.class_weight = class_weight
+    return cfg
+
+
+def validate_training_levers(recipe):
+    """Ranges of [loss], optimizer.ema / accumulate, checkpoint and metrics, and what they need."""
+    def fail(key, value, what):
+        raise RecipeError(f"{key} must be {what}. Received: {key.rsplit('.', 1)[-1]}={value}")
+
+    if not 0 <= recipe.loss.label_smoothing < 1:
+        fail("loss.label_smoothing", recipe.loss.label_smoothing, "in [0, 1)")
+    if not 0 <= recipe.optimizer.ema < 1:
+        fail("optimizer.ema", recipe.optimizer.ema, "in [0, 1) (0: off)")
+    if recipe.optimizer.accumulate < 1:
+        fail("optimizer.accumulate", recipe.optimizer.accumulate, "at least 1")
+    if recipe.checkpoint not in CHECKPOINTS:
+        raise RecipeError(f"checkpoint must be last or best. Received: checkpoint={recipe.checkpoint!r}")
+    recipe.metrics = validate_metric_names(recipe.metrics)
+    if recipe.checkpoint == "best" and recipe.data.validation_split == 0:
+        raise RecipeError("checkpoint = \"best\" keeps the epoch with the best val_accuracy and needs a "
+                          "validation split. Received: data.validation_split=0")
+    if recipe.optimizer.ema and recipe.callbacks.get("early_stopping", {}).get("restore_best_weights"):
+        raise RecipeError("callbacks.early_stopping.restore_best_weights keeps raw weights, while optimizer.ema "
+                          "validates and saves the averages: use checkpoint = \"best\" instead. "
+                          "Received: restore_best_weights=true")
+    if recipe.optimizer.accumulate > 1 and recipe.strategy in ("mirrored", "tpu", "multiworker"):
+        # Keras's accumulation branches with a cond that tf.distribute cannot merge inside.
+        raise RecipeError("optimizer.accumulate > 1 runs on one device only (Keras's gradient accumulation fails "
+                          "under tf.distribute); raise data.batch_size over the replicas instead. "
+                          f"Received: strategy={recipe.strategy}, accumulate={recipe.optimizer.accumulate}")
 
 
 def _optimizer_names() -> tuple:
@@ -98,7 +166,11 @@ class FinetuneConfig:
 
     stages: list = field(default_factory=list)
     backbone: str = ""  # "": the [model]; a zoo model; a keras.applications name; a model.keras path
-    weights: str = "none"  # none | imagenet | a weights file
+    # "": imagenet for a keras.applications backbone, the preset's own for hub:, none otherwise;
+    # or none | imagenet | a weights file (kzoo.zoo.backbones.resolve_weights).
+    weights: str = ""
+    # Layer-wise rate decay: the group k below the head learns layer_decay**k times (0 or 1: off).
+    layer_decay: float = 0.0
     train_bn: bool = False
     head_dropout: float = 0.0
     pixel_max: float = 0.0  # rescale target images so their largest pixel is this (0: as they are)
@@ -134,6 +206,12 @@ def build_finetune(raw, recipe, explicit_epochs: bool = False) -> FinetuneConfig
         if given:
             raise RecipeError(f"finetune.{given[0]} needs finetune.stages (e.g. stages = \"head:2@1e-3, all:3@1e-4\"). "
                               f"Received: {given[0]}={raw[given[0]]!r}")
+    if not 0 <= cfg.layer_decay <= 1:
+        raise RecipeError(f"finetune.layer_decay must be in [0, 1] (0 or 1: off). Received: layer_decay={cfg.layer_decay}")
+    try:
+        resolve_weights(cfg.backbone, cfg.weights)
+    except UserError as e:
+        raise RecipeError(str(e)) from None
     return cfg
 # --- end [finetune] ------------------------------------------------------------------------------
 
@@ -154,6 +232,11 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=lambda: {"name": "mlp"})
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    # "last": model.keras holds the last epoch's weights; "best": the best val_accuracy epoch's.
+    checkpoint: str = "last"
+    # Logged every epoch (val_ too) and tested (test_<name>); accuracy always is.
+    metrics: list = field(default_factory=lambda: ["accuracy"])
     schedule: dict = field(default_factory=lambda: {"name": "constant"})
     callbacks: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
@@ -342,7 +425,25 @@ def _more_ranges(recipe: Recipe):
             fail(f"data.augment.{key}", getattr(aug, key), "in [0, 1)")
     if aug.crop < 0:
         fail("data.augment.crop", aug.crop, ">= 0")
-    for key, value, valid in (("data.augment.flip", aug.flip, FLIPS),
+    for key in ("mixup", "cutmix"):
+        if getattr(aug, key) < 0:
+            fail(f"data.augment.{key}", getattr(aug, key), ">= 0 (0: off)")
+    for key in ("erasing", "color_jitter"):
+        if not 0 <= getattr(aug, key) <= 1:
+            fail(f"data.augment.{key}", getattr(aug, key), "in [0, 1]")
+    if not 0 <= aug.policy_magnitude <= 10:
+        fail("data.augment.policy_magnitude", aug.policy_magnitude, "in [0, 10]")
+    if aug.policy == "augmix":
+        # Keras 3.15's AugMix draws its chains' operations with Python's `random` when the step
+        # is traced: a compiled step repeats the same operations for every batch, and a resumed
+        # run (or a staged run's next stage) traces again and draws others.
+        raise RecipeError("data.augment.policy = \"augmix\" cannot train reproducibly: Keras's AugMix picks its "
+                          "operations once per traced step with Python's random; use \"randaugment\". "
+                          "Received: policy='augmix'")
+    if aug.policy == "none" and aug.policy_magnitude != AugmentConfig.policy_magnitude:
+        raise RecipeError("data.augment.policy_magnitude needs data.augment.policy = \"randaugment\" or \"augmix\". "
+                          f"Received: policy_magnitude={aug.policy_magnitude}")
+    for key, value, valid in (("data.augment.flip", aug.flip, FLIPS), ("data.augment.policy", aug.policy, POLICIES),
                               ("data.standardize", recipe.data.standardize, STANDARDIZE)):
         if value not in valid:
             raise RecipeError(f"{key} must be one of {', '.join(valid)}. Received: {key.rsplit('.', 1)[-1]}={value!r}")
@@ -364,6 +465,11 @@ def _more_ranges(recipe: Recipe):
         for key in ("patience", "min_delta", "start_from_epoch"):
             if _number(kwargs.get(key)) and kwargs[key] < 0:
                 fail(f"callbacks.{name}.{key}", kwargs[key], ">= 0")
+    chance = recipe.callbacks.get("chance_check", {})
+    if _number(chance.get("epochs")) and chance["epochs"] < 1:
+        fail("callbacks.chance_check.epochs", chance["epochs"], "at least 1")
+    if _number(chance.get("tolerance")) and not 0 < chance["tolerance"] < 1:
+        fail("callbacks.chance_check.tolerance", chance["tolerance"], "in (0, 1)")
 
 
 def component_names_exist(recipe: Recipe):
@@ -396,7 +502,9 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
     schedule_raw = raw.pop("schedule", {"name": "constant"})
     callbacks_raw = raw.pop("callbacks", {})
     finetune_raw = raw.pop("finetune", {})
+    loss_raw = raw.pop("loss", {})
     recipe = build_section(Recipe, raw, "")
+    recipe.loss = build_loss_section(loss_raw)
 
     if isinstance(model_raw, str):
         model_raw = {"name": model_raw}
@@ -427,6 +535,7 @@ def build_recipe(raw: dict[str, Any]) -> Recipe:
         recipe.callbacks[cb_name] = resolved
     recipe.finetune = build_finetune(finetune_raw, recipe, explicit_epochs="epochs" in raw)
     validate_ranges(recipe)
+    validate_training_levers(recipe)
     component_names_exist(recipe)
     _validate_distribution_and_tune(recipe, {**raw, "finetune": finetune_raw}, model_raw, schedule_raw,
                                     callbacks_raw)

@@ -1,4 +1,7 @@
-"""`kzoo diagnose init` reproduces the lectures' initialization findings (on a smaller net)."""
+"""`kzoo diagnose init` reproduces the lectures' initialization findings (on a smaller net);
+`kzoo diagnose RUN_DIR` and the chance check say when a run could not learn."""
+
+import json
 
 import numpy as np
 import pytest
@@ -68,3 +71,117 @@ def test_cli_user_errors_exit_2(cli, tmp_path, args, message):
 
 def test_parse_pairs():
     assert parse_pairs(" he_normal:relu , lsuv:tanh,") == [("he_normal", "relu"), ("lsuv", "tanh")]
+
+
+# -- `kzoo diagnose RUN_DIR` and the chance check on real runs -----------------------------------
+
+def _main_capturing_stderr(*args):
+    """`kzoo ARGS...` in-process for a module-scoped fixture: (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from kzoo.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dead_run(tmp_path_factory):
+    """A staged `kzoo run` whose zero weights give every example the same features, so the
+    loss stays at ln 10 through both stages: (run folder, stderr)."""
+    out = tmp_path_factory.mktemp("dead") / "run"
+    code, err = _main_capturing_stderr(
+        "run", "mlp-digits", "--set", "epochs=2", "--set", "model.initializer=zeros", "--set", "model.depth=1",
+        "--set", "model.width=16", "--set", "jit_compile=false", "--set", "schedule={}",
+        "--set", "finetune.stages=head:1@1e-3, all:1@1e-3", "--quiet", "--out", out)
+    assert code == 0, err
+    return out, err
+
+
+def test_a_staged_run_at_chance_warns_once_and_records_it(dead_run):
+    out, err = dead_run
+    lines = [line for line in err.splitlines() if "at chance" in line]
+    assert len(lines) == 1, err  # over the run's first two epochs, one per stage: not once per stage
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["at_chance"] is True and metrics["at_chance_cause"] == "constant_features"
+    assert lines[0] == f"kzoo: warning: {metrics['at_chance_diagnosis']}"
+    assert "nearly constant" in lines[0] and "ln 10 = 2.3026" in lines[0]
+    header = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert "loss_over_chance" in header
+
+
+def test_diagnose_says_the_same_for_the_finished_run(cli, dead_run):
+    out, _ = dead_run
+    code, stdout, err = cli("diagnose", out)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert stdout.strip() == f"{out}: {metrics['at_chance_diagnosis']}"  # the probe batch re-read, the same spread
+
+
+def test_diagnose_a_run_that_learned(cli, dead_run, tmp_path):
+    import shutil
+
+    out, _ = dead_run
+    learned = tmp_path / "learned"
+    shutil.copytree(out, learned)
+    rows = (learned / "history.csv").read_text().splitlines()
+    column = rows[0].split(",").index("loss")
+    falling = [rows[0]] + [",".join(str(loss) if i == column else v for i, v in enumerate(row.split(",")))
+                           for row, loss in zip(rows[1:], (1.9, 0.8))]
+    (learned / "history.csv").write_text("\n".join(falling) + "\n")
+    code, stdout, err = cli("diagnose", learned)
+    assert code == 0, err
+    assert stdout.startswith(f"{learned}: not at chance: training loss 1.9000, 0.8000") and "ln 10 = 2.3026" in stdout
+
+
+def test_diagnose_refuses_what_is_not_a_finished_run(cli, tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "history.csv").write_text("epoch,loss\n1,2.3\n")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "history.csv").write_text("epoch,accuracy\n1,0.1\n")
+    (tmp_path / "bad" / "metrics.json").write_text('{"class_names": ["a", "b"]}')
+    for path, message in ((tmp_path / "nowhere", "No such run directory"), (tmp_path / "half", "metrics.json is missing"),
+                          (tmp_path / "bad", "damaged history.csv")):
+        code, out, err = cli("diagnose", path)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, out, err = cli("diagnose", tmp_path / "half", "--depth", 3)
+    assert code == 2 and "--depth: only for `kzoo diagnose init`" in err
+
+
+def _photo_folder(root, per_class=12, size=64, seed=0):
+    """Four classes of JPEG crops of scikit-learn's two sample photos: the left and right
+    halves of each."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    china, flower = load_sample_images().images  # 427 x 640 x 3 each
+    for name, photo in (("china", china), ("flower", flower)):
+        for side, part in (("left", photo[:, :320]), ("right", photo[:, 320:])):
+            folder = root / f"{name}_{side}"
+            folder.mkdir(parents=True)
+            for k in range(per_class):
+                y, x = rng.integers(0, part.shape[0] - size), rng.integers(0, part.shape[1] - size)
+                Image.fromarray(part[y:y + size, x:x + size]).save(folder / f"{k}.jpg", quality=90)
+    return root
+
+
+@pytest.mark.slow  # about 50-80 s on 2 busy cores (MobileNetV2's first compiled step): .ci/run runs it
+def test_random_mobilenetv2_on_photos_is_reported_at_chance(cli, tmp_path):
+    """The issue's case: a random MobileNetV2 with frozen batch norm on real photos stays at ln 4."""
+    photos = _photo_folder(tmp_path / "photos")
+    out = tmp_path / "run"
+    code, stdout, err = cli("finetune", "--backbone", "MobileNetV2", "--weights", "none", "--data", photos,
+                            "--image-size", 32, 32, "--stages", "head:2@1e-3", "--quiet", "--out", out)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "at chance" in line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kzoo: warning: the run is at chance: training loss ") and "ln 4 = 1.3863" in lines[0]
+    assert "frozen batch norm" in lines[0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["at_chance"] is True and metrics["at_chance_cause"] == "constant_features"
+    code, stdout, err = cli("diagnose", out)
+    assert code == 0 and stdout.strip() == f"{out}: {metrics['at_chance_diagnosis']}", err

@@ -1,6 +1,7 @@
 """The documentation tells the truth: its figures are what their results files say, its Python
 examples run, its recipes load, and the README stays a front door."""
 
+import glob
 import json
 import os
 import re
@@ -99,6 +100,99 @@ def test_one_deterministic_run_is_published_with_one_accuracy():
     assert member["seed"] == cnn["seed"] == 0
     assert round(member["test_accuracy"], 4) == round(cnn["test_accuracy"], 4)
     assert all(round(f["keras_accuracy"], 4) == round(cnn["test_accuracy"], 4) for f in export["formats"])
+
+
+def _results_files():
+    """Every results file a command wrote: docs/results/*.json and benchmarks/results*.json."""
+    return sorted(glob.glob(os.path.join(ROOT, "docs", "results", "*.json"))
+                  + glob.glob(os.path.join(ROOT, "benchmarks", "results*.json")))
+
+
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_every_results_file_names_a_commit_of_this_history():
+    """Each figure can be traced to the code that measured it: its file records a commit, and
+    (in a clone with history) that commit is HEAD or one of its ancestors."""
+    files = _results_files()
+    assert len(files) >= 8, files
+    commits = {}  # file (or file: row) -> commit
+    for path in files:
+        name = os.path.relpath(path, ROOT)
+        with open(path) as f:
+            data = json.load(f)
+        commits[name] = data.get("commit", "")
+        for run in data.get("runs", []) if name.endswith("recipes.json") else []:  # rows keep their own
+            if run["status"] == "ok":
+                commits[f"{name}: {run['recipe']} {' '.join(run['overrides'])}".rstrip()] = run.get("commit", "")
+        markdown = path[:-len(".json")] + ".md"
+        if os.path.exists(markdown) and commits[name]:  # the table rendered beside it names it too
+            assert f"at commit {commits[name][:7]}" in read(os.path.relpath(markdown, ROOT)), markdown
+    missing = [name for name, commit in commits.items() if not re.fullmatch(r"[0-9a-f]{7,40}", commit or "")]
+    assert not missing, f"results that name no commit (rerun their commands): {missing}"
+    if _git("rev-parse", "--git-dir").returncode != 0:
+        return  # a copy of the tree without its history: the commits cannot be checked against it
+    foreign = [f"{name} ({commit})" for name, commit in commits.items()
+               if _git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0]
+    assert not foreign, f"results measured at a commit that is not HEAD or an ancestor of it: {foreign}"
+
+
+def test_every_figure_block_names_the_commit_it_was_measured_at():
+    measured = 0
+    for page in pages():
+        for match in BLOCK.finditer(read(page)):
+            if match.group("name") == "recipe-fields":  # generated from the schema, not measured
+                continue
+            measured += 1
+            assert re.search(r"`python -m benchmarks[^`]*` at commit [0-9a-f]{7}\b", match.group("body")), \
+                f"{page}: block {match.group('name')} does not name the commit its figures were measured at"
+    assert measured >= 10
+
+
+def test_provenance_records_the_commit_and_whether_the_code_changed(tmp_path, monkeypatch):
+    from benchmarks import harness
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    def state():
+        harness.git_state.cache_clear()
+        return harness.provenance()
+
+    monkeypatch.setattr(harness, "ROOT", str(tmp_path))
+    try:
+        (tmp_path / "model.py").write_text("x = 1\n")
+        (tmp_path / "README.md").write_text("figures\n")
+        git("init", "-q")
+        git("add", ".")
+        git("commit", "-q", "-m", "first")
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+        p = state()
+        assert (p["commit"], p["dirty"]) == (head, False)
+        assert p["cpu"] == harness.cpu_name() and isinstance(p["load_average"], float)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", p["date"])
+        # What the writers produce leaves the tree clean: results files, rendered pages.
+        (tmp_path / "docs" / "results").mkdir(parents=True)
+        (tmp_path / "docs" / "results" / "zoo.json").write_text("{}")
+        (tmp_path / "README.md").write_text("new figures\n")
+        assert state()["dirty"] is False
+        (tmp_path / "new_module.py").write_text("y = 2\n")  # untracked code changes what runs
+        assert state()["dirty"] is True
+        (tmp_path / "new_module.py").unlink()
+        (tmp_path / "model.py").write_text("x = 2\n")
+        assert state()["dirty"] is True
+        assert harness.describe(state()) == f"at commit {head[:7]} (with uncommitted changes)"
+        assert harness.provenance(load_before=1.5)["load_average"][0] == 1.5
+        # A copy of the tree with no history: the commit comes from KZOO_COMMIT, dirty is unknown.
+        monkeypatch.setattr(harness, "ROOT", str(tmp_path / "docs"))
+        monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+        monkeypatch.setenv("KZOO_COMMIT", head)
+        os.rename(tmp_path / ".git", tmp_path / "no-git")
+        assert (state()["commit"], state()["dirty"]) == (head, None)
+    finally:
+        harness.git_state.cache_clear()
 
 
 def test_every_toml_example_is_a_valid_recipe():

@@ -309,34 +309,179 @@ def test_imagenet_weights_offline_is_one_line_naming_the_fix(monkeypatch):
         raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3]")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(UserError, match="finetune.weights=PATH") as e:
+    with pytest.raises(UserError, match="--weights none.*--weights FILE") as e:
         build_application("MobileNetV3Small", (32, 32, 3), "imagenet")
     assert "\n" not in str(e.value)
 
 
-def test_list_backbones_shows_applications_and_zoo_models(cli):
+def test_list_backbones_shows_every_keras_application_and_the_zoo_models(cli):
+    from kzoo.zoo.backbones import applications
+
+    names = sorted(applications())
+    assert len(names) >= 38 and {"ResNet50", "NASNetLarge", "EfficientNetV2L", "ConvNeXtXLarge"} <= set(names)
     code, out, err = cli("list", "backbones")
     assert code == 0
-    for name in ("ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny", "resnet20", "cnn"):
-        assert f"\n{name} " in out
-    assert "preprocess=caffe" in out
+    for name in names + ["resnet20", "cnn"]:
+        assert f"\n{name} " in out, name
+    # Each application's input normalization is read from its own preprocess_input.
+    from kzoo.zoo.backbones import BACKBONES
+
+    assert [BACKBONES.meta(n)["preprocess"] for n in ("ResNet50", "MobileNetV2", "DenseNet121", "EfficientNetB0")] == [
+        "caffe", "tf", "torch", "none"]
+    assert {n: BACKBONES.meta(n)["min_size"] for n in ("InceptionV3", "Xception", "NASNetLarge")} == {
+        "InceptionV3": 75, "Xception": 71, "NASNetLarge": 32}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"])
-def test_every_application_stage_table_splits_it_into_nonempty_ordered_stages(name):
-    from kzoo.finetune.structure import Structure, _assign_application
-    from kzoo.zoo.backbones import BACKBONES, build_application
+# ---------------------------------------------------------------- weights: pretrained by default
+def _offline(monkeypatch, tmp_path):
+    """Keras's weights cache is an empty folder under tmp_path and every download fails as it
+    does without a network; returns the list of files Keras asked for."""
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
 
-    app = build_application(name, (32, 32, 3))
-    groups = {}
-    _assign_application(app, name, groups)
-    structure = Structure(stem=groups.get(("stem", 0), []),
-                          stages=[groups[("stage", i)] for i in range(len(groups) - 1)])
-    assert structure.stem and all(structure.stages)
-    assert BACKBONES.meta(name)["stages"].startswith(f"{len(structure.stages)} ")
-    order = {lyr.name: i for i, lyr in enumerate(app.layers)}
+    asked = []
+
+    def no_network(url, path, *args, **kwargs):
+        asked.append(path)
+        raise file_utils.URLError("[Errno -3] Temporary failure in name resolution")
+
+    (tmp_path / "keras_home").mkdir()  # Keras falls back to /tmp/.keras for a folder it cannot write
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    return asked
+
+
+@pytest.mark.parametrize("backbone, weights, expected", [
+    ("MobileNetV2", "", "imagenet"), ("MobileNetV2", "none", "none"), ("MobileNetV2", "w.weights.h5", "w.weights.h5"),
+    ("resnet20", "", "none"), ("", "", "none"), ("runs/x/model.keras", "", "none"), ("hub:resnet_50_imagenet", "", "none"),
+])
+def test_default_weights_are_imagenet_only_for_keras_applications(backbone, weights, expected):
+    from kzoo.zoo.backbones import resolve_weights
+
+    assert resolve_weights(backbone, weights) == expected
+    recipe = build_recipe({"finetune": {"stages": "head:1@1e-3", "backbone": backbone, "weights": weights}})
+    assert recipe.finetune.weights == weights  # the recipe keeps what was written; resolved per backbone
+
+
+@pytest.mark.parametrize("finetune, message", [
+    ({"weights": "imagenet"}, "Only keras.applications backbones have ImageNet weights"),
+    ({"backbone": "resnet20", "weights": "imagenet"}, "'resnet20' starts from 'none'"),
+    ({"backbone": "hub:resnet_50_imagenet", "weights": "imagenet"}, "A KerasHub preset brings its own weights"),
+    ({"layer_decay": 1.5}, "finetune.layer_decay must be in [0, 1]"),
+])
+def test_meaningless_weights_and_decay_are_refused_when_the_recipe_loads(finetune, message):
+    with pytest.raises(RecipeError) as e:
+        build_recipe({"finetune": {"stages": "head:1@1e-3", **finetune}})
+    assert message in str(e.value) and "Received" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_offline_default_weights_exit_2_naming_weights_before_a_run_folder(cli, tmp_path, monkeypatch):
+    """The issue's acceptance line: `kzoo finetune --backbone MobileNetV2 --data FOLDER` with the
+    default weights, offline, is one line naming --weights, exit 2, and leaves no run folder."""
+    asked = _offline(monkeypatch, tmp_path)
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(4):
+            keras.utils.save_img(tmp_path / "photos" / cls / f"{i}.png", rng.integers(0, 255, (8, 8, 3)).astype("uint8"))
+    code, out, err = cli("finetune", "--backbone", "MobileNetV2", "--data", tmp_path / "photos",
+                         "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--weights none" in err and "--weights FILE" in err and "Received: weights='imagenet'" in err
+    assert asked and os.path.basename(asked[0]).startswith("mobilenet_v2")  # it did try Keras's download
+    assert not (tmp_path / "run").exists()
+
+
+def test_imagenet_weights_come_from_keras_cache_offline(tmp_path, monkeypatch):
+    """With the file Keras asks for in its cache (`$KERAS_HOME/models/`), the default weights
+    build offline and are that file's."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from kzoo.zoo.backbones import build_application
+
+    asked = _offline(monkeypatch, tmp_path)
+    with pytest.raises(UserError):
+        build_application("MobileNetV2", (32, 32, 3))
+    (path,) = asked  # the exact cache file keras.applications looks for
+    assert os.path.dirname(path) == str(tmp_path / "keras_home" / "models")
+    keras.utils.set_random_seed(3)
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    app = build_application("MobileNetV2", (32, 32, 3))  # default weights: imagenet, from the cache
+    assert len(asked) == 1  # nothing downloaded the second time
+    for a, b in zip(app.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- layer-wise rate decay
+def test_layer_decay_scales_each_group_update_by_its_depth_under_sgd():
+    """One SGD step at one rate for all groups: with layer_decay 0.5 the update of the group k
+    places below the head is 0.5**k times the update without decay (Bao et al. 2022)."""
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
+    y = np.arange(16) % 4
+    updates = {}
+    for decay in (0.0, 0.5):
+        model = _small()
+        keras.utils.set_random_seed(0)
+        model.set_weights([np.random.default_rng(i).normal(size=w.shape).astype("float32") * 0.3
+                           for i, w in enumerate(model.get_weights())])
+        recipe = build_recipe({"optimizer": {"name": "sgd", "momentum": 0.0},
+                               "finetune": {"stages": "all:1@0.1", "layer_decay": decay}})
+        structure = model_structure(model)
+        (stage,) = parse_stages(recipe.finetune.stages)
+        compile_stage(model, recipe, stage, structure, steps_per_epoch=1)
+        before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+        model.train_on_batch(x, y)
+        updates[decay] = {v.path: np.array(v.numpy()) - before[v.path] for v in model.trainable_variables}
+    depth = {"head": 0, "stage2": 1, "stage1": 2, "stage0": 3}
+    checked = set()
+    for path, plain in updates[0.0].items():
+        group = "head" if path.startswith("head_") else path.split("_")[0]
+        assert np.any(plain), path
+        np.testing.assert_allclose(updates[0.5][path], 0.5 ** depth[group] * plain, rtol=1e-4, atol=1e-7)
+        checked.add(group)
+    assert checked == set(depth)
+
+
+# ---------------------------------------------------------------- every keras.applications backbone
+def _application_params():
+    from kzoo.zoo.backbones import applications
+
+    # Each under about 5 s here (2 cores): the default suite keeps these; the rest are slow.
+    quick = {"MobileNetV2", "MobileNetV3Small"}
+    return [pytest.param(n, marks=() if n in quick else pytest.mark.slow) for n in sorted(applications())]
+
+
+@pytest.mark.parametrize("name", _application_params())
+def test_every_application_builds_splits_into_ordered_stages_and_finetunes_one_step(name):
+    from kzoo.data.splits import ArraySplits, DatasetInfo
+    from kzoo.train import build_finetune_model
+    from kzoo.zoo.backbones import BACKBONES
+
+    side = BACKBONES.meta(name)["min_size"]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (4, side, side, 3)).astype("float32")
+    y = np.array([0, 1, 0, 1])
+    data = ArraySplits(x, y, x, y, x, y, DatasetInfo("noise", (side, side, 3), 2, num_train=4))
+    recipe = build_recipe({"optimizer": {"name": "sgd"}, "seed": 0,
+                           "finetune": {"stages": "all:1@1e-3", "backbone": name, "weights": "none"}})
+    model = build_finetune_model(recipe, data)
+    inner = model.get_layer(f"backbone_{name.lower()}")
+    structure = model_structure(model)
+    assert structure.stem and len(structure.stages) >= 3 and all(structure.stages), structure.names()
+    order = {lyr.name: i for i, lyr in enumerate(inner.layers)}
     spans = [(order[g[0].name], order[g[-1].name]) for g in [structure.stem] + structure.stages]
-    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # groups follow one another
-    weighted = {lyr.name for lyr in app.layers if lyr.weights}
-    assert weighted <= {lyr.name for g in [structure.stem] + structure.stages for lyr in g}
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # groups follow one another, in order
+    grouped = {lyr.name for _, layers in structure.groups() for lyr in layers}
+    assert all(lyr.name in grouped for lyr in inner.layers if lyr.weights)
+    (stage,) = parse_stages(recipe.finetune.stages)
+    compile_stage(model, recipe, stage, structure, steps_per_epoch=1)
+    first = structure.stages[0][0]
+    before = [np.array(w) for w in model.get_weights()]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(np.asarray(loss, dtype="float32")).all()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert first.name in grouped

@@ -43,6 +43,7 @@ from kzoo.recipes.schema import build_recipe
 from kzoo.runs import RunDir, atomic_write, write_csv
 from kzoo.tables import print_table
 from kzoo.train.distribution import apply_precision, make_strategy
+from kzoo.train.metrics import METRICS, metric_names
 from kzoo.tuning import distributed
 from kzoo.tuning.hypermodel import RecipeHyperModel, TrialFailed
 
@@ -725,6 +726,10 @@ def search(recipe, tuner: str = "random", max_trials: int = 10, max_epochs: int 
     if objective.startswith("val_") and recipe.data.validation_split == 0:
         raise RecipeError(f"objective {objective} needs a validation split, but data.validation_split = 0. "
                           f"Received: objective={objective}")
+    metric = objective[len("val_"):] if objective.startswith("val_") else objective
+    if metric in METRICS and metric not in metric_names(recipe):
+        raise RecipeError(f"objective {objective} is logged only with {metric} in the recipe's metrics "
+                          f"(metrics = [\"{metric}\"]). Received: objective={objective}, metrics={recipe.metrics}")
     if role is not None and role not in ROLES:
         raise UserError(f"--role must be chief or worker. Received: role={role}")
     if prune is not None and prune not in PRUNERS:

@@ -13,10 +13,13 @@ padding, a final convolution) join the group of the layer before them.
 from __future__ import annotations
 
 import fnmatch
+import inspect
+import math
 import os
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from kzoo.errors import UserError
@@ -24,6 +27,7 @@ from kzoo.registry import Registry
 from kzoo.zoo.registry import MODELS
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+HUB_PREFIX = "hub:"  # a `[finetune] backbone` naming a KerasHub preset (kzoo.zoo.hub)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -78,44 +82,59 @@ class BackboneRegistry(Registry):
 
 
 BACKBONES = BackboneRegistry("backbone")
-_TABLES: dict[str, tuple] = {}  # application name -> (stem patterns, per-stage patterns)
+# Hand-written stage tables, only where the derived split (`derive_groups`) is not the usual one:
+# application name -> (stem patterns, per-stage patterns).
+_TABLES: dict[str, tuple] = {}
+_PROBE = np.array([[[[10.0, 100.0, 200.0]]]], dtype="float32")
 
 
-def _register_application(name, app, preprocess, stem, stages, min_size, description):
+def applications() -> dict:
+    """`{name: builder}` for every model builder `keras.applications` exports (its CamelCase
+    functions: ResNet50, MobileNetV2, EfficientNetB0, ... about 40)."""
+    return {n: getattr(keras.applications, n) for n in dir(keras.applications)
+            if n[:1].isupper() and inspect.isfunction(getattr(keras.applications, n))}
+
+
+def _preprocess_mode(builder) -> str:
+    """The input normalization an application's `preprocess_input` applies, read by running it on
+    one pixel and comparing with each mode of `BackbonePreprocess` (`none`: the model normalizes
+    inside, so `preprocess_input` passes pixels through)."""
+    module = getattr(keras.applications, builder.__module__.rsplit(".", 1)[-1], None)
+    got = np.asarray(module.preprocess_input(_PROBE.copy()))
+    for mode in PREPROCESS_MODES:
+        if np.allclose(got, np.asarray(BackbonePreprocess(mode)(_PROBE)), atol=1e-3):
+            return mode
+    raise ValueError(f"Unknown preprocessing of {builder.__name__}. Received: preprocess_input={got.ravel()}")
+
+
+def _min_size(builder) -> int:
+    """The smallest input side an application accepts without its top, from its own check."""
+    try:
+        builder(include_top=False, weights=None, input_shape=(1, 1, 3))
+    except ValueError as e:
+        m = re.search(r"at least (\d+)x", str(e))
+        if m:
+            return int(m.group(1))
+        raise
+    return 1
+
+
+def _register_application(name, builder):
     def build(input_shape, weights=None):
-        return app(include_top=False, weights=weights, input_shape=tuple(input_shape),
-                   name=f"backbone_{name.lower()}")
+        # Named afterwards: EfficientNetV2 reads its `name` argument as its variant.
+        model = builder(include_top=False, weights=weights, input_shape=tuple(input_shape))
+        model.name = f"backbone_{name.lower()}"
+        return model
 
+    doc = (inspect.getdoc(builder) or "").splitlines()
     build.__name__ = name
-    build.__doc__ = description
-    shown = " | ".join(",".join(p.strip("^$") for p in group) for group in stages)
-    BACKBONES.register(build, name=name, source="keras.applications", preprocess=preprocess,
-                       min_size=min_size, stages=f"{len(stages)} ({shown})")
-    _TABLES[name] = (tuple(stem), tuple(tuple(s) for s in stages))
-
-
-_register_application(
-    "ResNet50", keras.applications.ResNet50, "caffe", [r"^conv1_", r"^pool1_"],
-    [[r"^conv2_"], [r"^conv3_"], [r"^conv4_"], [r"^conv5_"]], 32,
-    "ResNet-50 v1 (He et al. 2016), 25.6M parameters with its top; caffe-style BGR mean subtraction.")
-_register_application(
-    "MobileNetV2", keras.applications.MobileNetV2, "tf", [r"^Conv1", r"^bn_Conv1", r"^expanded_conv_"],
-    [[r"^block_1_"], [r"^block_3_"], [r"^block_6_"], [r"^block_13_"]], 32,
-    "MobileNetV2 (Sandler et al. 2018), inverted residuals; inputs scaled to [-1, 1].")
-_register_application(
-    "MobileNetV3Small", keras.applications.MobileNetV3Small, "none",
-    [r"^conv$", r"^conv_bn$", r"^expanded_conv_(depthwise|squeeze|project)"],
-    [[r"^expanded_conv_1_"], [r"^expanded_conv_3_"], [r"^expanded_conv_8_"]], 32,
-    "MobileNetV3-Small (Howard et al. 2019); rescaling built in, takes 0-255 pixels.")
-_register_application(
-    "EfficientNetB0", keras.applications.EfficientNetB0, "none", [r"^stem_", r"^block1"],
-    [[r"^block2"], [r"^block3"], [r"^block4", r"^block5"], [r"^block6", r"^block7", r"^top_"]], 32,
-    "EfficientNet-B0 (Tan & Le 2019); normalization built in, takes 0-255 pixels.")
-_register_application(
-    "ConvNeXtTiny", keras.applications.ConvNeXtTiny, "none", [r"prestem", r"_stem$"],
-    [[r"_stage_0_"], [r"_downsampling_block_0", r"_stage_1_"], [r"_downsampling_block_1", r"_stage_2_"],
-     [r"_downsampling_block_2", r"_stage_3_"]], 32,
-    "ConvNeXt-Tiny (Liu et al. 2022); normalization built in, takes 0-255 pixels.")
+    build.__doc__ = f"keras.applications.{name}: " + (doc[0] if doc else name)
+    stages = "stem + one per halving of the resolution (strides 4, 8, 16, 32), derived from the built model"
+    if name in _TABLES:
+        shown = " | ".join(",".join(p.strip("^$") for p in group) for group in _TABLES[name][1])
+        stages = f"{len(_TABLES[name][1])} ({shown})"
+    BACKBONES.register(build, name=name, source="keras.applications", preprocess=_preprocess_mode(builder),
+                       min_size=_min_size(builder), weights="imagenet", stages=stages)
 
 
 def application_for(model_name: str):
@@ -123,16 +142,100 @@ def application_for(model_name: str):
     if not model_name.startswith("backbone_"):
         return None
     key = model_name[len("backbone_"):]
-    for name in _TABLES:
-        if name.lower() == key:
+    for name in BACKBONES.list():
+        if BACKBONES.is_application(name) and name.lower() == key:
             return name
     return None
 
 
 def stage_patterns(name: str):
-    """Compiled (stem, [stage, ...]) regular expressions of a registered application."""
+    """Compiled (stem, [stage, ...]) regular expressions of an application with a hand-written
+    table, or None where its groups are derived (`derive_groups`)."""
+    if name not in _TABLES:
+        return None
     stem, stages = _TABLES[name]
     return [re.compile(p) for p in stem], [[re.compile(p) for p in s] for s in stages]
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _block_key(layer):
+    """The block a layer belongs to by its name: the first number in it (`conv3_block1_1_conv`:
+    3, `block_13_expand`: 13, `block2a_dwconv`: 2), else its first word (`stem_conv`: stem).
+    None for a name Keras made up (`conv2d_7`, `re_lu_3`): such layers join their neighbours."""
+    if re.fullmatch(re.escape(_snake(type(layer).__name__)) + r"(_\d+)?", layer.name):
+        return None
+    m = re.search(r"\d+", layer.name)
+    return m.group(0) if m else layer.name.split("_")[0]
+
+
+def _side(tensors):
+    sides = [int(t.shape[1]) for t in keras.tree.flatten(tensors) if len(t.shape) == 4 and t.shape[1] is not None]
+    return max(sides) if sides else None
+
+
+def derive_groups(model) -> list:
+    """`(layer, group)` for each layer of an application built without its top, `group` being
+    `("stem", 0)` or `("stage", i)`: one stage per halving of the feature map's side, the stem
+    holding what runs at strides 1 and 2.
+
+    A halving is a layer whose output side is at most half its input's (plus one, for valid
+    padding) on the current resolution (branches still at the previous one, such as a reduction
+    block's second path, do not count again; global pooling never does). A halving opens its
+    stage at the start of its block (the layers with the same first number in their name), or
+    after its block when it closes it (a block's pooling, a transition) or when its block began
+    the stage before (ResNetV2 halves in a stage's last block).
+
+    Reference:
+        Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017 (stages as the
+        runs of layers at one output stride).
+    """
+    layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    keys = [_block_key(lyr) for lyr in layers]
+    current, events = None, []
+    for i, layer in enumerate(layers):
+        if "GlobalPooling" in "".join(c.__name__ for c in type(layer).__mro__):
+            continue
+        side_in, side_out = _side(layer.input), _side(layer.output)
+        if side_in is None or side_out is None:
+            continue
+        current = side_in if current is None else current
+        if side_in > current:
+            continue  # a branch still at an earlier resolution
+        if 2 * side_out <= side_in + 2 and side_out < side_in:
+            events.append((i, max(1, round(math.log2(side_in / side_out)))))
+        current = side_out if side_out != side_in else current
+    openers, previous = [], 0
+    for e, halvings in events:
+        start = _opener(keys, e, previous)
+        openers += [start] * halvings
+        previous = start
+    levels = [sum(o <= i for o in openers) for i in range(len(layers))]
+    stage_levels = sorted({lv for lv in levels if lv >= 2})
+    index = {lv: i for i, lv in enumerate(stage_levels)}
+    return [(lyr, ("stem", 0) if lv < 2 else ("stage", index[lv])) for lyr, lv in zip(layers, levels)]
+
+
+def _opener(keys, e, previous):
+    """Where the stage that the halving at layer `e` starts begins (see `derive_groups`)."""
+    key = keys[e]
+    if key is None:
+        return e
+    later = next((k for k in keys[e + 1:] if k is not None), None)
+    if later != key:
+        return e + 1  # the halving closes its block
+    i = e
+    while i - 1 >= previous and keys[i - 1] in (key, None):
+        i -= 1
+    while keys[i] is None:
+        i += 1
+    if i > previous:
+        return i
+    # The block began the stage before: the next block opens this one.
+    return next((j for j in range(e + 1, len(keys)) if keys[j] not in (key, None)), len(keys))
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -191,20 +294,46 @@ def input_layers(name: str, input_shape, pixel_max: float):
     return layers, (h, w, 3)
 
 
-def build_application(name: str, input_shape, weights="none"):
+def resolve_weights(backbone: str, weights: str) -> str:
+    """The weights a `[finetune]` backbone starts from: `weights` as given, or for `""` (the
+    default) `imagenet` for a `keras.applications` backbone and `none` for anything else (a
+    zoo model, the recipe's [model], a saved model, which have no ImageNet weights; a KerasHub
+    `hub:` preset, which brings its own).
+
+    Raises:
+        UserError: `imagenet` for a backbone that has no ImageNet weights, or any weights for a
+            KerasHub preset.
+    """
+    weights = str(weights or "").strip()
+    if str(backbone).startswith(HUB_PREFIX):
+        if weights not in ("", "none"):
+            raise UserError(f"A KerasHub preset brings its own weights; leave finetune.weights unset (or 'none'). "
+                            f"Received: weights={weights!r}")
+        return "none"
+    if backbone and BACKBONES.is_application(backbone):
+        return weights or "imagenet"
+    if weights == "imagenet":
+        what = f"'{backbone}'" if backbone else "the recipe's [model]"
+        raise UserError(f"Only keras.applications backbones have ImageNet weights (kzoo list backbones); {what} "
+                        f"starts from 'none', a .weights.h5 file or a saved run. Received: weights='imagenet'")
+    return weights or "none"
+
+
+def build_application(name: str, input_shape, weights=""):
     """Builds a registered application without its top, named `backbone_<name>`.
 
     Args:
         name: a registered application (`kzoo list backbones`).
         input_shape: `(height, width, 3)` after preprocessing.
-        weights: `imagenet` (downloaded and cached by Keras), a path to a weights file, or `none`.
-            Defaults to `"none"`.
+        weights: `imagenet` (from Keras's cache, `~/.keras/models` or `$KERAS_HOME/models`, else
+            downloaded into it), a path to a weights file, or `none`. Defaults to `""`: imagenet.
     """
     if not BACKBONES.is_application(name):
         BACKBONES.get(name)  # the closest-name error
         raise UserError(f"'{name}' is a zoo model, not a keras.applications backbone. Received: backbone={name!r}")
     builder = BACKBONES.get(name)
-    if weights in (None, "", "none"):
+    weights = resolve_weights(name, weights)
+    if weights == "none":
         return builder(input_shape, None)
     if weights == "imagenet":
         try:
@@ -213,9 +342,9 @@ def build_application(name: str, input_shape, weights="none"):
             if "fetch" not in str(e).lower() and "url" not in str(e).lower():
                 raise
             raise UserError(
-                f"Cannot download the ImageNet weights of {name} (no network?); fetch them where the "
-                f"network allows (they land in ~/.keras/models) and pass finetune.weights=PATH to that "
-                f"file. Received: weights='imagenet'") from None
+                f"Cannot download the ImageNet weights of {name} (no network?): pass --weights none (random "
+                f"weights) or --weights FILE (a weights file; in a recipe finetune.weights), or fetch them where the "
+                f"network allows into ~/.keras/models. Received: weights='imagenet'") from None
     if not os.path.isfile(weights):
         raise UserError(f"No such weights file (expected 'imagenet', 'none' or a path). Received: weights={weights!r}")
     try:
@@ -223,3 +352,8 @@ def build_application(name: str, input_shape, weights="none"):
     except (ValueError, OSError) as e:
         raise UserError(f"Cannot load {weights} into {name} without its top: {str(e).splitlines()[0]} "
                         f"Received: weights={weights!r}") from None
+
+
+# Registered last: reading each application's preprocessing runs `BackbonePreprocess`.
+for _name, _builder in sorted(applications().items()):
+    _register_application(_name, _builder)

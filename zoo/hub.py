@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import keras
 
 from kzoo.errors import UserError, closest
-from kzoo.zoo.backbones import BACKBONES, BackbonePreprocess
+from kzoo.zoo.backbones import BACKBONES, HUB_PREFIX, BackbonePreprocess, resolve_weights
 from kzoo.zoo.blocks import classifier_head
 
-HUB_PREFIX = "hub:"
 INSTALL_HINT = "pip install 'kzoo[hub]'"
 # Hosts the named presets and handles are fetched from; probed before KerasHub tries (and retries).
 _HOSTS = {"kaggle": "api.kaggle.com", "hf": "huggingface.co"}
@@ -50,6 +49,8 @@ class HubFamily:
             of the layer before them.
         example: a named preset of the family.
         description: one line for `kzoo list backbones`.
+        expand: regular expressions of layers whose own sublayers are grouped instead of them
+            (a ViT's encoder holds its transformer blocks). Defaults to none.
     """
 
     backbone: str
@@ -57,6 +58,19 @@ class HubFamily:
     stage: str
     example: str
     description: str
+    expand: tuple = ()
+
+    def layers(self, model):
+        """The backbone's layers in order, the `expand` ones replaced by their sublayers."""
+        out = []
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if any(re.search(p, layer.name) for p in self.expand):
+                out += list(layer._layers)  # sublayers in the order the layer created them
+            else:
+                out.append(layer)
+        return out
 
     def patterns(self):
         """Compiled `(stem patterns, stage pattern)`."""
@@ -70,6 +84,15 @@ FAMILIES = {f.backbone: f for f in (
               "KerasHub DenseNet (Huang et al. 2017): conv1_* stem, stack{i}_* (+ transition{i}_*) stages"),
     HubFamily("VGGBackbone", (r"^block1_",), r"^block(\d+)_", "vgg_16_imagenet",
               "KerasHub VGG (Simonyan & Zisserman 2015): block1_* stem, block{i}_* stages"),
+    HubFamily("EfficientNetBackbone", (r"^stem_",), r"^block(\d+)[a-z]_", "efficientnet_b0_ra_imagenet",
+              "KerasHub EfficientNet v1/v2 (Tan & Le 2019, 2021): stem_* stem, block{i}*_ stages (top_* in the last)"),
+    HubFamily("MobileNetBackbone", (r"^input_", r"^block_0$"), r"^block_(\d+)_", "mobilenet_v3_small_100_imagenet",
+              "KerasHub MobileNetV3 (Howard et al. 2019): input_*, block_0 stem, block_{i}_* stages "
+              "(the last: the output convolution)"),
+    HubFamily("ViTBackbone", (r"^vit_patching_and_embedding$",), r"^transformer_block_(\d+)$",
+              "vit_base_patch16_224_imagenet",
+              "KerasHub ViT (Dosovitskiy et al. 2021): patch and position embedding stem, one stage per "
+              "transformer block (finetune.layer_decay: BEiT's layer-wise rates)", expand=(r"^vit_encoder$",)),
 )}
 
 
@@ -218,16 +241,14 @@ def build_hub_finetune_model(spec, input_shape, num_classes, head_dropout=0.0, s
         front: layers applied first (the recipe's augmentation). Defaults to none.
         pixel_max: the data's largest pixel value; pixels are scaled to 0-255 from it.
             Defaults to `255.0`.
-        weights: `none` (the default: the preset's own weights); anything else is refused,
-            since a preset brings its weights.
+        weights: `""` or `none` (the default: the preset's own weights); anything else is
+            refused, since a preset brings its weights.
 
     Example:
         >>> model = build_hub_finetune_model("hub:/tmp/resnet_preset", (8, 8, 1), 10)
         >>> kzoo.finetune.model_structure(model).stages  # one group per stack{i}_*
     """
-    if weights not in ("", "none"):
-        raise UserError(f"A KerasHub preset brings its own weights; leave finetune.weights at 'none'. "
-                        f"Received: weights={weights!r}")
+    resolve_weights(spec, weights)  # a preset brings its own: refuses any other
     backbone, converter = load_hub_backbone(spec)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
@@ -245,7 +266,10 @@ def build_hub_finetune_model(spec, input_shape, num_classes, head_dropout=0.0, s
             x = keras.layers.Resizing(*size, name="preprocess_resize")(x)
     else:
         x = converter(x)
-    outputs = classifier_head(backbone(x), num_classes, dropout=head_dropout, seed=seed)
+    features = backbone(x)
+    if len(features.shape) == 3:  # a transformer's tokens: their mean, as BEiT fine-tunes
+        features = keras.layers.GlobalAveragePooling1D(name="head_pool")(features)
+    outputs = classifier_head(features, num_classes, dropout=head_dropout, seed=seed)
     return keras.Model(inputs, outputs, name=f"hub_{backbone.name}_finetune")
 
 

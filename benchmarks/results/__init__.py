@@ -8,7 +8,6 @@ docs/*.md from those files. `python -m benchmarks.results --render` only re-rend
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -39,26 +38,19 @@ def machine() -> str:
             f"keras {keras.__version__}, Python {platform.python_version()}")
 
 
-@functools.lru_cache(maxsize=None)
 def commit() -> str:
-    """The checked-out commit (with '+changes' when the tree differs from it), or ''. Cached, so
-    the commit of a results file is the one its command started on."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return head + ("+changes" if dirty else "")
+    """The commit the command started on (`benchmarks.harness.git_state`), or ''."""
+    from benchmarks.harness import git_state
+
+    return git_state()[0]
 
 
 def header(section: str, seconds: float) -> dict:
-    """The fields every results file starts with."""
-    return {"command": command_line(section), "machine": machine(), "commit": commit(),
-            "date": time.strftime("%Y-%m-%d", time.gmtime()), "seconds": round(seconds, 1),
-            # Other jobs on the machine slow the timings; the 1-minute load average says how much.
-            "load_average": round(os.getloadavg()[0], 1)}
+    """The fields every results file starts with: the command, the machine, and the commit,
+    CPU, load average and date of `benchmarks.harness.provenance`."""
+    from benchmarks.harness import provenance
+
+    return {"command": command_line(section), "machine": machine(), **provenance(), "seconds": round(seconds, 1)}
 
 
 def path(section: str) -> str:

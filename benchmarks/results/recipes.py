@@ -10,6 +10,7 @@ import os
 import time
 
 from benchmarks import results
+from benchmarks.harness import git_state
 
 # Extra runs published beside a recipe: (label, --set overrides).
 VARIANTS = {"fixup-mnist5k": [("BN twin", ["model.name=resnet20"])]}
@@ -25,7 +26,9 @@ def _run(name: str, out: str, overrides=()) -> dict:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         return {**row, "status": "not run", "reason": lines[-1] if lines else f"exit {proc.returncode}"}
     metrics = results.read_json(os.path.join(out, "metrics.json"))
-    return {**row, "status": "ok", "wall_seconds": round(wall, 1), "commit": results.commit(),
+    # Each row keeps its own commit: `--recipes NAME` reruns some rows and keeps the others'.
+    commit, dirty = git_state()
+    return {**row, "status": "ok", "wall_seconds": round(wall, 1), "commit": commit, "dirty": dirty,
             **{k: metrics[k] for k in METRIC_KEYS if k in metrics}}
 
 

@@ -51,6 +51,12 @@ FIELD_HELP = {
     "data.augment.rotation": "Random rotation, as a fraction of a full turn.",
     "data.augment.zoom": "Random zoom, as a fraction.",
     "data.augment.crop": "Pad-and-crop shift in pixels.",
+    "data.augment.mixup": "MixUp's Beta alpha for training batches (soft labels); 0: off.",
+    "data.augment.cutmix": "CutMix's Beta alpha for training batches (soft labels); 0: off. With MixUp: one of the two per batch.",
+    "data.augment.policy": "`none` or `randaugment` (a training-only layer; `augmix` is refused: not reproducible in Keras 3.15).",
+    "data.augment.policy_magnitude": "The policy's strength on timm's 0-10 scale; Keras's `factor` is a tenth of it.",
+    "data.augment.erasing": "Probability of erasing a random box of each training image.",
+    "data.augment.color_jitter": "Brightness and contrast jitter strength in [0, 1].",
     "optimizer.name": "One of `kzoo list optimizers`.",
     "optimizer.lr": "Learning rate (the peak rate under a schedule).",
     "optimizer.momentum": "Momentum of `sgd`, `rmsprop` and `gains`.",
@@ -66,6 +72,16 @@ FIELD_HELP = {
     "optimizer.gain_decrease": "`gains`: factor on a weight's gain when its gradient changes sign.",
     "optimizer.min_gain": "`gains`: lower clip of the gains.",
     "optimizer.max_gain": "`gains`: upper clip of the gains.",
+    "optimizer.ema": "Momentum of an exponential moving average of the weights (e.g. `0.999`); validation, test, "
+                     "`model.keras` and exports use the average. `0`: off.",
+    "optimizer.accumulate": "Apply the mean gradient of this many batches at once (one device only).",
+    "loss.label_smoothing": "Mix each target with the uniform distribution by this much, in [0, 1).",
+    "loss.class_weight": "`none`, `balanced` (`n / (classes * count)`) or a table of weights by class name "
+                         "(`{cat = 2.0}`; classes left out weigh 1).",
+    "checkpoint": "`last`: `model.keras` holds the last epoch's weights; `best`: the best `val_accuracy` epoch's "
+                  "(`best_epoch` in `metrics.json`).",
+    "metrics": "Logged every epoch (`val_` too) and tested (`test_<name>`): `accuracy` (always), `top3`, `top5`, "
+               "`macro_f1`.",
     "finetune.stages": "The stage plan, e.g. `\"head:3@1e-3, top2:3@1e-4, all:4@1e-5..1e-4\"` (a string or a list).",
     "finetune.backbone": "`\"\"`: the recipe's `[model]`; or a zoo model, a `keras.applications` name, or a "
                          "`model.keras` path.",

@@ -15,6 +15,7 @@ import re
 import shutil
 
 from benchmarks import results
+from benchmarks.harness import describe
 
 ROOT = results.ROOT
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
@@ -47,11 +48,28 @@ def _count(n) -> str:
     return f"{n:,}"
 
 
+def _load(data: dict) -> str:
+    """`, load average 1.3` (or `1.3 before and 2.1 after`), or `""` when none is recorded."""
+    load = data.get("load_average")
+    if load is None:
+        return ""
+    return f", load average {load[0]} before and {load[1]} after" if isinstance(load, list) else f", load average {load}"
+
+
+def provenance(data: dict, command: str | None = None, what: str = "Measured") -> str:
+    """`Measured by `COMMAND` at commit abc1234 on MACHINE, load average L, DATE`: the line every
+    rendered figure block carries (`benchmarks.harness.provenance` wrote its fields). `command`
+    stands in for a file that does not record its own."""
+    machine = data.get("machine") or "an unrecorded machine"
+    if isinstance(machine, dict):  # the streaming and multi-worker files describe the machine in fields
+        machine = f"{machine['cpu']} ({machine['cores']} cores)"
+    return (f"{what} by `{data.get('command') or command}` {describe(data)} on {machine}{_load(data)}, "
+            f"{data.get('date') or 'an unrecorded date'}")
+
+
 def caption(data: dict, section: str, what: str = "Measured") -> str:
-    load = f", load average {data['load_average']}" if "load_average" in data else ""
-    commit = f", commit {data['commit']}" if data.get("commit") else ""
-    return (f"*{what} by `{data['command']}` (figures in `docs/results/{section}.json`) on {data['machine']}"
-            f"{load}; {data['date']}{commit}; the command took {_secs(data['seconds'])}.*")
+    return (f"*{provenance(data, what=what)} (figures in `docs/results/{section}.json`); the command took "
+            f"{_secs(data['seconds'])}.*")
 
 
 def _missing(section: str) -> str:
@@ -96,7 +114,17 @@ def recipes_table(page: str) -> str:
         a, b = repeat["test_loss"]
         out += (f"\n\nTwo runs of `{repeat['recipe']}` with the same seed gave test losses {a!r} and {b!r}: "
                 f"{'identical' if repeat['identical'] else 'NOT identical'}.")
-    return out + "\n\n" + caption(data, "recipes")
+    return out + _earlier_rows(data) + "\n\n" + caption(data, "recipes")
+
+
+def _earlier_rows(data: dict) -> str:
+    """A line naming the rows an earlier run of the command measured (`--recipes` reruns some
+    rows and keeps the others), with their commits; `""` when every row is the file's."""
+    earlier = {}
+    for r in data["runs"]:
+        if r["status"] == "ok" and (r.get("commit"), r.get("dirty")) != (data.get("commit"), data.get("dirty")):
+            earlier.setdefault(describe(r), []).append(f"`{r['recipe']}`" + (f" ({r['label']})" if r.get("label") else ""))
+    return "".join(f"\n\nMeasured {when}: {', '.join(names)}." for when, names in sorted(earlier.items()))
 
 
 def transfer(page: str) -> str:
@@ -109,8 +137,9 @@ def transfer(page: str) -> str:
             ["fine-tuned on 5 labels per class (`test_accuracy`)", _pct(row["test_accuracy"])],
             ["same CNN from scratch on the same 50 images (`scratch_test_accuracy`)",
              _pct(row["scratch_test_accuracy"])]]
+    measured = "" if row.get("commit") == data.get("commit") else f" Measured {describe(row)}."
     return (_table(["seed " + str(row.get("seed", 0)), "test accuracy"], rows, "lr")
-            + f"\n\nWall time {_secs(row['wall_seconds'])}. " + caption(data, "recipes"))
+            + f"\n\nWall time {_secs(row['wall_seconds'])}.{measured} " + caption(data, "recipes"))
 
 
 def splits(page: str) -> str:
@@ -301,7 +330,7 @@ def benchmarks(page: str) -> str:
         return "*Not measured yet: run `python -m benchmarks`.*"
     data = _benchmarks_json() or {"results": []}
     missed = [r for r in data["results"] if r.get("meets_goal") is False]
-    out = (f"*Measured by `python -m benchmarks` (`benchmarks/results.json`, `benchmarks/results.md`, "
+    out = (f"*{provenance(data, 'python -m benchmarks')} (`benchmarks/results.json`, `benchmarks/results.md`, "
            f"`benchmarks/scaling.png`; `--quick` for a shorter run).*\n\n{table}")
     if page.startswith("docs"):
         out += "\n\n![throughput by batch size and depth](results/scaling.png)"
@@ -320,10 +349,8 @@ def performance_headline(page: str) -> str:
         return "*Not measured yet: run `python -m benchmarks`.*"
     rows = [r for r in data["results"] if r["benchmark"].startswith(("train throughput", "time to"))]
     parts = [f"{r['benchmark']} {r['ratio']:.2f}x" for r in rows]
-    load = f", load average {data['load_average']}" if "load_average" in data else ""
     return (f"kzoo against the same model written in plain Keras (ratio above 1: kzoo is faster): "
-            f"{'; '.join(parts)}. Measured by `python -m benchmarks` on {data['machine']}{load}, {data['date']} "
-            f"(`benchmarks/results.json`).")
+            f"{'; '.join(parts)}. {provenance(data, 'python -m benchmarks')} (`benchmarks/results.json`).")
 
 
 def streaming(page: str) -> str:
@@ -339,11 +366,11 @@ def streaming(page: str) -> str:
 
 
 # Why kzoo's pass over a folder can take longer than Keras's; shown only while a time goal is missed.
+# No figure here: only what the results file holds is published (its table gives the times).
 STREAMING_REASON = ("kzoo reads every file's header and end before splitting, so that a broken file is "
-                    "skipped with one warning instead of failing an epoch later; listing took about 15 us "
-                    "per file against about 9 us for Keras's, which lists names only (4,000 files, warm). "
-                    "The decode pass costs the same CPU per image on both sides (the CPU time column); "
-                    "the rest is run-to-run variation on a shared 2-core machine.")
+                    "skipped with one warning instead of failing an epoch later, where Keras lists the "
+                    "names only; compare the CPU time column with the wall time to see how much of the "
+                    "difference is work and how much is run-to-run variation on a shared machine.")
 
 
 def streaming_headline(page: str) -> str:
@@ -358,8 +385,6 @@ def streaming_headline(page: str) -> str:
         cpu = f" (CPU time {c['cpu_ratio']:.2f}x)" if "cpu_ratio" in c else ""
         return f"{c['ratio']:.2f}x at {c['folder_images']:,} images{cpu}"
 
-    m, load = data["machine"], data.get("load_average")
-    load = f", load average {load[0]} before and {load[1]} after" if load else ""
     ft = data.get("finetune")
     finetune = (f" `kzoo finetune --data FOLDER --image-size 224 224` on the {ft['folder_images']:,}-image folder "
                 f"completed a head stage at a peak of {ft['peak_mb']:,.0f} MB." if ft and ft["rc"] == 0 else "")
@@ -368,8 +393,17 @@ def streaming_headline(page: str) -> str:
             f"`keras.utils.image_dataset_from_directory` on the same folder (kzoo's time per image over "
             f"Keras's, below 1: kzoo is faster): {'; '.join(ratio(c) for c in ratios)}{missed}. "
             f"Peak memory grows by {growth['value_kb']} KB "
-            f"per extra image.{finetune} Measured by `{data['command']}` on {m['cpu']} ({m['cores']} cores)"
-            f"{load}, {data.get('date', '')} (`benchmarks/results-streaming.md`).")
+            f"per extra image.{finetune} {provenance(data)} (`benchmarks/results-streaming.md`).")
+
+
+def levers(page: str) -> str:
+    """The accuracy levers' table (`python -m benchmarks.levers` writes `docs/results/levers.json`)."""
+    data = results.read("levers")
+    if data is None:
+        return "*Not measured yet: run `python -m benchmarks.levers`.*"
+    from benchmarks.levers import markdown
+
+    return markdown(data)
 
 
 def recipe_fields(page: str) -> str:
@@ -397,6 +431,7 @@ BLOCKS = {
     "streaming": streaming,
     "streaming-headline": streaming_headline,
     "recipe-fields": recipe_fields,
+    "levers": levers,
 }
 
 

@@ -1,21 +1,36 @@
 """Diagnostics that make the lectures' findings visible: how initialization and activation
-shape the activations and gradients of a deep plain network.
+shape the activations and gradients of a deep plain network; and, for a finished run, whether
+it could learn at all (a training loss at chance, and why).
 
 Example:
     >>> rows = kzoo.diagnose.init_study([("he_normal", "relu"), ("glorot_normal", "relu")], depth=10)
     >>> kzoo.diagnose.plot_init_study(rows, "init.png")
+    >>> kzoo.diagnose.diagnose_run("runs/finetune-MobileNetV2").line
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kzoo.errors import UserError
+from kzoo.callbacks.chance import (
+    at_chance,
+    chance_line,
+    chance_loss,
+    feature_spread,
+    likely_cause,
+    random_backbone_frozen_bn,
+)
+from kzoo.errors import RunDirError, UserError
+from kzoo.evaluate import load_run
 from kzoo.plots import _pyplot
+from kzoo.train.session import PROBE, RunData
 from kzoo.zoo import activations, initializers
 
 # The lectures' experiment, plus SELU and LSUV.
@@ -185,3 +200,94 @@ def plot_init_study(results: list[PairStats], path: str, max_columns: int = 10) 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+# -- A finished run: did it learn at all? -------------------------------------------------------
+
+
+@dataclass
+class RunDiagnosis:
+    """What `diagnose_run` found in a run folder. `cause` is one of
+    `kzoo.callbacks.chance.CAUSES` for a run at chance, else `""`; `line` says it in words."""
+
+    run_dir: str
+    at_chance: bool
+    losses: list
+    num_classes: int
+    line: str
+    cause: str = ""
+    feature_spread: float | None = None
+    note: str = ""
+
+
+def _read_run(run_dir: str) -> tuple[list[dict], dict]:
+    """`(history rows, metrics)` of a finished run folder; anything else is a `RunDirError`."""
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"No such run directory: {run_dir}")
+    for name in ("history.csv", "metrics.json"):
+        if not os.path.isfile(os.path.join(run_dir, name)):
+            raise RunDirError(f"{run_dir} holds no finished run: {name} is missing. Received: {run_dir}")
+    try:
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+            metrics = json.load(f)
+        with open(os.path.join(run_dir, "history.csv"), newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        losses = [float(row["loss"]) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{run_dir} holds a damaged history.csv or metrics.json ({e}). Received: {run_dir}") from None
+    if not isinstance(metrics, dict) or len(metrics.get("class_names") or []) < 2 or not losses:
+        raise RunDirError(f"{run_dir} has no class names or no training epochs to diagnose. Received: {run_dir}")
+    return [{**row, "loss": loss} for row, loss in zip(rows, losses)], metrics
+
+
+def _learning_rate(row: dict, recipe) -> float | None:
+    try:
+        return float(row["learning_rate"])
+    except (KeyError, TypeError, ValueError):
+        return float(recipe.optimizer.lr) if recipe is not None else None
+
+
+def diagnose_run(run_dir: str, epochs: int = 2, tolerance: float = 0.02, trust_model: bool = False) -> RunDiagnosis:
+    """Says whether a finished run stayed at chance over its first epochs and, if so, the
+    likely cause: the same checks, in the same order, as the `ChanceCheck` callback that
+    watches every run. The losses come from `history.csv`, the number of classes from
+    `metrics.json`'s `class_names`; for a run at chance the recipe (`recipe.toml`), the saved
+    model and a probe batch of the run's training data, rebuilt from the recipe, give the
+    feature check. A model or dataset that cannot be read again leaves that check out.
+
+    Args:
+        run_dir: the run folder (`history.csv`, `metrics.json`, `recipe.toml`, `model.keras`).
+        epochs: the number of first epochs checked. Defaults to `2`.
+        tolerance: the distance from ln C, relative, that counts as chance. Defaults to `0.02`.
+        trust_model: let Keras rebuild Python code from the model file. Defaults to `False`.
+
+    Returns:
+        A `RunDiagnosis`.
+    """
+    rows, metrics = _read_run(run_dir)
+    classes = len(metrics["class_names"])
+    window = rows[:min(epochs, len(rows))]
+    losses = [row["loss"] for row in window]
+    if not at_chance(losses, classes, tolerance):
+        shown = ", ".join(f"{loss:.4f}" for loss in losses)
+        line = (f"not at chance: training loss {shown} over the first {len(losses)} epoch(s), ln {classes} = "
+                f"{chance_loss(classes):.4f}; last epoch {rows[-1]['loss']:.4f}.")
+        return RunDiagnosis(run_dir, False, losses, classes, line)
+    recipe, spread, note = _recipe_and_spread(run_dir, trust_model)
+    cause, explanation = likely_cause(spread, random_backbone_frozen_bn(recipe), _learning_rate(window[-1], recipe))
+    return RunDiagnosis(run_dir, True, losses, classes, chance_line(losses, classes, explanation, tolerance), cause,
+                        spread, note)
+
+
+def _recipe_and_spread(run_dir, trust_model):
+    """The run's recipe and the feature spread of its model on a probe batch, as far as they
+    can be read again: `(recipe or None, spread or None, note)`."""
+    try:
+        recipe, model = load_run(run_dir, trust_model=trust_model)
+    except UserError as e:
+        return None, None, f"the recipe or model could not be read ({e}), so the feature check was left out"
+    try:
+        x, _ = RunData(recipe).data.sample(PROBE)
+    except UserError as e:
+        return recipe, None, f"the training data could not be read again ({e}), so the feature check was left out"
+    return recipe, feature_spread(model, x), ""

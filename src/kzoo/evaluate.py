@@ -28,6 +28,7 @@ from kzoo.recipes.loader import load as load_recipe
 from kzoo.report import write_report
 from kzoo.runs import atomic_write
 from kzoo.safe_load import load_model_file
+from kzoo.train.metrics import metric_names, metric_stats, metric_values
 from kzoo.train.session import RunData
 from kzoo.zoo.layers import TrainingOnly
 
@@ -353,6 +354,11 @@ def evaluate_run(run_dir: str, data: str | None = None, tta: int = 0, mc_dropout
     probs, y = predicted[:2]
     result = {"run": run_dir, "recipe": recipe.name, "dataset": info.name, "num_test": int(len(y)),
               **classification_metrics(probs, y, info.class_names, bins)}
+    # The recipe's other metrics, as the run computed them into metrics.json (test_<name>).
+    others = metric_names(recipe)[1:]
+    if others:
+        values = metric_values(others, metric_stats(y, probs.astype("float32"), others))
+        result.update({f"test_{name}": round(value, 6) for name, value in values.items()})
     if tta and tta > 1:
         tta_probs = predicted[2]
         result["tta"] = {"views": int(tta), "accuracy_without": result["test_accuracy"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import time
@@ -287,6 +288,21 @@ class Snapshot:
         a built optimizer (a model not compiled yet gets the weights only)."""
         _restoring(self.path, lambda: model.load_weights(os.path.join(self.path, _WEIGHTS)))
 
+    def restore_callback(self, callback, key=None):
+        """Puts back the state `callback` (a `ResumableCallback`) had at this checkpoint, saved
+        under `key` (its `resume_key`); a callback absent from the checkpoint is left as it is."""
+        key = key or callback.resume_key
+        saved = self.state.get("callbacks", {}).get(key)
+        if saved is not None:
+            arrays = self.load_arrays()
+            _restoring(self.path, lambda: callback.set_resume_state(saved["values"], _saved_weights(key, saved, arrays)))
+
+
+def _saved_weights(key, saved, arrays) -> dict:
+    """A callback's `{name: list of arrays or None}` from a checkpoint's state and arrays."""
+    return {name: None if count is None else [arrays[f"{key}/{name}/{i}"] for i in range(count)]
+            for name, count in saved["weights"].items()}
+
 
 def _restoring(path: str, load):
     """Runs `load()`; a checkpoint that does not fit the model is one line naming the fix."""
@@ -395,7 +411,10 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         self.fields = dict(fields or {})
         self.restore = restore
         self.rows = []
-        self.resumable = {f"{i}-{type(cb).__name__}": cb for i, cb in enumerate(callbacks)
+        # A callback with a `resume_key` (one that spans the stages of a plan) keeps it whatever
+        # its position; the others are keyed by position and class.
+        self.resumable = {getattr(cb, "resume_key", None) or f"{i}-{type(cb).__name__}": cb
+                          for i, cb in enumerate(callbacks)
                           if hasattr(cb, "get_resume_state") and hasattr(cb, "set_resume_state")}
 
     def on_train_begin(self, logs=None):
@@ -415,9 +434,7 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         arrays = snapshot.load_arrays() if saved else {}
         for key, callback in self.resumable.items():
             if key in saved:
-                weights = {name: None if count is None else [arrays[f"{key}/{name}/{i}"] for i in range(count)]
-                           for name, count in saved[key]["weights"].items()}
-                callback.set_resume_state(saved[key]["values"], weights)
+                callback.set_resume_state(saved[key]["values"], _saved_weights(key, saved[key], arrays))
         if snapshot.stopped:  # e.g. early stopping ended the run there: no further epoch
             self.model._initial_epoch = max(snapshot.epoch, int((self.params or {}).get("epochs") or 0))
 
@@ -517,3 +534,64 @@ class EpochReseed(keras.callbacks.Callback):
             own = self._seeds.setdefault(v.path, int(keras.ops.convert_to_numpy(v)[0]))
             mixed = int(np.random.SeedSequence([own % 2**32, epoch]).generate_state(1)[0]) % (2**31 - 2)
             v.assign(np.array([mixed, 0], dtype=v.dtype))
+
+
+def averaged_weights(model) -> list:
+    """`model.get_weights()`, with each weight the optimizer averages (`use_ema`) replaced by its
+    average: the weights validation reads and the fit ends with."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "built", False):
+        return model.get_weights()
+    averages = {v.path: a for v, a in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)}
+    return [keras.ops.convert_to_numpy(averages.get(v.path, v)) for v in model.weights]
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the highest `val_accuracy` (the first such epoch on a
+    tie) across every stage of a plan, for `checkpoint = "best"`; `put_back` loads them.
+
+    With `optimizer.ema` the weights kept are the averages validation measured. The state goes
+    into every checkpoint under `resume_key` (`kzoo.runs.EpochBackup`), so a resumed run keeps
+    the same best epoch and weights as an uninterrupted one. It is not reset by `fit`: one
+    instance spans the stages.
+    """
+
+    monitor = "val_accuracy"
+    resume_key = "best_weights"
+
+    def __init__(self):
+        super().__init__()
+        self.best = -math.inf
+        self.best_epoch = None
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best, self.best_epoch = float(value), epoch + 1
+            self.best_weights = averaged_weights(self.model)
+
+    def get_resume_state(self):
+        return {"best": self.best, "best_epoch": self.best_epoch}, {"best_weights": self.best_weights}
+
+    def set_resume_state(self, values, weights):
+        self.best, self.best_epoch = float(values["best"]), values["best_epoch"]
+        self.best_weights = weights["best_weights"]
+
+    def put_back(self, model):
+        """Loads the best epoch's weights into `model`; returns that epoch (1-based), or `None`
+        when no epoch was validated."""
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
+        return self.best_epoch
+
+
+class FinalizeEMA(keras.callbacks.Callback):
+    """At the end of a fit's last epoch (or the one a callback stops at), puts the optimizer's
+    averages into the model, as Keras's `fit` does once the epochs are done: placed before the
+    checkpoint (`EpochBackup`), that checkpoint then holds the weights the fit ends with."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.model.stop_training or epoch + 1 >= (self.params or {}).get("epochs", epoch + 2)
+        if last:
+            self.model.optimizer.finalize_variable_values(self.model.trainable_weights)

@@ -167,3 +167,78 @@ def test_monitor_arguments_are_checked_early():
         UpdateRatioMonitor(target=-1)
     with pytest.raises(ValueError, match=r"Received: probe=ndarray"):
         GradientMonitor(np.zeros((2, 2)))
+
+
+def _trained_trace(steps_per_execution, monitor_factory, epochs=2):
+    """Trains `_classifier` from fixed weights at `steps_per_execution`; returns the monitor."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = _classifier(0.5)
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy",
+                  steps_per_execution=steps_per_execution)
+    x, y = _data(n=80)
+    monitor = monitor_factory()
+    model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor])
+    return model, monitor
+
+
+def test_update_ratio_is_measured_inside_the_step_at_several_steps_per_call():
+    from kzoo.callbacks import UpdateRatioMonitor
+
+    # 10 steps an epoch, 5 per call, a sample every 3 steps: two samples can fall in one call
+    _, one = _trained_trace(1, lambda: UpdateRatioMonitor(every_n_steps=3))
+    model, five = _trained_trace(5, lambda: UpdateRatioMonitor(every_n_steps=3))
+    assert model.steps_per_execution == 5
+    assert [s["step"] for s in five.trace] == [s["step"] for s in one.trace] == [0, 3, 6, 9, 12, 15, 18]
+    for a, b in zip(one.trace, five.trace):
+        for name in ("hidden", "out"):
+            assert b["ratios"][name] == pytest.approx(a["ratios"][name], rel=1e-5)
+    assert five._step == 20
+
+
+def test_probe_monitors_sample_at_the_end_of_the_call_that_ran_a_sampled_step():
+    from kzoo.callbacks import ActivationMonitor, GradientMonitor
+
+    x, y = _data(n=16)
+    # 10 steps an epoch, 5 per call, every 4 steps: steps 0, 4 | 8 | 12 | 16 -> ends 4, 9, 14, 19
+    _, grads = _trained_trace(5, lambda: GradientMonitor((x, y), every_n_steps=4))
+    model, acts = _trained_trace(5, lambda: ActivationMonitor((x, y), every_n_steps=4))
+    assert [s["step"] for s in grads.trace] == [s["step"] for s in acts.trace] == [4, 9, 14, 19]
+    assert grads.sample()["hidden"] == pytest.approx(grads.trace[-1]["norms"]["hidden"], rel=1e-6)
+    assert acts._step == grads._step == 20
+
+
+def test_monitors_keep_several_steps_per_call_and_only_per_step_callbacks_get_one():
+    from types import SimpleNamespace
+
+    from kzoo.callbacks import ActivationMonitor, GradientMonitor, UpdateRatioMonitor
+    from kzoo.errors import RecipeError
+    from kzoo.train import resolve_steps_per_execution
+
+    x, y = _data()
+    monitors = [UpdateRatioMonitor(), GradientMonitor((x, y)), ActivationMonitor((x, y))]
+    auto = SimpleNamespace(steps_per_execution=0)
+    assert resolve_steps_per_execution(auto, 20, monitors) == 20
+    adaptive = UpdateRatioMonitor(adaptive=True)  # it changes the rate right after a sampled step
+    assert resolve_steps_per_execution(auto, 20, monitors + [adaptive]) == 1
+    with pytest.raises(RecipeError, match=r"UpdateRatioMonitor acts after every step. Received: steps_per_execution=4$"):
+        resolve_steps_per_execution(SimpleNamespace(steps_per_execution=4), 20, [adaptive])
+
+
+def test_a_watched_stock_optimizer_saves_and_loads_without_the_monitors_variables(tmp_path):
+    import keras
+
+    from kzoo.callbacks import UpdateRatioMonitor
+
+    model, monitor = _trained_trace(5, lambda: UpdateRatioMonitor(every_n_steps=3), epochs=1)
+    assert type(model.optimizer).__name__ == "KzooSGD"  # turned into its kzoo class in place
+    variables = len(model.optimizer.variables)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert len(loaded.optimizer.variables) == variables
+    x, _ = _data(n=8)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    # a second fit reuses the traced step and goes on measuring
+    model.fit(*_data(n=80), batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    assert [s["step"] for s in monitor.trace] == [0, 3, 6, 9]

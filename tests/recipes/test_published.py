@@ -1,32 +1,42 @@
-"""Every shipped recipe, run unchanged with its own seed, reaches the test accuracy the docs
-publish for it, less a small margin; the transfer recipe beats its scratch baseline by the
-margin the docs claim.
+"""Every shipped recipe, run unchanged with its own seed, reaches a fixed floor a little under
+the test accuracy the docs publish for it; the transfer recipe beats its scratch baseline by a
+fixed minimum gain.
 
-Runs are deterministic on one machine (TF op determinism, fixed seeds), so a run here repeats
-the published figure exactly; the margin absorbs what another CPU's kernels change. On the
-360 digits test images one image is 0.0028 of accuracy; mnist-5k has 1,000 test images.
+The floors are literals, written by hand from the published figures (`docs/results/recipes.json`
+when they were set), not computed from that file: a regenerated lower figure then fails
+`test_published_figures_are_not_under_their_floors` instead of lowering its own floor. Moving a
+floor is a decision made in this file, with the reason beside it.
+
+Runs are deterministic on one machine (TF op determinism, fixed seeds); the margin under each
+published figure absorbs what another CPU's kernels or a later commit's changes move. On the 360
+digits test images one image is 0.0028 of accuracy; mnist-5k has 1,000 test images.
 """
 
-import glob
 import json
 import os
-import re
 
 import pytest
 
 from kzoo import recipes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# The docs' recipe table is rendered from this file (`python -m benchmarks.results recipes`), so
-# the figures held here are the published ones by construction.
 RESULTS = os.path.join(ROOT, "docs", "results", "recipes.json")
-# How far under its published figure a recipe may land on another machine: about 3.6 of the
-# 360 digits test images, 10 of mnist-5k's 1,000.
-MARGIN = {"mlp-digits": 0.01, "cnn-digits": 0.01, "densenet-digits": 0.01, "fixup-digits": 0.01,
-          "fixup-mnist5k": 0.01, "transfer-mnist-digits": 0.02}
+
+# recipe -> the lowest test accuracy it may reach (published at the time the floor was set).
+FLOORS = {
+    "mlp-digits": 0.97,  # published 0.9806: 3.8 digits test images under it
+    "cnn-digits": 0.99,  # published 0.9972: 2.6 images under it
+    "densenet-digits": 0.98,  # published 0.9917: 4.2 images under it
+    "fixup-digits": 0.98,  # published 0.9917: 4.2 images under it
+    "fixup-mnist5k": 0.97,  # published 0.9800: 10 of the 1,000 mnist-5k test images under it
+    # published 0.9611, but a later commit measured 0.9472 on the same kind of machine: the
+    # floor sits 2.6 images under that
+    "transfer-mnist-digits": 0.94,
+}
+# Fine-tuned minus from-scratch test accuracy of the transfer recipe: published 0.9611 - 0.8694
+# = 0.0917, later measured 0.9472 - 0.8611 = 0.0861; 0.07 is 25 of the 360 images.
 TRANSFER_MIN_GAIN = 0.07
-# No figure is published (CIFAR-10 is a download; it was never run here), so nothing to hold.
+# No figure is published (CIFAR-10 is a download, never run here), so nothing to hold.
 UNPUBLISHED = {"resnet20-cifar10"}
 
 
@@ -37,67 +47,45 @@ def _published():
     return {r["recipe"]: r for r in runs if not r["overrides"] and r["status"] == "ok"}
 
 
-PUBLISHED = {name: (f"{run['test_accuracy']:.4f}", round(run["test_accuracy"] - MARGIN[name], 4))
-             for name, run in _published().items()}
-TRANSFER_SCRATCH = f"{_published()['transfer-mnist-digits']['scratch_test_accuracy']:.4f}"
+def test_every_shipped_recipe_has_a_floor():
+    assert set(recipes.list_recipes()) == set(FLOORS) | UNPUBLISHED
+    assert set(_published()) == set(FLOORS), "every recipe with a floor has a published figure, and only those"
 
 
-def _run(name, tmp_path):
-    result = recipes.run(name, out=str(tmp_path / name), verbose=0)
-    return result.metrics
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_published_figures_are_not_under_their_floors(name):
+    """A regenerated figure under its floor fails here: the docs would publish an accuracy the
+    training test below no longer holds the recipe to."""
+    run = _published()[name]
+    assert run["test_accuracy"] >= FLOORS[name], (
+        f"{name}: docs/results/recipes.json publishes {run['test_accuracy']:.4f}, under its floor "
+        f"{FLOORS[name]}: find what lowered it, or move the floor here and say why")
+    if name == "transfer-mnist-digits":
+        gain = run["test_accuracy"] - run["scratch_test_accuracy"]
+        assert gain >= TRANSFER_MIN_GAIN, f"published transfer gain {gain:.4f} under {TRANSFER_MIN_GAIN}"
 
 
-def _holds_published_figure(name, tmp_path):
-    published, floor = PUBLISHED[name]
-    metrics = _run(name, tmp_path)
-    # Shown with -rP: the figure this machine measured, beside the published one.
+def _reaches_its_floor(name, tmp_path):
+    metrics = recipes.run(name, out=str(tmp_path / name), verbose=0).metrics
+    # Shown with -rP: the figure this machine measured, beside the floor.
     scratch = f", scratch {metrics['scratch_test_accuracy']:.4f}" if "scratch_test_accuracy" in metrics else ""
-    print(f"{name}: test_accuracy {metrics['test_accuracy']:.4f} (published {published}){scratch}, "
+    print(f"{name}: test_accuracy {metrics['test_accuracy']:.4f} (floor {FLOORS[name]}){scratch}, "
           f"train {metrics['train_seconds']:.1f} s")
-    assert metrics["test_accuracy"] >= floor, f"{name}: {metrics['test_accuracy']} (published {published})"
+    assert metrics["test_accuracy"] >= FLOORS[name], f"{name}: {metrics['test_accuracy']} (floor {FLOORS[name]})"
     return metrics
 
 
-def _doc_lines():
-    paths = [os.path.join(ROOT, "README.md")] + glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
-    lines = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            lines += f.read().splitlines()
-    return lines
-
-
-def test_every_shipped_recipe_has_a_published_figure_under_test():
-    assert set(recipes.list_recipes()) == set(PUBLISHED) | UNPUBLISHED
-    for published, floor in PUBLISHED.values():
-        assert float(published) - 0.025 <= floor < float(published)  # a floor a little under the figure
-    assert float(PUBLISHED["transfer-mnist-digits"][0]) - float(TRANSFER_SCRATCH) >= TRANSFER_MIN_GAIN
-
-
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
-def test_floors_follow_the_figures_the_docs_publish(name):
-    """The figure held here is the one a line of the docs gives for the recipe: when the docs
-    publish a new figure, this fails until the floor above is reconsidered."""
-    published, _ = PUBLISHED[name]
-    figure = re.compile(rf"(?<![\d.]){re.escape(published)}(?!\d)")
-    rows = [line for line in _doc_lines() if f"`{name}`" in line and figure.search(line)]
-    assert rows, f"no line of README.md or docs/ publishes {published} for `{name}`"
-    if name == "transfer-mnist-digits":
-        assert any(TRANSFER_SCRATCH in row for row in rows)
-
-
-# Slow as a set (cnn-digits about 20 s, fixup-mnist5k about 5 min on 2 CPU cores). The default
+# Slow as a set: about 4 minutes on 2 CPU cores (fixup-mnist5k alone about 1.5 min). The default
 # suite holds mlp-digits to 0.97 in tests/test_run.py.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp-digits", "cnn-digits", "densenet-digits", "fixup-digits", "fixup-mnist5k"])
-def test_recipe_reaches_its_published_accuracy(name, tmp_path):
-    _holds_published_figure(name, tmp_path)
+def test_recipe_reaches_its_floor(name, tmp_path):
+    _reaches_its_floor(name, tmp_path)
 
 
 @pytest.mark.slow
-def test_transfer_recipe_reaches_its_published_accuracy_and_beats_scratch(tmp_path):
-    m = _holds_published_figure("transfer-mnist-digits", tmp_path)
+def test_transfer_recipe_reaches_its_floor_and_beats_scratch(tmp_path):
+    m = _reaches_its_floor("transfer-mnist-digits", tmp_path)
     gain = m["test_accuracy"] - m["scratch_test_accuracy"]
-    published_gain = float(PUBLISHED["transfer-mnist-digits"][0]) - float(TRANSFER_SCRATCH)
-    assert gain >= TRANSFER_MIN_GAIN, f"fine-tuned {m['test_accuracy']} vs scratch {m['scratch_test_accuracy']} " \
-                                      f"(published gain {published_gain:.4f})"
+    assert gain >= TRANSFER_MIN_GAIN, (f"fine-tuned {m['test_accuracy']} vs scratch {m['scratch_test_accuracy']}: "
+                                       f"gain {gain:.4f} (minimum {TRANSFER_MIN_GAIN})")

@@ -6,7 +6,8 @@ cosine, early_stopping} x mixed precision {off, mixed_bfloat16} x strategy {defa
 two logical CPUs}: every pair of values appears in at least one combination. Each combination
 trains a few epochs through the engine in one subprocess (the CPU is split into two logical
 devices before TensorFlow starts) and reports what the trained (and, for runs, the saved) model
-carries.
+carries. The combinations that must be refused are listed (`REFUSED`); any other refusal fails,
+and so does a listed one that trains.
 """
 
 import itertools
@@ -24,6 +25,38 @@ FACTORS = {
     "precision": ["off", "mixed_bfloat16"],
     "strategy": ["default", "mirrored"],
 }
+
+# Combinations no path can honour, each refused in one line when the recipe loads (before any
+# training, so they cost nothing), as (path, optimizer, callbacks, precision, strategy). Every
+# pairwise combination of FACTORS trains; a refusal of any of them is a regression.
+REFUSED = {
+    ("plain", "adagrad", "momentum_warmup", "off", "default"),  # Adagrad has no momentum to warm up
+}
+
+OPTIMIZERS = {"adam": {"name": "adam"},
+              "sgd_nesterov": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+              "gains": {"name": "gains", "lr": 0.02, "momentum": 0.5},
+              "adagrad": {"name": "adagrad"}}
+CALLBACKS = {"none": {}, "momentum_warmup": {"momentum_warmup": {"start": 0.5, "end": 0.9, "warmup_epochs": 2}},
+             "update_ratio": {"update_ratio": {"adaptive": True, "every_n_steps": 5}},
+             "plateau_cosine": {"reduce_lr_on_plateau": {"patience": 0, "min_delta": 1.0}},
+             "early_stopping": {"early_stopping": {"patience": 0, "min_delta": 1.0, "restore_best_weights": False}}}
+
+
+def raw_recipe(c):
+    """The recipe (a dict, as a TOML file would give) for combination `c`."""
+    # XLA is left out here (tests/test_determinism.py covers it): each compile would cost seconds
+    raw = {"name": "combo", "seed": 0, "epochs": 4, "jit_compile": False,
+           "data": {"dataset": "digits", "batch_size": 128},
+           "model": {"name": "mlp", "depth": 2, "width": 16},
+           "optimizer": OPTIMIZERS[c["optimizer"]], "callbacks": CALLBACKS[c["callbacks"]],
+           "mixed_precision": c["precision"], "strategy": c["strategy"]}
+    if c["callbacks"] == "plateau_cosine":
+        raw["schedule"] = {"name": "cosine"}
+    if c["path"] == "staged":
+        raw.pop("epochs")
+        raw["finetune"] = {"stages": ["head:1@1e-2", "all:3@1e-3"]}
+    return raw
 
 
 def pairwise(factors):
@@ -58,28 +91,8 @@ SCRIPT = textwrap.dedent('''
     from kzoo.tuning.hypermodel import RecipeHyperModel
     from kzoo.train.distribution import make_strategy
 
-    OPTIMIZERS = {"adam": {"name": "adam"}, "sgd_nesterov": {"name": "sgd", "lr": 0.05, "momentum": 0.9,
-                  "nesterov": True}, "gains": {"name": "gains", "lr": 0.02, "momentum": 0.5}}
-    CALLBACKS = {"none": {}, "momentum_warmup": {"momentum_warmup": {"start": 0.5, "end": 0.9, "warmup_epochs": 2}},
-                 "update_ratio": {"update_ratio": {"adaptive": True, "every_n_steps": 5}},
-                 "plateau_cosine": {"reduce_lr_on_plateau": {"patience": 0, "min_delta": 1.0}},
-                 "early_stopping": {"early_stopping": {"patience": 0, "min_delta": 1.0, "restore_best_weights": False}}}
     EXPECTED_CLASS = {"adam": keras.optimizers.Adam, "sgd_nesterov": keras.optimizers.SGD,
-                      "gains": kzoo.optimizers.AdaptiveGainSGD}
-
-    def recipe_for(c):
-        # XLA is left out here (tests/test_determinism.py covers it): each compile would cost seconds
-        raw = {"name": "combo", "seed": 0, "epochs": 4, "jit_compile": False,
-               "data": {"dataset": "digits", "batch_size": 128},
-               "model": {"name": "mlp", "depth": 2, "width": 16},
-               "optimizer": OPTIMIZERS[c["optimizer"]], "callbacks": CALLBACKS[c["callbacks"]],
-               "mixed_precision": c["precision"], "strategy": c["strategy"]}
-        if c["callbacks"] == "plateau_cosine":
-            raw["schedule"] = {"name": "cosine"}
-        if c["path"] == "staged":
-            raw.pop("epochs")
-            raw["finetune"] = {"stages": ["head:1@1e-2", "all:3@1e-3"]}
-        return build_recipe(raw)
+                      "gains": kzoo.optimizers.AdaptiveGainSGD, "adagrad": keras.optimizers.Adagrad}
 
     def report(c, model, rows, saved=None):
         dense = [l for l in model._flatten_layers() if isinstance(l, keras.layers.Dense)][0]
@@ -100,9 +113,9 @@ SCRIPT = textwrap.dedent('''
         return out
 
     results = []
-    for c in json.loads(sys.argv[1]):
+    for c, raw in json.loads(sys.argv[1]):
         try:
-            recipe = recipe_for(c)
+            recipe = build_recipe(raw)
             policy = keras.config.dtype_policy()
             if c["path"] == "trial":
                 hypermodel = RecipeHyperModel(recipe, strategy=make_strategy("mirrored") if c["strategy"] == "mirrored" else None)
@@ -136,39 +149,75 @@ def test_pairwise_combinations_cover_every_pair():
     assert len(combos) <= 20
 
 
-@pytest.mark.slow  # 30-150 s on 2 cores: over the default suite's budget; .ci/run runs it
-def test_every_setting_works_on_every_path(tmp_path):
-    combos = pairwise(FACTORS)
-    script = tmp_path / "combos.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), json.dumps(combos)], capture_output=True, text=True,
+def combinations():
+    """The pairwise combinations, then the ones `REFUSED` lists."""
+    return pairwise(FACTORS) + [dict(zip(FACTORS, key)) for key in sorted(REFUSED)]
+
+
+def run_combinations(combos, tmp_path, script=SCRIPT):
+    """Trains each combination in one subprocess; returns its report per combination."""
+    path = tmp_path / "combos.py"
+    path.write_text(script)
+    payload = json.dumps([(c, raw_recipe(c)) for c in combos])
+    proc = subprocess.run([sys.executable, str(path), payload], capture_output=True, text=True,
                           timeout=480, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.split("RESULTS ", 1)[1].splitlines()[0])
     assert len(results) == len(combos)
-    for r in results:
-        c = r["combo"]
-        assert "error" not in r, r
-        if "refused" in r:  # a combination no path can honour is refused in one line at load
-            assert "\n" not in r["refused"] and "Received:" in r["refused"], r
-            continue
-        assert r["optimizer_ok"], r
-        assert r["nesterov"] == (c["optimizer"] == "sgd_nesterov"), r
-        expected_policy = "mixed_bfloat16" if c["precision"] == "mixed_bfloat16" else "float32"
-        assert r["policy"] == expected_policy, r
-        assert r["mirrored"] == (c["strategy"] == "mirrored"), r
-        if c["path"] != "trial":  # the saved model carries the settings
-            assert r["saved_policy"] == expected_policy and r["saved_optimizer_ok"], r
-            assert r["saved_momentum_scheduled"] == (c["callbacks"] == "momentum_warmup"), r
-        if c["callbacks"] == "momentum_warmup":
-            assert "momentum" in r["columns"], r
-        if c["callbacks"] == "update_ratio":
-            assert "update_ratio/median" in r["columns"], r
-        if c["callbacks"] == "plateau_cosine" and c["path"] != "staged":
-            # cosine alone leaves 0.17 of the first epoch's rate at epoch 3; the plateau's cut after
-            # epoch 2 takes a further factor of 10
-            assert r["lr"][2] < 0.05 * r["lr"][0], r
-        if c["callbacks"] == "early_stopping":  # stopped one epoch after the first (of the last stage)
-            assert r["rows"] == (3 if c["path"] == "staged" else 2), r
+    return results
+
+
+def check(r):
+    """Fails unless combination `r["combo"]` was refused as `REFUSED` says, or trained with every
+    setting carried by the model (and, for runs, the saved model)."""
+    c = r["combo"]
+    assert "error" not in r, r
+    key = tuple(c[name] for name in FACTORS)
+    if key in REFUSED:
+        assert "refused" in r, f"expected a refusal at load, but it trained: {r}"
+        assert "\n" not in r["refused"] and "Received:" in r["refused"], r
+        return
+    assert "refused" not in r, f"a combination every path honours was refused: {r}"
+    assert r["optimizer_ok"], r
+    assert r["nesterov"] == (c["optimizer"] == "sgd_nesterov"), r
+    expected_policy = "mixed_bfloat16" if c["precision"] == "mixed_bfloat16" else "float32"
+    assert r["policy"] == expected_policy, r
+    assert r["mirrored"] == (c["strategy"] == "mirrored"), r
+    if c["path"] != "trial":  # the saved model carries the settings
+        assert r["saved_policy"] == expected_policy and r["saved_optimizer_ok"], r
+        assert r["saved_momentum_scheduled"] == (c["callbacks"] == "momentum_warmup"), r
+    if c["callbacks"] == "momentum_warmup":
+        assert "momentum" in r["columns"], r
+    if c["callbacks"] == "update_ratio":
+        assert "update_ratio/median" in r["columns"], r
+    if c["callbacks"] == "plateau_cosine" and c["path"] != "staged":
+        # cosine alone leaves 0.17 of the first epoch's rate at epoch 3; the plateau's cut after
+        # epoch 2 takes a further factor of 10
+        assert r["lr"][2] < 0.05 * r["lr"][0], r
+    if c["callbacks"] == "early_stopping":  # stopped one epoch after the first (of the last stage)
+        assert r["rows"] == (3 if c["path"] == "staged" else 2), r
+    else:
+        assert r["rows"] == 4, r
+
+
+def test_the_recipe_refuses_exactly_the_combinations_listed_as_refused():
+    """At load, which costs no training: the listed combinations are refused in one line, and
+    every pairwise one loads (the slow test below trains them)."""
+    from kzoo.errors import RecipeError
+    from kzoo.recipes.schema import build_recipe
+
+    for c in combinations():
+        key = tuple(c[name] for name in FACTORS)
+        if key in REFUSED:
+            with pytest.raises(RecipeError, match="Received:") as refusal:
+                build_recipe(raw_recipe(c))
+            assert "\n" not in str(refusal.value)
         else:
-            assert r["rows"] == 4, r
+            build_recipe(raw_recipe(c))
+
+
+@pytest.mark.slow  # 30-210 s on 2 cores: over the default suite's budget; .ci/run runs it
+def test_every_setting_works_on_every_path(tmp_path):
+    combos = combinations()
+    for r in run_combinations(combos, tmp_path):
+        check(r)

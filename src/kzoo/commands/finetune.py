@@ -26,7 +26,12 @@ def _args(p):
     p.add_argument("--stages", default=DEFAULT_STAGES,
                    help=f"stage plan WHAT:EPOCHS@LR, ... (WHAT: head, topK, all; LR: a rate or LO..HI). "
                         f"Defaults to \"{DEFAULT_STAGES}\"")
-    p.add_argument("--weights", default="none", help="imagenet, none, or a weights file. Defaults to none")
+    p.add_argument("--weights", default="",
+                   help="imagenet, none, or a weights file. Defaults to imagenet for a keras.applications backbone "
+                        "(from Keras's cache ~/.keras/models, else downloaded), the preset's own for hub:, none otherwise")
+    p.add_argument("--layer-decay", type=float, default=0.0,
+                   help="layer-wise rate decay: the group k below the head learns layer_decay**k times the rate "
+                        "(a ViT: per transformer block). Defaults to 0 (off)")
     p.add_argument("--train-bn", action="store_true", help="train BatchNormalization once its group is unfrozen")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="resize images (folders, tfds)")
     p.add_argument("--labels-per-class", type=int, default=0, help="keep this many training labels per class")
@@ -49,6 +54,8 @@ def recipe_from_args(args):
            "data": {"dataset": args.data}, "optimizer": {"name": args.optimizer},
            "finetune": {"stages": args.stages, "weights": args.weights, "train_bn": args.train_bn,
                         "labels_per_class": args.labels_per_class}}
+    if args.layer_decay:
+        raw["finetune"]["layer_decay"] = args.layer_decay
     if args.backbone in MODELS:
         raw["model"] = {"name": args.backbone}  # a zoo model: built from the [model] table
     else:

@@ -32,7 +32,8 @@ def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
     model = session.build()
     stages, staged = plan(recipe)
     per_epoch = steps_per_epoch(recipe, data, setup)
-    compile_stage(model, recipe, stages[0], model_structure(model) if staged else None, per_epoch, setup=setup)
+    compile_stage(model, recipe, stages[0], model_structure(model) if staged else None, per_epoch, setup=setup,
+                  data=data)
     batches = data.epochs(setup.batch_size, recipe.seed, math.ceil(steps / per_epoch) + 1)
     return lr_find(model, batches, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from kzoo.data import sources, streaming
 from kzoo.data.catalog import DATASETS, list_datasets, register_dataset
+from kzoo.data.mixing import Mixing
 from kzoo.data.splits import (
     ArraySplits,
     DatasetInfo,
@@ -47,6 +48,8 @@ class DataSpec:
         shuffle_buffer: examples in a shuffle buffer (tfds, in-memory). Defaults to `10000`.
         eval_batch_size: batch size of validation and test. Defaults to `4 * batch_size`.
         cache_dir: where a disk cache may be written (the run folder). Defaults to none.
+        mixup, cutmix: MixUp's and CutMix's alpha for the training batches
+            (`kzoo.data.mixing.Mixing`; 0: off). Defaults to `0.0`.
     """
 
     dataset: str = "digits"
@@ -61,6 +64,8 @@ class DataSpec:
     shuffle_buffer: int = 10000
     eval_batch_size: int | None = None
     cache_dir: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     @classmethod
     def from_recipe(cls, recipe, batch_size: int | None = None, dataset: str | None = None, **changes) -> DataSpec:
@@ -71,7 +76,8 @@ class DataSpec:
                    data_dir=d.data_dir or None, validation_split=d.validation_split, test_split=d.test_split,
                    split_seed=d.split_seed, seed=recipe.seed,
                    image_size=tuple(d.image_size) if d.image_size else None, cache=d.cache,
-                   shuffle_buffer=d.shuffle_buffer, eval_batch_size=d.eval_batch_size or None)
+                   shuffle_buffer=d.shuffle_buffer, eval_batch_size=d.eval_batch_size or None,
+                   mixup=d.augment.mixup, cutmix=d.augment.cutmix)
         return dataclasses.replace(spec, **changes)
 
     def check(self):
@@ -98,6 +104,7 @@ class Splits(DataSplits):
     train_options: dict = field(default_factory=dict)
     eval_batch_size: int = 256
     cache: str = "memory"
+    mixing: Mixing = field(default_factory=Mixing)
     in_memory = True  # a class attribute, not a field
 
     @property
@@ -143,8 +150,9 @@ class Splits(DataSplits):
                shuffle_buffer: int | None = 10000):
         """Training batches for epochs `initial_epoch` to `epochs - 1` (`make_epoch_dataset`)."""
         a = self.arrays
-        return make_epoch_dataset(a.x_train, a.y_train, batch_size, seed, epochs, initial_epoch,
-                                  shuffle_buffer or 10000)
+        batches = make_epoch_dataset(a.x_train, a.y_train, batch_size, seed, epochs, initial_epoch,
+                                     shuffle_buffer or 10000)
+        return self.mixed(batches, seed, initial_epoch, -(-len(a.x_train) // int(batch_size)))
 
     def subset_train(self, positions) -> Splits:
         a = self.arrays
@@ -157,7 +165,8 @@ class Splits(DataSplits):
         keep = self.cache != "none"
         val = make_dataset(arrays.x_val, arrays.y_val, self.eval_batch_size, cache=keep) if len(arrays.x_val) else None
         test = make_dataset(arrays.x_test, arrays.y_test, self.eval_batch_size, cache=keep)
-        return Splits(val, test, arrays.info, arrays, dict(self.train_options), self.eval_batch_size, self.cache)
+        return Splits(val, test, arrays.info, arrays, dict(self.train_options), self.eval_batch_size, self.cache,
+                      self.mixing)
 
     def worker_shard(self, index: int, count: int, seed: int):
         """Worker `index` of `count`'s training examples, unbatched `(x float32, y int64)`,
@@ -379,7 +388,16 @@ def open_splits(spec: DataSpec) -> DataSplits:
     test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, cache=keep)
     train_options = {"batch_size": spec.batch_size, "seed": spec.seed, "cache": keep,
                      "shuffle_buffer": spec.shuffle_buffer}
-    return Splits(val, test, arrays.info, arrays, train_options, eval_batch_size, "memory" if keep else "none")
+    mixing = _mixing(spec, arrays.info)
+    return Splits(val, test, arrays.info, arrays, train_options, eval_batch_size, "memory" if keep else "none",
+                  mixing)
+
+
+def _mixing(spec: DataSpec, info: DatasetInfo) -> Mixing:
+    """The spec's MixUp/CutMix, checked against the dataset's inputs."""
+    mixing = Mixing(spec.mixup, spec.cutmix)
+    mixing.check(info.input_shape)
+    return mixing
 
 
 def _open_stream(spec: DataSpec, source, target, display_name) -> streaming.StreamSplits:
@@ -408,4 +426,4 @@ def _open_stream(spec: DataSpec, source, target, display_name) -> streaming.Stre
     mode = streaming.resolve_cache(mode, list(parts.values()), info.input_shape, parts["train"].dtype.size)
     parts = streaming.apply_cache(mode, parts, spec.cache_dir)
     return streaming.StreamSplits(parts, info, spec.batch_size, spec.eval_batch_size or 4 * spec.batch_size,
-                                  spec.seed, cache=mode)
+                                  spec.seed, cache=mode, mixing=_mixing(spec, info))

@@ -12,6 +12,7 @@ from kzoo.zoo.layers import PCAWhitening, TrainingOnly
 
 STANDARDIZE = ("per_channel", "zero_center", "scale", "none")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+POLICIES = ("none", "randaugment", "augmix")
 
 
 def preprocessing_layers(x_train, standardize="per_channel", pca_whiten=False):
@@ -117,28 +118,74 @@ def fit_preprocessing_layers(splits, standardize="per_channel", pca_whiten=False
     return layers
 
 
-def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0):
+def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0, zoom=0.0, crop=0, seed=0,
+                        policy="none", policy_magnitude=5.0, erasing=0.0, color_jitter=0.0, value_range=(0.0, 255.0)):
     """Random augmentation layers (active only in training), from the recipe's [data.augment].
 
-    Each is wrapped in `TrainingOnly`, so it acts only when called with `training=True`.
+    Each is wrapped in `TrainingOnly`, so it acts only when called with `training=True`. They
+    sit before standardization, on the raw (framed) inputs, so `value_range` is the range of
+    those: 0-16 for scikit-learn's digits, 0-255 for image files. Every layer has its own seed
+    from `seed` (`layer_seed`). In order: crop, flip, translation, rotation, zoom, the policy,
+    color jitter, erasing.
+
+    The policy's `policy_magnitude` is on timm's 0-10 scale (`rand-m9`, `augmix-m3`) and becomes
+    Keras's `factor = policy_magnitude / 10`: for RandAugment (2 operations per image, the paper's
+    N) the strength of each operation (rotation and shear up to `factor` of Keras's range,
+    brightness and contrast by `factor`, ...); for AugMix (3 chains of depth up to 3, Beta(1, 1)
+    weights, the paper's defaults) each operation's severity. RandAugment draws its operations per
+    batch from its seed generator; Keras 3.15's AugMix draws them with Python's `random` when the
+    step is traced, so a compiled step repeats them for every batch, which is why recipes refuse
+    `policy = "augmix"` (this function still builds it). Neither compiles with XLA (their
+    rotation, shear and translation use `ImageProjectiveTransformV3`, marked `supports_jit = False`),
+    so the engine trains a model with one without XLA (`kzoo.train.determinism.plan_step`).
+
+    `color_jitter = s` shifts brightness by up to `s` of the value range and scales contrast by a
+    factor in `[1 - s, 1 + s]` (Keras's `RandomColorJitter`); saturation and hue are left out: they
+    need 3 channels, and Keras's saturation returned values far below the value range
+    (-66 for 0-255 inputs). `erasing = p` erases one box of 2-33 % of the image, filled with
+    noise, with probability `p` per image (Keras's `factor=(p, p)`: a single `factor` would draw
+    the probability from `[0, p]`).
 
     Args:
-        flip: `none`, `horizontal`, `vertical` or `horizontal_and_vertical`.
-        translation: largest shift as a fraction of height and width.
-        rotation: largest rotation as a fraction of a full turn.
-        zoom: largest zoom in or out as a fraction.
+        input_shape: one example's shape; the augmentations need images `(H, W, C)`.
+        flip: `none`, `horizontal`, `vertical` or `horizontal_and_vertical`. Defaults to `"none"`.
+        translation: largest shift as a fraction of height and width. Defaults to `0.0`.
+        rotation: largest rotation as a fraction of a full turn. Defaults to `0.0`.
+        zoom: largest zoom in or out as a fraction. Defaults to `0.0`.
         crop: pad by this many pixels and crop back at random (He et al. 2016's CIFAR recipe).
+            Defaults to `0`.
+        seed: the recipe's seed. Defaults to `0`.
+        policy: `none`, `randaugment` or `augmix`. Defaults to `"none"`.
+        policy_magnitude: the policy's strength in [0, 10]. Defaults to `5.0`.
+        erasing: the probability of erasing a box, in [0, 1]. Defaults to `0.0`.
+        color_jitter: brightness and contrast strength in [0, 1]. Defaults to `0.0`.
+        value_range: `(low, high)` of the inputs these layers receive. Defaults to `(0, 255)`.
+
+    Reference:
+        Cubuk et al., "RandAugment: Practical automated data augmentation with a reduced search
+        space", NeurIPS 2020 (https://arxiv.org/abs/1909.13719); Hendrycks et al., "AugMix: A
+        Simple Data Processing Method to Improve Robustness and Uncertainty", ICLR 2020
+        (https://arxiv.org/abs/1912.02781); Zhong et al., "Random Erasing Data Augmentation",
+        AAAI 2020 (https://arxiv.org/abs/1708.04896).
     """
     if flip not in FLIPS:
         raise RecipeError(f"data.augment.flip must be one of {', '.join(FLIPS)}. Received: {flip!r}")
+    if policy not in POLICIES:
+        raise RecipeError(f"data.augment.policy must be one of {', '.join(POLICIES)}. Received: policy={policy!r}")
     for key, value in (("translation", translation), ("rotation", rotation), ("zoom", zoom)):
         if not 0 <= value < 1:
             raise RecipeError(f"data.augment.{key} must be in [0, 1). Received: {key}={value}")
+    for key, value in (("erasing", erasing), ("color_jitter", color_jitter)):
+        if not 0 <= value <= 1:
+            raise RecipeError(f"data.augment.{key} must be in [0, 1]. Received: {key}={value}")
+    if not 0 <= policy_magnitude <= 10:
+        raise RecipeError(f"data.augment.policy_magnitude must be in [0, 10]. Received: policy_magnitude={policy_magnitude}")
     if crop < 0:
         raise RecipeError(f"data.augment.crop must be >= 0. Received: crop={crop}")
-    wanted = flip != "none" or translation or rotation or zoom or crop
+    wanted = flip != "none" or translation or rotation or zoom or crop or policy != "none" or erasing or color_jitter
     if wanted and len(input_shape) != 3:
         raise RecipeError(f"data.augment needs image inputs (H, W, C). Received: input_shape={tuple(input_shape)}")
+    value_range = tuple(float(v) for v in value_range)
     layers = []
     if crop:
         # Pad-and-crop is a whole-pixel shift of up to `crop` pixels with zero fill; Keras's
@@ -154,7 +201,36 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
         layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=layer_seed(seed, "augment_rotate"), name="augment_rotate"))
     if zoom:
         layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=layer_seed(seed, "augment_zoom"), name="augment_zoom"))
+    factor = float(policy_magnitude) / 10
+    if policy == "randaugment":
+        layers.append(keras.layers.RandAugment(value_range, num_ops=2, factor=factor,
+                                               seed=layer_seed(seed, "augment_randaugment"), name="augment_randaugment"))
+    elif policy == "augmix":
+        layers.append(keras.layers.AugMix(value_range, num_chains=3, chain_depth=3, factor=factor,
+                                          seed=layer_seed(seed, "augment_augmix"), name="augment_augmix"))
+    if color_jitter:
+        layers.append(keras.layers.RandomColorJitter(
+            value_range, brightness_factor=float(color_jitter), contrast_factor=float(color_jitter),
+            seed=layer_seed(seed, "augment_color_jitter"), name="augment_color_jitter"))
+    if erasing:
+        layers.append(keras.layers.RandomErasing(
+            factor=(float(erasing), float(erasing)), value_range=value_range,
+            seed=layer_seed(seed, "augment_erasing"), name="augment_erasing"))
     return [_training_only(layer) for layer in layers]
+
+
+def needs_value_range(policy="none", erasing=0.0, color_jitter=0.0) -> bool:
+    """Whether the augmentation layers these settings ask for need the inputs' value range."""
+    return policy != "none" or bool(erasing) or bool(color_jitter)
+
+
+def value_range(x) -> tuple:
+    """`(low, high)` of a sample of inputs `x` (numpy) for the augmentation layers: 0 or the
+    smallest value if negative, and the largest value (255 when the sample has none above `low`)."""
+    x = np.asarray(x, dtype="float32")
+    low = min(0.0, float(x.min())) if x.size else 0.0
+    high = float(x.max()) if x.size else 255.0
+    return low, (high if high > low else 255.0)
 
 
 def _training_only(layer):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kzoo.data.mixing import Mixing
+
 # TensorFlow is imported inside the functions that build pipelines: importing it costs 5-6 s,
 # and `kzoo list`, `kzoo show` and the recipe checks never need it.
 
@@ -43,13 +45,11 @@ def prefetched(ds):
     """`ds` with two batches prefetched and tf.data's autotuning off (a parallel map's
     `AUTOTUNE` then runs as many calls as the machine has cores).
 
-    The autotuner can hold a fit up: it optimizes
-    10 ms, 30 ms, 70 ms, ... (10 ms x (2^k - 1)) after an iterator starts, and with it on, some
-    fits over in-memory arrays ended only at one of those times: a ResNet-20 epoch (synthetic
-    32x32, 2-core CPU) took 5.10 s in 3 of 8 fits against 2.5 s in the others, with both cores
-    idle in between; with it off, 8 of 8 took 2.5-3.2 s. A streamed 1,000-photo folder at
-    64x64: one-epoch fits took 0.34 s in 4 of 12 with it on (0.21-0.24 s otherwise), 0.21-0.24 s
-    in 12 of 12 with it off.
+    The autotuner can hold a fit up: it re-optimizes on a doubling schedule after an iterator
+    starts, and with it on, some fits (over in-memory arrays and over streamed folders alike)
+    ended only at one of those optimizations, with both cores idle in between, where with it
+    off every fit ran through. (Seen in repeated one-epoch fits on a 2-core CPU; no results
+    file holds those timings, so none is given here.)
     """
     import tensorflow as tf
 
@@ -129,6 +129,7 @@ class DataSplits(abc.ABC):
     seed: int
     cache: str
     in_memory: bool = False  # whether the examples are held as arrays (reading a sample costs no more)
+    mixing: Mixing = Mixing()  # MixUp/CutMix of the training batches; `open_splits` sets the recipe's
 
     @abc.abstractmethod
     def examples(self, split: str, start: int = 0, stop: int | None = None):
@@ -154,7 +155,16 @@ class DataSplits(abc.ABC):
     def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
                shuffle_buffer: int | None = 10000):
         """Training batches for epochs `initial_epoch` to `epochs - 1`; each epoch's order depends
-        only on `(seed, epoch)` and no batch straddles two epochs."""
+        only on `(seed, epoch)` and no batch straddles two epochs. With MixUp or CutMix on
+        (`mixing`), images are mixed and labels are float32 soft labels `(batch, num_classes)`
+        (through `mixed`); validation and test batches keep integer labels."""
+
+    def mixed(self, batches, seed: int, initial_epoch: int, steps_per_epoch: int, stream: int = 0):
+        """Training `batches` with the splits' MixUp/CutMix (`kzoo.data.mixing.Mixing`): the one
+        place every training path's batches (`epochs`, a multi-worker shard) are mixed. Batch `i`
+        must be batch `i % steps_per_epoch` of epoch `initial_epoch + i // steps_per_epoch`; its
+        draws depend on `(seed, epoch, batch, stream)` only. Unchanged without mixing."""
+        return self.mixing.apply(batches, self.info.num_classes, seed, initial_epoch, steps_per_epoch, stream)
 
     def count(self, split: str) -> int:
         return {"train": self.info.num_train, "val": self.info.num_val, "test": self.info.num_test}[split]

@@ -34,6 +34,7 @@ import shutil
 
 import numpy as np
 
+from kzoo.data.mixing import Mixing
 from kzoo.data.splits import DataSplits, epoch_seed, prefetched
 from kzoo.errors import DataError
 
@@ -207,12 +208,14 @@ class StreamSplits(DataSplits):
         info: the `DatasetInfo`.
         batch_size, eval_batch_size, seed: of `train`, `val` and `test`.
         cache: the resolved cache mode (`memory`, `disk` or `none`).
+        mixing: the training batches' MixUp/CutMix (`kzoo.data.mixing.Mixing`). Defaults to none.
     """
 
-    def __init__(self, parts, info, batch_size=64, eval_batch_size=256, seed=0, cache="none"):
+    def __init__(self, parts, info, batch_size=64, eval_batch_size=256, seed=0, cache="none", mixing=None):
         self.parts, self.info = parts, info
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.cache = cache
+        self.mixing = mixing if mixing is not None else Mixing()
 
     def _evaluation(self, part):
         if part is None or not part.n:
@@ -252,7 +255,7 @@ class StreamSplits(DataSplits):
 
         parts = {**self.parts, "train": self.parts["train"].subset(positions)}
         info = dataclasses.replace(self.info, num_train=parts["train"].n)
-        return StreamSplits(parts, info, self.batch_size, self.eval_batch_size, self.seed, self.cache)
+        return StreamSplits(parts, info, self.batch_size, self.eval_batch_size, self.seed, self.cache, self.mixing)
 
     def epochs(self, batch_size: int, seed: int = 0, epochs: int = 1, initial_epoch: int = 0,
                shuffle_buffer: int | None = None):
@@ -272,11 +275,11 @@ class StreamSplits(DataSplits):
                      for e in range(int(initial_epoch), int(epochs))]
         if not per_epoch:
             return part.uncached().take(0).batch(int(batch_size))
-        if len(per_epoch) == 1:
-            return prefetched(per_epoch[0])
         steps = -(-part.n // int(batch_size))
+        if len(per_epoch) == 1:
+            return self.mixed(prefetched(per_epoch[0]), seed, initial_epoch, steps)
         order = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(per_epoch), dtype="int64"), steps))
-        return prefetched(tf.data.Dataset.choose_from_datasets(per_epoch, order))
+        return self.mixed(prefetched(tf.data.Dataset.choose_from_datasets(per_epoch, order)), seed, initial_epoch, steps)
 
     def worker_shard(self, index: int, count: int, seed: int):
         """Worker `index` of `count`'s training examples, unbatched `(x float32, y int64)`,

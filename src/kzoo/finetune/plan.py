@@ -70,13 +70,27 @@ class Stage:
                 f"The model has {num_stages} stages; a stage cannot unfreeze more. Received: trainable={self.trainable!r}")
         return 1 + k
 
-    def rates(self, num_stages: int) -> list[float]:
-        """Learning rates of the trainable groups, from the head down."""
+    def rates(self, num_stages: int, layer_decay: float = 0.0) -> list[float]:
+        """Learning rates of the trainable groups, from the head down.
+
+        Args:
+            num_stages: the model's stages (between its stem and its head).
+            layer_decay: layer-wise rate decay: the group `k` places below the head (the top
+                stage 1, ..., the stem `num_stages + 1`) learns `layer_decay**k` times the
+                stage's rate for it; for a ViT, whose stages are its transformer blocks, block
+                `i` of `L` (from 1) gets `lr * layer_decay**(L + 1 - i)`. `0` or `1`: off.
+                Defaults to `0.0`.
+
+        Reference:
+            Bao et al., "BEiT: BERT Pre-Training of Image Transformers", ICLR 2022 (layer-wise
+            learning-rate decay); Clark et al., "ELECTRA", ICLR 2020.
+        """
         n = self.trainable_groups(num_stages)
         factor = self.lr_factor
         if self.lr_min is not None:
             factor = (self.lr_min / self.lr) ** (1 / (n - 1)) if n > 1 else 1.0
-        return [self.lr * factor**i for i in range(n)]
+        decay = layer_decay if 0 < layer_decay < 1 else 1.0
+        return [self.lr * factor**i * decay**i for i in range(n)]
 
     def spelling(self) -> str:
         """The stage in the CLI spelling (`top2:3@1e-4`)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from kzoo.zoo.backbones import application_for, stage_patterns
+from kzoo.zoo.backbones import application_for, derive_groups, stage_patterns
 from kzoo.zoo.hub import hub_family
 
 _STAGE = re.compile(r"^stage(\d+)_")
@@ -76,15 +76,23 @@ def _assign_zoo(layers, groups, current):
 
 
 def _assign_application(model, app, groups):
-    stem, stages = stage_patterns(app)
+    """Groups a `keras.applications` backbone's layers: by its hand-written table where it has
+    one, else as `kzoo.zoo.backbones.derive_groups` derives them from the built model."""
+    patterns = stage_patterns(app)
+    if patterns is None:
+        current = ("stem", 0)
+        for layer, current in derive_groups(model):
+            groups.setdefault(current, []).append(layer)
+        return current
+    stem, stages = patterns
     current = ("stem", 0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if any(p.search(layer.name) for p in stem):
             current = ("stem", 0)
-        for i, patterns in enumerate(stages):
-            if any(p.search(layer.name) for p in patterns):
+        for i, stage_patterns_i in enumerate(stages):
+            if any(p.search(layer.name) for p in stage_patterns_i):
                 current = ("stage", i)
         groups.setdefault(current, []).append(layer)
     return current
@@ -94,7 +102,7 @@ def _assign_hub(model, family, groups):
     """Groups a KerasHub backbone's layers by its family's table: stem patterns first, then the
     stage number the stage pattern captures (numbers taken in sorted order as stages 0, 1, ...)."""
     stem, stage = family.patterns()
-    layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    layers = family.layers(model)
     numbers = sorted({int(m.group(1)) for lyr in layers if (m := stage.search(lyr.name))
                       and not any(p.search(lyr.name) for p in stem)})
     index = {n: i for i, n in enumerate(numbers)}

@@ -72,6 +72,12 @@ def build_optimizer(cfg, learning_rate=None, lr_multipliers=None):
         >>> opt = build_optimizer(kzoo.recipes.load("mlp-digits").optimizer)
     """
     common = {k: getattr(cfg, k) for k in ("clipnorm", "clipvalue", "weight_decay") if getattr(cfg, k)}
+    # Keras's own averaging and accumulation: every kzoo composition passes them to the Keras
+    # class and keeps them in its config (`with_group_learning_rates` rebuilds from it).
+    if getattr(cfg, "ema", 0.0):
+        common.update(use_ema=True, ema_momentum=float(cfg.ema))
+    if getattr(cfg, "accumulate", 1) > 1:
+        common["gradient_accumulation_steps"] = int(cfg.accumulate)
     common["learning_rate"] = cfg.lr if learning_rate is None else learning_rate
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer. Received: name={cfg.name!r}")

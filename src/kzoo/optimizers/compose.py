@@ -1,10 +1,11 @@
 """One composition for every optimizer kzoo builds, registered so a saved model carries it:
-`KzooAdam` is `GroupLearningRates + Beta1Momentum + keras.optimizers.Adam`, and so on. With no
-multipliers and no schedule it updates exactly as the Keras class does."""
+`KzooAdam` is `GroupLearningRates + UpdateRatioStatistics + Beta1Momentum + keras.optimizers.Adam`,
+and so on. With no multipliers, no schedule and no watch it updates exactly as the Keras class does."""
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from kzoo.optimizers.gains import AdaptiveGainSGD
@@ -50,6 +51,116 @@ class GroupLearningRates:
 
     def get_config(self):
         return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
+
+
+class UpdateRatioWatch:
+    """What `UpdateRatioStatistics` measures inside the compiled step, in variables the step writes
+    and a callback reads at execution boundaries (`kzoo.callbacks.UpdateRatioMonitor`).
+
+    Every `every_n_steps`-th call of `apply` (counted by `step`) copies the watched variables
+    before the update and, after it, writes each group's `||W_after - W_before||` and
+    `||W_before||` (float64) into slot `count % capacity` of `values`, its step into `steps`,
+    and adds one to `count`; the reader takes the `count` newest samples and sets it back to 0.
+    The variables are no part of the optimizer's state: a saved model never holds them.
+
+    Args:
+        groups: lists of variables, one per layer.
+        every_n_steps: steps between samples.
+        capacity: samples kept between two reads.
+    """
+
+    def __init__(self, groups, every_n_steps: int, capacity: int):
+        self.groups = [list(g) for g in groups]
+        self.every_n_steps = int(every_n_steps)
+        self.capacity = int(capacity)
+        self.key = tuple(id(v) for g in self.groups for v in g)
+        self.train_function = None  # the model's train function traced with this watch (set by its reader)
+        # Replica-local (ON_READ) under a strategy: every replica computes the same numbers from its
+        # copy of the weights, and writes them without a cross-replica merge inside the step.
+        local = dict(synchronization=tf.VariableSynchronization.ON_READ,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, trainable=False)
+        self.shadows = [[tf.Variable(tf.zeros(v.shape, v.dtype), **local) for v in g] for g in self.groups]
+        self.step = tf.Variable(tf.constant(0, tf.int64), **local)
+        self.active = tf.Variable(False, **local)
+        self.count = tf.Variable(tf.constant(0, tf.int64), **local)
+        self.values = tf.Variable(tf.zeros((self.capacity, len(self.groups), 2), tf.float64), **local)
+        self.steps = tf.Variable(tf.zeros((self.capacity,), tf.int64), **local)
+
+    def fits(self, groups, every_n_steps: int, capacity: int) -> bool:
+        """Whether this watch measures `groups` every `every_n_steps` with room for `capacity`."""
+        return (self.key == tuple(id(v) for g in groups for v in g) and self.every_n_steps == int(every_n_steps)
+                and self.capacity >= int(capacity))
+
+    def begin(self):
+        """Before the update: whether this step is sampled (a boolean tensor); copies the weights if so."""
+        step = self.step.read_value()
+        sampled = tf.logical_and(self.active.read_value(), tf.equal(step % self.every_n_steps, 0))
+
+        def snapshot():
+            for shadows, variables in zip(self.shadows, self.groups):
+                for s, v in zip(shadows, variables):
+                    s.assign(v.value)
+            return tf.constant(True)
+
+        tf.cond(sampled, snapshot, lambda: tf.constant(False))
+        return sampled, step
+
+    def end(self, sampled, step):
+        """After the update: writes the sample if `sampled`; counts the step."""
+
+        def measure():
+            rows = []
+            for shadows, variables in zip(self.shadows, self.groups):
+                # float64: the ratio stays exact to 1e-5 even for small updates of big weights
+                old = [tf.cast(s.read_value(), tf.float64) for s in shadows]
+                new = [tf.cast(v.value, tf.float64) for v in variables]
+                num = tf.add_n([tf.reduce_sum(tf.square(a - b)) for a, b in zip(new, old)])
+                den = tf.add_n([tf.reduce_sum(tf.square(b)) for b in old])
+                rows.append(tf.sqrt(tf.stack([num, den])))
+            slot = self.count.read_value() % self.capacity
+            self.values.assign(tf.tensor_scatter_nd_update(self.values.read_value(), [[slot]], [tf.stack(rows)]))
+            self.steps.assign(tf.tensor_scatter_nd_update(self.steps.read_value(), [[slot]], [step]))
+            self.count.assign_add(1)
+            return tf.constant(True)
+
+        tf.cond(sampled, measure, lambda: tf.constant(False))
+        self.step.assign_add(1)
+
+    def read(self):
+        """`(steps, values)` of the samples since the last read, oldest first (numpy); resets the count."""
+        count = int(self.count.numpy())
+        if not count:
+            return [], []
+        self.count.assign(0)
+        n = min(count, self.capacity)
+        slots = [(count - n + i) % self.capacity for i in range(n)]
+        steps, values = self.steps.numpy(), self.values.numpy()
+        return [int(steps[i]) for i in slots], [values[i] for i in slots]
+
+
+class UpdateRatioStatistics:
+    """Mixin measuring the update-to-weight ratio of watched groups of variables inside the
+    compiled train step, on sampled steps only (`UpdateRatioWatch`), so a monitor needs no
+    per-step hook and training keeps several steps per call. Unwatched, `apply` is the parent's.
+
+    Reference: Karpathy, CS231n "Neural Networks Part 3" (https://cs231n.github.io/neural-networks-3/#ratio).
+    """
+
+    update_watch = None
+
+    def watch_update_ratios(self, watch):
+        """Measures with `watch` (an `UpdateRatioWatch`) from the next trace of the train step on;
+        `None` stops. Kept outside the optimizer's tracked state."""
+        object.__setattr__(self, "update_watch", watch)
+
+    def apply(self, grads, trainable_variables=None):
+        watch = self.update_watch
+        if watch is None:
+            return super().apply(grads, trainable_variables)
+        sampled, step = watch.begin()
+        result = super().apply(grads, trainable_variables)
+        watch.end(sampled, step)
+        return result
 
 
 class ScheduledMomentum:
@@ -193,7 +304,7 @@ _MOMENTUM = [
 
 
 def _compose(base, momentum):
-    mixins = (GroupLearningRates,) + ((momentum,) if momentum else ()) + (base,)
+    mixins = (GroupLearningRates, UpdateRatioStatistics) + ((momentum,) if momentum else ()) + (base,)
     doc = (f"`{base.__module__.split('.src')[0]}.{base.__name__}` with per-layer learning-rate multipliers "
            "(`lr_multipliers`)" + (" and a momentum a callback may schedule." if momentum else "."))
     cls = type(f"Kzoo{base.__name__}", mixins, {"__module__": __name__, "__doc__": doc})
@@ -241,6 +352,21 @@ def scheduled_optimizer(optimizer):
         raise ValueError("RMSprop with momentum 0 has no velocity to schedule. Received: momentum=0.0")
     optimizer.enable_momentum_schedule()
     return optimizer
+
+
+def watched_optimizer(model):
+    """The model's optimizer (inside a `LossScaleOptimizer`) as a kzoo class that can watch update
+    ratios (`UpdateRatioStatistics`): a stock Keras optimizer is turned into its kzoo class in place,
+    its state kept. Raises `TypeError` for an optimizer kzoo does not compose."""
+    inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    if not isinstance(inner, UpdateRatioStatistics):
+        try:
+            cls = composed_class(inner)
+        except ValueError as e:
+            raise TypeError(f"Update ratios are measured inside kzoo's optimizers; {e}") from None
+        inner.__class__ = cls
+        inner.lr_multipliers = {}
+    return inner
 
 
 def schedule_momentum(model):

@@ -104,12 +104,12 @@ def precision_policy(mode: str, strategy, recipe=None) -> str | None:
     - GPU: `mixed_bfloat16` from compute capability 8.0 (Ampere) on; float32 on older GPUs
       (`mixed_float16` is there to ask for; Keras then adds loss scaling).
     - CPU: `mixed_bfloat16` for a convolutional network on a CPU with native bfloat16 (the
-      `avx512_bf16` or `amx_bf16` flag), whose step runs oneDNN's bfloat16 kernels: on a 2-core
-      x86 with `avx512_bf16`, a cnn-digits epoch took 0.81x the CPU time of float32 and
-      ResNet-20's 0.75x (one thread). Float32 for an MLP, whose step XLA compiles: there
-      bfloat16 took 1.3x the CPU time. Float32 for Fixup networks, which have no normalization
-      to keep activations in range: fixup-digits reached 0.975 test accuracy in bfloat16
-      against 0.9917 in float32 (seed 0).
+      `avx512_bf16` or `amx_bf16` flag), whose step runs oneDNN's bfloat16 kernels, which take
+      less CPU time than float32's there. Float32 for an MLP, whose step XLA compiles: there
+      bfloat16 costs more CPU time than float32. Float32 for Fixup networks, which have
+      no normalization to keep activations in range: in bfloat16 they reach a lower accuracy.
+      (Measured on a 2-core x86 with `avx512_bf16` when the rule was chosen; no results file
+      holds those timings, so no figure is given here.)
     Half-precision compute changes the numbers a run produces: runs are reproducible on one
     machine, and machines that differ in these features train in different precisions.
 
@@ -222,23 +222,31 @@ def decide(recipe, strategy=None) -> Setup:
 def resolve_steps_per_execution(recipe, steps_per_epoch: int, callbacks=(), strategy=None) -> int:
     """Steps run per call into the compiled graph. `0` (auto): the largest divisor of the steps
     per epoch up to 32, which removes most per-step Python overhead on small models; 1 when a
-    callback needs to see every step (it sets `needs_every_step = True`), and 1 under a strategy
-    with several replicas: Keras's multi-step loop fails under `MirroredStrategy` there on
-    TF 2.21 / Keras 3.15 (`You must feed a value for placeholder tensor ...
-    [Op:__inference_multi_step_on_iterator]`).
+    callback needs to act between any two steps (it sets `needs_every_step = True`: the
+    divergence guard, a scheduled momentum, the adaptive update-ratio monitor), and 1 under a
+    strategy with several replicas: Keras's multi-step loop fails under `MirroredStrategy` there
+    on TF 2.21 / Keras 3.15 (`You must feed a value for placeholder tensor ...
+    [Op:__inference_multi_step_on_iterator]`). The training-dynamics monitors measure inside the
+    step or at the ends of calls, so they keep the auto value.
 
     It must divide the steps per epoch: Keras runs whole calls, so with 55 steps an epoch and 32
     a call every epoch would take 64 batches, borrow the next epoch's, and a later epoch would
     find the data used up and train on nothing. An explicit recipe value that does not divide
-    them is refused (`RecipeError`)."""
+    them, or above 1 beside a callback that needs every step (which would then act only every
+    few steps), is refused (`RecipeError`)."""
+    every_step = [type(cb).__name__ for cb in callbacks if getattr(cb, "needs_every_step", False)]
     if recipe.steps_per_execution:
         if steps_per_epoch % recipe.steps_per_execution:
             raise RecipeError(
                 f"steps_per_execution must divide the {steps_per_epoch} steps of an epoch "
                 f"({', '.join(map(str, _divisors(steps_per_epoch)))}), or be 0 for auto. "
                 f"Received: steps_per_execution={recipe.steps_per_execution}")
+        if recipe.steps_per_execution > 1 and every_step:
+            raise RecipeError(
+                f"steps_per_execution must be 1 or 0 (auto) while {', '.join(every_step)} acts after every step. "
+                f"Received: steps_per_execution={recipe.steps_per_execution}")
         return recipe.steps_per_execution
-    if any(getattr(cb, "needs_every_step", False) for cb in callbacks):
+    if every_step:
         return 1
     if strategy is not None and int(getattr(strategy, "num_replicas_in_sync", 1) or 1) > 1:
         return 1

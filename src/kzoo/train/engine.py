@@ -18,7 +18,8 @@ from kzoo.report import write_report
 from kzoo.runs import BACKUP, cached_result
 from kzoo.safe_load import load_model_file
 from kzoo.train.distribution import worker_index
-from kzoo.train.loop import fit_plan, plan
+from kzoo.train.loop import fit_plan, plan, recipe_loss
+from kzoo.train.metrics import metric_names
 from kzoo.train.multiworker import evaluate_locally
 from kzoo.train.session import PROBE, Session
 from kzoo.versions import package_versions
@@ -51,11 +52,12 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def evaluate(model, data, setup):
-    """`(test loss, test accuracy)`."""
+def evaluate(model, data, setup, recipe=None) -> dict:
+    """`{"loss": ..., "accuracy": ..., <each of the recipe's metrics>: ...}` on the test split,
+    with the compiled loss (the recipe's `[loss]`) and metrics."""
     if setup.multiworker:  # streamed on every worker: each holds the same weights
-        return evaluate_locally(model, data.test)
-    return model.evaluate(data.test, verbose=0)
+        return evaluate_locally(model, data.test, metric_names(recipe) if recipe is not None else ("accuracy",))
+    return model.evaluate(data.test, verbose=0, return_dict=True)
 
 
 def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunResult:
@@ -64,6 +66,7 @@ def train(recipe, run_dir, verbose=2, trust_model=False, strategy=None) -> RunRe
     part-way resumes when run again into the same folder."""
     preflight(recipe)  # a tracking server that does not answer fails here, before any data or training
     session = Session(recipe, strategy, cache_dir=run_dir.path)
+    recipe_loss(recipe, session.data)  # a class_weight naming no class of the dataset: refused before training
     run_dir.write_text("recipe.toml", recipe.to_toml())  # before backup/: a resume checks it there
     backup_dir = run_dir.file(BACKUP)
     extra, pretrained, ft = {}, None, recipe.finetune
@@ -104,8 +107,7 @@ def fit_once(session, verbose, changes=None):
                               **(changes or {}))
     model = session.build(recipe)
     fit_plan(model, recipe, session.data, session.setup, None, verbose=verbose)
-    _, accuracy = evaluate(model, session.data, session.setup)
-    return model, round(float(accuracy), 6)
+    return model, round(float(evaluate(model, session.data, session.setup, recipe)["accuracy"]), 6)
 
 
 def _pretrain(session, run_dir, verbose):
@@ -113,8 +115,10 @@ def _pretrain(session, run_dir, verbose):
     recipe, setup = session.recipe, session.setup
     p, d = recipe.finetune.pretrain, recipe.data
     data_cfg = dataclasses.replace(d, augment=type(d.augment)(), batch_size=p.batch_size or d.batch_size)
+    # The class weights belong to the target's classes; pretraining's dataset has its own.
     pre_recipe = dataclasses.replace(recipe, data=data_cfg, epochs=p.epochs,
-                                     optimizer=dataclasses.replace(recipe.optimizer, lr=p.lr))
+                                     optimizer=dataclasses.replace(recipe.optimizer, lr=p.lr),
+                                     loss=dataclasses.replace(recipe.loss, class_weight="none"))
     pre = Session(pre_recipe, dataset=p.dataset, setup=dataclasses.replace(setup, batch_size=data_cfg.batch_size))
     if verbose:
         print(f"pretraining {recipe.model['name']} on {p.dataset} for {p.epochs} epochs")
@@ -137,15 +141,15 @@ def run_metrics(recipe, data, setup, model, result, epoch_times, callbacks=()) -
     """What `metrics.json` holds: the test metrics, the throughput at steady state (the first epoch
     left out), the stage plan, the workers and what the callbacks report."""
     info, rows = data.info, result.rows
-    test_loss, test_accuracy = evaluate(model, data, setup)
+    test = evaluate(model, data, setup, recipe)
     steady = epoch_times[1:] or epoch_times
     metrics = {
         "recipe": recipe.name,
         "dataset": info.name,
         "model": recipe.model["name"],
         "params": int(model.count_params()),
-        "test_accuracy": round(float(test_accuracy), 6),
-        "test_loss": round(float(test_loss), 6),
+        "test_accuracy": round(float(test["accuracy"]), 6),
+        "test_loss": round(float(test["loss"]), 6),
         "best_val_accuracy": round(max((r.get("val_accuracy", 0.0) for r in rows), default=0.0), 6),
         "epochs_run": len(rows),
         "train_seconds": round(result.seconds, 3),
@@ -157,6 +161,11 @@ def run_metrics(recipe, data, setup, model, result, epoch_times, callbacks=()) -
         "seed": recipe.seed,
         "versions": package_versions(),
     }
+    for name in metric_names(recipe)[1:]:
+        metrics[f"test_{name}"] = round(float(test[name]), 6)
+        metrics[f"best_val_{name}"] = round(max((r.get(f"val_{name}", 0.0) for r in rows), default=0.0), 6)
+    if recipe.checkpoint == "best":  # the weights saved and tested are this epoch's
+        metrics.update({"checkpoint": "best", "best_epoch": result.best_epoch})
     if recipe.finetune.stages:
         metrics.update({"model": model.name, "backbone": recipe.finetune.backbone or recipe.model["name"],
                         "stages": [s.spelling() for s in plan(recipe)[0]], "stage_boundaries": result.boundaries})

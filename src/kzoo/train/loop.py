@@ -16,9 +16,11 @@ from kzoo.errors import RecipeError, UserError
 from kzoo.finetune.plan import Stage, parse_stages
 from kzoo.finetune.structure import freeze, model_structure
 from kzoo.optimizers import build_optimizer
-from kzoo.runs import latest_snapshot, resume_callbacks
+from kzoo.runs import BestWeights, FinalizeEMA, latest_snapshot, resume_callbacks
 from kzoo.train.determinism import jit_compile_for
 from kzoo.train.distribution import resolve_steps_per_execution
+from kzoo.train.losses import build_loss
+from kzoo.train.metrics import build_metrics
 from kzoo.train.multiworker import fit_multiworker
 
 
@@ -30,6 +32,7 @@ class FitResult:
     boundaries: list = field(default_factory=list)  # epochs after which a new stage starts
     seconds: float = 0.0  # training wall time of this call
     resumed_after: int = 0  # epochs restored from a checkpoint
+    best_epoch: int | None = None  # with checkpoint = "best": the epoch whose weights the model holds
 
     def history(self):
         """The rows as a `keras.callbacks.History` (what KerasTuner reads a trial's score from)."""
@@ -68,31 +71,53 @@ def group_multipliers(structure, rates) -> dict:
 
 
 def _weighted(layer):
-    if layer.weights:
+    # A layer whose variables carry its name stands for all of them; its sublayers' names (a
+    # ViT block's `mha`, `ln_1`) repeat across groups, so they are never keys themselves.
+    if any(layer.name in w.path.split("/") for w in layer.weights):
         yield layer
+        return
     for sub in getattr(layer, "_layers", []) or []:
         yield from _weighted(sub)
 
 
-def compile_stage(model, recipe, stage, structure, steps_per_epoch, callbacks=(), setup=None):
+def recipe_loss(recipe, data=None):
+    """The recipe's `[loss]` for the dataset of `data` (`DataSplits`): its class names name the
+    weights of a `class_weight` table, its training labels give the `balanced` ones. Without
+    `data` only a recipe without class weights has a loss."""
+    if data is None:
+        if recipe.loss.class_weight != "none":
+            raise ValueError(f"loss.class_weight needs the dataset: pass data. Received: data={data}")
+        return build_loss(recipe, [])
+    balanced = recipe.loss.class_weight == "balanced"
+    return build_loss(recipe, data.info.class_names, data.train_labels if balanced else None)
+
+
+def compile_stage(model, recipe, stage, structure, steps_per_epoch, callbacks=(), setup=None, data=None):
     """Compiles `model` for `stage` (a `kzoo.finetune.Stage`) of the recipe's plan, with a schedule
-    over the stage's epochs; returns the trainable group names.
+    over the stage's epochs, the recipe's loss (`recipe_loss`) and metrics; returns the trainable
+    group names.
 
     With the model's `structure` (a staged plan) the groups the stage leaves out are frozen and
     the others get their per-group rates; with `None` every layer trains at the stage's rate.
     `callbacks` are the fit's (one that needs every step gets one step per call); `setup` is the
-    run's `Setup`, `None` for one device.
+    run's `Setup`, `None` for one device; `data` the `DataSplits` the class weights come from.
     """
     groups, multipliers = ["all"], {}
     if structure is not None:
-        rates = stage.rates(len(structure.stages))
+        rates = stage.rates(len(structure.stages), recipe.finetune.layer_decay)
         groups = freeze(model, structure, len(rates), recipe.finetune.train_bn)
         multipliers = group_multipliers(structure, rates)
     schedule = build_schedule(recipe.schedule, stage.lr, steps_per_epoch, stage.epochs)
     strategy = setup.strategy if setup is not None else None
+    if recipe.optimizer.accumulate > 1 and strategy is not None and strategy.num_replicas_in_sync > 1:
+        # strategy = "auto" resolved to several devices: refused before any training.
+        raise RecipeError("optimizer.accumulate > 1 runs on one device only (Keras's gradient accumulation fails "
+                          f"under tf.distribute); raise data.batch_size over the {strategy.num_replicas_in_sync} "
+                          f"replicas instead. Received: accumulate={recipe.optimizer.accumulate}")
+    loss = recipe_loss(recipe, data)
     with setup.scope() if setup is not None else contextlib.nullcontext():
         optimizer = build_optimizer(dataclasses.replace(recipe.optimizer, lr=stage.lr), schedule, multipliers)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+        model.compile(optimizer=optimizer, loss=loss, metrics=build_metrics(recipe),
                       jit_compile=jit_compile_for(recipe, model, setup),
                       steps_per_execution=resolve_steps_per_execution(recipe, steps_per_epoch, callbacks, strategy))
     return groups
@@ -123,6 +148,7 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         verbose: Keras's fit verbosity. Defaults to `2`.
     """
     fit = fit_multiworker if setup.multiworker else keras_fit
+    best = BestWeights() if recipe.checkpoint == "best" else None
     stages, staged = plan(recipe)
     structure = model_structure(model) if staged else None
     if staged and not structure.head:
@@ -132,6 +158,8 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
     rows = snapshot.rows if snapshot else []
     if snapshot and staged:
         snapshot.load_weights(model)  # the optimizer state comes back with the stage it belongs to
+    if snapshot and best is not None:
+        snapshot.restore_callback(best)  # the best epoch so far, whichever stage it was in
     seconds = 0.0
     for k, stage in enumerate(stages, start=1):
         ran = sum(row.get("stage", 1) == k for row in rows)
@@ -141,10 +169,14 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         if later or ((ran >= stage.epochs or stopped) and k < len(stages)):
             continue
         start, end = len(rows), len(rows) - ran + stage.epochs
-        own = callbacks()
+        own = callbacks() + ([best] if best is not None else [])
         fields = {"stage": k, "trainable": stage.trainable} if staged else {}
-        stage_callbacks = own + list(extra) + resume_callbacks(backup_dir, own, rows, fields, restore=ran > 0)
-        groups = compile_stage(model, recipe, stage, structure, steps, stage_callbacks, setup)
+        # Validation reads the average weights; the last epoch's checkpoint holds them, as the
+        # fit ends with them (a resumed next stage starts from them).
+        ema = [keras.callbacks.SwapEMAWeights(), FinalizeEMA()] if recipe.optimizer.ema else []
+        stage_callbacks = own + list(extra) + ema + resume_callbacks(backup_dir, own, rows, fields,
+                                                                     restore=ran > 0)
+        groups = compile_stage(model, recipe, stage, structure, steps, stage_callbacks, setup, data)
         if verbose and snapshot and start == snapshot.epoch:
             where = f"stage {k}/{len(stages)} " if staged else ""
             print(f"Resuming {where}after epoch {start} of {recipe.epochs} from {backup_dir}.")
@@ -155,4 +187,5 @@ def fit_plan(model, recipe, data, setup, backup_dir=None, callbacks=lambda: [], 
         seconds += time.perf_counter() - began
         rows = stage_callbacks[-1].rows  # every epoch once
     boundaries = [a["epoch"] for a, b in zip(rows, rows[1:]) if a.get("stage") != b.get("stage")]
-    return FitResult(rows, boundaries, seconds, snapshot.epoch if snapshot else 0)
+    best_epoch = best.put_back(model) if best is not None else None
+    return FitResult(rows, boundaries, seconds, snapshot.epoch if snapshot else 0, best_epoch)

@@ -13,13 +13,15 @@ from kzoo.data.framing import framed_sample, framed_shape
 from kzoo.data.preprocessing import (
     augmentation_layers,
     fit_preprocessing_layers,
+    needs_value_range,
     preprocessing_layers,
+    value_range,
 )
 from kzoo.data.splits import DataSplits
 from kzoo.errors import RecipeError, UserError
 from kzoo.safe_load import load_model_file, load_weights
 from kzoo.zoo import create_model
-from kzoo.zoo.backbones import BACKBONES, build_application, input_layers
+from kzoo.zoo.backbones import BACKBONES, build_application, input_layers, resolve_weights
 from kzoo.zoo.blocks import classifier_head
 from kzoo.zoo.hub import build_hub_finetune_model, is_hub_spec
 from kzoo.zoo.initializers import lsuv_init
@@ -41,7 +43,7 @@ def build_model(recipe, data, framing=None):
     and LSUV). The statistics are those of the framed sample; the model takes raw inputs."""
     info = data.info
     shape = framed_shape(info.input_shape, framing)
-    layers = ([framing] if framing is not None else []) + augmentation(recipe, shape)
+    layers = ([framing] if framing is not None else []) + augmentation(recipe, shape, data, framing)
     layers += statistics_layers(recipe, data, framing)
     kwargs = {k: v for k, v in recipe.model.items() if k != "name"}
     try:
@@ -76,9 +78,16 @@ def framed_peak(data, framing=None, n: int = STATS_SAMPLE) -> float:
     return peak or 255.0
 
 
-def augmentation(recipe, input_shape) -> list:
+def augmentation(recipe, input_shape, data=None, framing=None) -> list:
+    """The recipe's [data.augment] layers; a policy, erasing and color jitter get the value range
+    of the first 256 framed training examples of `data` (they sit before standardization)."""
     a = recipe.data.augment
-    return augmentation_layers(input_shape, a.flip, a.translation, a.rotation, a.zoom, a.crop, seed=recipe.seed)
+    span = (0.0, 255.0)
+    if data is not None and needs_value_range(a.policy, a.erasing, a.color_jitter):
+        span = value_range(framed_sample(sample(data, 256)[0], framing))
+    return augmentation_layers(input_shape, a.flip, a.translation, a.rotation, a.zoom, a.crop, seed=recipe.seed,
+                               policy=a.policy, policy_magnitude=a.policy_magnitude, erasing=a.erasing,
+                               color_jitter=a.color_jitter, value_range=span)
 
 
 def lsuv_if_asked(model, recipe, data):
@@ -120,20 +129,24 @@ def replace_head(model, num_classes, input_shape=None, dropout=0.0, front=(), se
 
 def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = False, framing=None):
     """The model a [finetune] section describes, for the target data in `data`: a zoo model (the
-    [model] for `backbone = ""`) with `weights` a `.weights.h5` or `none`; a `keras.applications`
-    or `hub:` backbone (`weights` `imagenet`, a file or `none`) with a new head; or a `model.keras`
+    [model] for `backbone = ""`) with `weights` a `.weights.h5` or `none` (the default); a
+    `keras.applications` backbone (`weights` `imagenet`, the default, a file or `none`) or a
+    `hub:` preset (its own weights) with a new head; or a `model.keras`
     (a run directory, or `pretrained` from [finetune.pretrain]) up to its head, with a new one.
     `framing` (a `kzoo.zoo.layers.Framing`) goes first, so the model takes the raw inputs.
     A model file holding code is refused unless `trust_model`."""
     ft, info, seed = recipe.finetune, data.info, recipe.seed
     backbone, raw = ft.backbone, info.input_shape
     shape = framed_shape(raw, framing)
-    front = ([framing] if framing is not None else []) + augmentation(recipe, shape)
+    front = ([framing] if framing is not None else []) + augmentation(recipe, shape, data, framing)
 
     if is_hub_spec(backbone):  # a KerasHub preset: before the path test (hub:DIR holds a path)
         return build_hub_finetune_model(backbone, raw, info.num_classes, ft.head_dropout, seed, front,
                                         framed_peak(data, framing), ft.weights)
     if pretrained is not None or backbone.endswith(".keras") or os.path.isdir(backbone) or os.sep in backbone:
+        if resolve_weights(backbone, ft.weights) != "none":  # a saved model brings its weights
+            raise UserError(f"A saved model starts from its own weights; leave finetune.weights unset. "
+                            f"Received: weights={ft.weights!r}")
         source = pretrained if pretrained is not None else load_model_file(backbone, trust_model=trust_model)
         return replace_head(source, info.num_classes, shape, ft.head_dropout, front, seed, raw_shape=raw)
     if backbone and BACKBONES.is_application(backbone):
@@ -144,9 +157,7 @@ def build_finetune_model(recipe, data, pretrained=None, trust_model: bool = Fals
     if backbone:
         BACKBONES.get(backbone)  # unknown name: the closest-name error
         recipe = dataclasses.replace(recipe, model={"name": backbone})
-    if ft.weights == "imagenet":
-        raise UserError("Zoo models have no ImageNet weights; use 'none', a weights file or backbone=PATH. "
-                        "Received: weights='imagenet'")
+    weights = resolve_weights(backbone, ft.weights)  # no ImageNet weights here: refused
     model = build_model(recipe, data, framing)
-    return model if ft.weights in ("", "none") else load_weights(model, ft.weights)
+    return model if weights == "none" else load_weights(model, weights)
 

@@ -15,22 +15,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo.train.metrics import metric_names, metric_stats, metric_values
 
-def evaluate_locally(model, batches):
-    """`(loss, accuracy)` over `batches` (a `tf.data.Dataset` of `(x, y)` batches, or `None`),
-    computed on this worker: every worker holds the same weights. `(None, None)` for no data."""
+
+def per_example_loss(model):
+    """The model's compiled loss (`kzoo.train.losses.ClassificationLoss`) giving one value per
+    example, for sums over replicas and batches."""
+    return type(model.loss).from_config({**model.loss.get_config(), "reduction": None})
+
+
+def evaluate_locally(model, batches, names=("accuracy",)) -> dict | None:
+    """`{"loss": ..., <each of the metrics names>: ...}` over `batches` (a `tf.data.Dataset` of
+    `(x, y)` batches, or `None`), with the compiled loss, computed on this worker: every worker
+    holds the same weights. `None` for no data."""
     if batches is None:
-        return None, None
-    total_loss, correct, count = 0.0, 0, 0
+        return None
+    loss_fn = per_example_loss(model)
+    total_loss, totals = 0.0, {}
     for x, y in batches:
-        probs = keras.ops.convert_to_numpy(model(tf.cast(x, tf.float32), training=False))
-        probs, y = np.clip(probs.astype("float64"), 1e-12, 1.0), np.asarray(y)
-        total_loss -= float(np.sum(np.log(probs[np.arange(len(y)), y])))
-        correct += int(np.sum(np.argmax(probs, -1) == y))
-        count += len(y)
-    if not count:
-        return None, None
-    return total_loss / count, correct / count
+        probs = model(tf.cast(x, tf.float32), training=False)
+        total_loss += float(np.sum(keras.ops.convert_to_numpy(loss_fn(y, probs)).astype("float64")))
+        for key, value in metric_stats(y, probs, names).items():
+            totals[key] = totals.get(key, 0.0) + np.asarray(keras.ops.convert_to_numpy(value), "float64")
+    if not totals or not totals["count"]:
+        return None
+    return {"loss": total_loss / float(totals["count"]), **metric_values(names, totals)}
 
 
 def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, verbose):
@@ -43,10 +52,11 @@ def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, ve
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(batch)
         ds = data.worker_shard(context.input_pipeline_id, context.num_input_pipelines, recipe.seed + start)
-        return ds.batch(per_replica, drop_remainder=True).prefetch(2)
+        return data.mixed(ds.batch(per_replica, drop_remainder=True), recipe.seed, start, steps,
+                          context.input_pipeline_id).prefetch(2)
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    loss_fn, names = per_example_loss(model), metric_names(recipe)
 
     def replica_step(x, y):
         with tf.GradientTape() as tape:
@@ -57,14 +67,13 @@ def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, ve
             scaled = optimizer.scale_loss(loss)  # a LossScaleOptimizer under mixed_float16; else the loss
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1), tf.cast(y, tf.int64)), tf.float32))
-        return loss, correct
+        return loss, metric_stats(y, probs, names)
 
     @tf.function
     def train_step(it):
-        loss, correct = strategy.run(replica_step, args=next(it))
+        loss, stats = strategy.run(replica_step, args=next(it))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+                {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in stats.items()})
 
     # Batch-norm moving statistics are updated locally on each worker; averaging them after
     # each epoch keeps the workers identical (exact for the moving mean, which is linear in the
@@ -88,21 +97,24 @@ def fit_multiworker(model, data, setup, recipe, start, end, steps, callbacks, ve
         if model.stop_training:
             break
         hooks.on_epoch_begin(epoch)
-        total_loss = total_correct = 0.0
+        total_loss, totals = 0.0, {}
         for step in range(steps):
             hooks.on_train_batch_begin(step)
-            loss, correct = train_step(iterator)
+            loss, step_stats = train_step(iterator)
             total_loss += float(loss)
-            total_correct += float(correct)
+            for key, value in step_stats.items():
+                totals[key] = totals.get(key, 0.0) + np.asarray(value, "float64")
             hooks.on_train_batch_end(step, {"loss": total_loss / (step + 1)})
         if stats:
             sync_statistics()
-        logs = {"loss": total_loss / steps, "accuracy": total_correct / (steps * batch)}
-        val_loss, val_accuracy = evaluate_locally(model, data.val)
-        if val_loss is not None:
-            logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
+        logs = {"loss": total_loss / steps, **metric_values(names, totals)}
+        hooks.on_test_begin()  # as in Keras's fit: SwapEMAWeights validates the averaged weights
+        val = evaluate_locally(model, data.val, names)
+        hooks.on_test_end()
+        logs.update({f"val_{k}": v for k, v in (val or {}).items()})
         hooks.on_epoch_end(epoch, logs)
         if verbose:
             print(f"Epoch {epoch + 1}/{end} - " + " - ".join(
                 f"{k}: {v:.4f}" for k, v in logs.items() if isinstance(v, float)), flush=True)
+    optimizer.finalize_variable_values(model.trainable_weights)  # the averages, as Keras's fit ends
     hooks.on_train_end()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
+from kzoo.callbacks.registry import with_always_on
 from kzoo.data.core import DataSpec, open_splits
 from kzoo.data.framing import SAMPLE_SIZE, frame, framing_layer
 from kzoo.train.determinism import seed_everything
@@ -82,7 +83,7 @@ class Session:
         made = []
 
         def factory():
-            made[:] = [LearningRateLogger(), *first] + build_callbacks(recipe.callbacks, context)
+            made[:] = [LearningRateLogger(), *first] + build_callbacks(with_always_on(recipe.callbacks), context)
             return made
 
         return factory, made
