@@ -20,10 +20,11 @@ deviation over the seeds, the difference to the baseline, and a verdict: a diffe
 than the larger of the two standard deviations "helps" or "hurts", a smaller one is "no help"
 (within the seed-to-seed noise).
 
-Writes `docs/results/levers.json` and renders the `levers` block of docs/fine-tuning.md.
-`--quick` (one seed, three levers, short plans: about 1-2 minutes) writes
-`runs/results/levers/levers-quick.json` and renders nothing: it checks the command, it does not
-measure the levers.
+Writes `docs/results/levers.json` and renders the `levers` block of docs/fine-tuning.md (about
+10 CPU-minutes). `--quick` (one seed, three levers, short plans: about 1-2 minutes on an idle
+2-core machine) writes `runs/results/levers/levers-quick.json` and renders nothing: it checks the
+command, it does not measure the levers; so does a subset of `--configs` or `--datasets`
+(`levers-partial.json`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from benchmarks import results
 
-from benchmarks import results  # noqa: E402  (after the log level: it must precede TensorFlow)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before kzoo brings TensorFlow in
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(results.WORK, "levers")
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     datasets = args.datasets or DATASETS
 
-    from benchmarks.harness import git_state
+    from benchmarks.harness import git_state, provenance
     from benchmarks.photos import make_photo_folder
 
     git_state()  # the commit the measurements start on
@@ -275,23 +276,26 @@ def main(argv=None) -> int:
     described.get("cnn-photos", {})["folder"] = dict(PHOTOS_PER_CLASS)
     if pretraining:
         described["transfer-mnist-digits"]["pretrain_test_accuracy"] = {str(s): a for s, a in pretraining.items()}
-    payload = {**results.header("levers", seconds), "command": command, "quick": args.quick,
-               "load_average_before": round(load_before, 2), "seeds": seeds,
+    # The load average before and after: other jobs on the machine slow the runs, not the figures.
+    payload = {**results.header("levers", seconds), **provenance(load_before), "command": command,
+               "quick": args.quick, "seeds": seeds,
                "ema": EMA, "policy_magnitude": MAGNITUDE,
                "configs": {c: CONFIGS[c] for c in configs}, "datasets": described,
                "rule": "helps / hurts: |difference to baseline| > the larger of the two seed standard deviations; "
                        "no help: within it",
                "summary": summarize(rows, configs, datasets), "runs": rows}
-    if args.quick:
-        target = os.path.join(WORK, "levers-quick.json")
+    # Only the whole table is published: a quick run or a subset of levers or datasets goes to runs/.
+    published = not args.quick and set(configs) == set(CONFIGS) and set(datasets) == set(DATASETS)
+    if published:
+        target = results.write("levers", payload)
+    else:
+        target = os.path.join(WORK, f"levers-{'quick' if args.quick else 'partial'}.json")
         with open(target, "w") as f:
             json.dump(payload, f, indent=2)
             f.write("\n")
-    else:
-        target = results.write("levers", payload)
     print(f"levers: wrote {os.path.relpath(target, results.ROOT)} in {seconds:.0f} s", flush=True)
     print(summary_text(payload))
-    if not args.quick and not args.no_render:
+    if published and not args.no_render:
         changed = render_levers_block()
         print(f"rendered: {', '.join(changed) if changed else 'the levers block was current'}")
     return 0

@@ -6,7 +6,7 @@ Usage:
 `python -m benchmarks` runs it as its `monitors` section. Four models with the same initial
 weights train side by side: with and without the monitors (UpdateRatioMonitor,
 GradientMonitor, ActivationMonitor at their default sampling, a 64-example probe as in `kzoo
-run`), each at one step per call and at kzoo's default `steps_per_execution` (the auto value,
+run`, kzoo run's precision policy), each at one step per call and at kzoo's default `steps_per_execution` (the auto value,
 which the monitors no longer lower). Each timed fit runs 100 steps (5 epochs of digits), the
 gradient and activation monitors' default sampling interval, as one long run samples; the four
 fits alternate in order so a shared machine's load drifts over all of them alike, warm-up
@@ -41,7 +41,9 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     """
     import warnings
 
+    import keras
     import numpy as np
+    import tensorflow as tf
 
     import kzoo
     from benchmarks.harness import Result, alternate, median
@@ -49,11 +51,13 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     from kzoo.callbacks import RunContext, build_callbacks
     from kzoo.data.core import make_dataset
     from kzoo.train import build_model, compile_stage, plan, resolve_steps_per_execution, seed_everything
+    from kzoo.train.distribution import apply_precision
 
     repeats = repeats or (3 if quick else 7)
     load_before = os.getloadavg()[0]
     recipe = kzoo.recipes.load(recipe_name)
     arrays = kzoo.data.load_arrays(recipe.data.dataset)
+    policy = apply_precision(recipe.mixed_precision, tf.distribute.get_strategy(), recipe)  # as `kzoo run`
     d = recipe.data
     n = len(arrays.x_train)
     steps = int(np.ceil(n / d.batch_size))
@@ -88,8 +92,9 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
 
     values = alternate({key: timed(*v) for key, v in setups.items()}, repeats)
     set_determinism(False)
+    keras.mixed_precision.set_global_policy("float32")
     load_after = os.getloadavg()[0]
-    results, summary = [], {"recipe": recipe_name, "default_steps_per_execution": auto, "goal": 0.95,
+    results, summary = [], {"recipe": recipe_name, "default_steps_per_execution": auto, "goal": 0.95, "policy": policy,
                             "steps_per_fit": steps * epochs, "repeats": repeats,
                             "load_average": [round(load_before, 2), round(load_after, 2)]}
     for spe in (1, auto):
@@ -101,7 +106,7 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
         results.append(Result(
             f"monitor overhead, {recipe_name}, steps_per_execution={label}",
             "samples/s, the three monitors on vs off", median(on), median(off), "samples/s", goal=0.95,
-            note=f"CPU-time ratio {cpu:.2f}; median of {repeats} fits of {steps * epochs} steps",
+            note=f"CPU-time ratio {cpu:.2f}; {policy}; median of {repeats} fits of {steps * epochs} steps",
             details={"on": on, "off": off, "cpu_ratio": round(cpu, 3), "samples_in_last_fit": samples}))
         key = "steps_per_execution_1" if spe == 1 else "steps_per_execution_default"
         summary[key] = {"steps_per_execution": spe, "ratio": round(results[-1].ratio, 3),

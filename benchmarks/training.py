@@ -27,16 +27,49 @@ def synthetic_arrays(n=2048, shape=(32, 32, 3), classes=10, seed=0):
     return ArraySplits(x, y, x[:0], y[:0], x[:0], y[:0], info)
 
 
-def kzoo_setup(recipe, arrays):
-    """The model, compiled, and the training pipeline as `kzoo run` builds them with its defaults.
+@dataclasses.dataclass
+class KzooSetup:
+    """kzoo's side of a throughput pair: the compiled model, the engine's batches and its plan."""
 
-    Seeds, model and compile go through `kzoo.train` (`compile_stage` asks
-    `kzoo.train.determinism` for XLA or op determinism); returns the model, the dataset and the
-    plan, whose `op_determinism` the timing loop re-applies before each fit (it is process-wide).
+    model: object
+    plan: object  # kzoo.train.determinism.StepPlan
+    arrays: object
+    batch_size: int
+    seed: int
+    steps: int  # per epoch
+
+    def batches(self, epochs, initial_epoch=0):
+        """Epochs `initial_epoch` to `epochs - 1` of the engine's seeded per-epoch batches."""
+        from kzoo.data.core import make_epoch_dataset
+
+        a = self.arrays
+        return make_epoch_dataset(a.x_train, a.y_train, self.batch_size, self.seed, epochs, initial_epoch)
+
+    def fit(self, epochs, initial_epoch=0):
+        """Trains epochs `initial_epoch` to `epochs - 1`, as the engine's `keras_fit` does."""
+        set_determinism(self.plan.op_determinism)  # process-wide: re-applied before each fit
+        self.model.fit(self.batches(epochs, initial_epoch), initial_epoch=initial_epoch, epochs=epochs,
+                       steps_per_epoch=self.steps, verbose=0, shuffle=False)
+
+
+def framing_for(recipe, arrays):
+    """The recipe's [finetune] framing layer (pixel scale, resize, pad), as a run builds it, or None."""
+    from kzoo.data.framing import framing_layer
+
+    return framing_layer(recipe.finetune, float(np.max(arrays.x_train[:10000])))
+
+
+def kzoo_setup(recipe, arrays) -> KzooSetup:
+    """The model, compiled, and the training batches as `kzoo run` builds them with its defaults.
+
+    Seeds, dtype policy, model (framing, augmentation and standardization inside it) and compile
+    go through `kzoo.train` (`compile_stage` asks `kzoo.train.determinism` for XLA or op
+    determinism and `resolve_steps_per_execution` for the steps per call); the batches are the
+    engine's (`make_epoch_dataset`, fed with `steps_per_epoch`). A staged recipe's model trains
+    every layer at its first stage's rate (the cost of its all-layers stage).
     """
     import keras
 
-    from kzoo.data.core import make_dataset
     from kzoo.train import build_model, compile_stage, decide, plan, seed_everything
     from kzoo.train.determinism import plan_step
 
@@ -44,17 +77,16 @@ def kzoo_setup(recipe, arrays):
     steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
     seed_everything(recipe.seed, recipe.deterministic)
     decide(recipe)  # the dtype policy, as every run sets it
-    model = build_model(recipe, arrays)
+    model = build_model(recipe, arrays, framing=framing_for(recipe, arrays))
     step_plan = plan_step(model, recipe.deterministic, recipe.jit_compile)  # what compile_stage applies
     compile_stage(model, recipe, plan(recipe)[0][0], None, steps)
     keras.mixed_precision.set_global_policy("float32")  # built layers keep theirs; the baseline is float32
-    ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed, d.cache, d.shuffle_buffer)
-    return model, ds, step_plan
+    return KzooSetup(model, step_plan, arrays, d.batch_size, recipe.seed, steps)
 
 
 def stock_keras(model):
     """`model`'s architecture in Keras's own layers: kzoo's fused batch norm becomes
-    `keras.layers.BatchNormalization` (same config; fresh weights, which a speed test ignores)."""
+    `keras.layers.BatchNormalization` (same config); the weights are copied over."""
     import keras
 
     from kzoo.zoo.layers import FusedBatchNormalization
@@ -63,45 +95,64 @@ def stock_keras(model):
         cls = keras.layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
         return cls.from_config(layer.get_config())
 
-    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())  # adapted standardization statistics included
+    return copy
+
+
+@dataclasses.dataclass
+class NumpyFeed:
+    """What a user hands `model.fit` instead of a pipeline: numpy arrays and a batch size."""
+
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+
+    def fit(self, model, epochs, **kwargs):
+        model.fit(self.x, self.y, batch_size=self.batch_size, epochs=epochs, verbose=0, **kwargs)
 
 
 def baseline_setup(recipe, arrays, keras_defaults=False):
-    """The same architecture in Keras's own layers (`stock_keras`), compiled the plain Keras way,
-    fed by from_tensor_slices().batch().
+    """Plain Keras, what a user writes instead of kzoo: the same architecture in Keras's stock
+    layers at float32, compiled with Keras's defaults, fed numpy arrays by `model.fit(x, y,
+    batch_size=...)`. Returns `(model, NumpyFeed)`.
+
+    The architecture is the recipe's model as kzoo builds it (framing, augmentation and
+    standardization layers included), built under the float32 policy and cloned by
+    `stock_keras` (kzoo's fused batch norm becomes `keras.layers.BatchNormalization`). The
+    optimizer and learning-rate schedule are the recipe's, and so is the batch size; the
+    compile is Keras's default (`jit_compile="auto"`, which is off on a CPU-only machine, one
+    step per call) and `fit` shuffles the arrays (its default).
 
     With `keras_defaults`, also Keras's defaults where a user would leave them: Adam 1e-3, no
     schedule, batch-norm momentum 0.99, no augmentation, batch size 32.
     """
+    import dataclasses as dc
+
     import keras
-    import tensorflow as tf
 
-    from kzoo.zoo import create_model
+    from kzoo.callbacks.schedules import build_schedule
+    from kzoo.optimizers import build_optimizer
+    from kzoo.train import build_model
 
-    kwargs = {k: v for k, v in recipe.model.items() if k != "name"}
-    if keras_defaults and "bn_momentum" in kwargs:
-        kwargs["bn_momentum"] = 0.99
-    from kzoo.data.preprocessing import augmentation_layers
-
-    norm = keras.layers.Normalization(axis=-1)
-    norm.adapt(arrays.x_train)
-    aug = recipe.data.augment
-    layers = [] if keras_defaults else augmentation_layers(
-        arrays.info.input_shape, aug.flip, aug.translation, aug.rotation, aug.zoom, aug.crop, seed=recipe.seed)
-    model = stock_keras(create_model(recipe.model["name"], arrays.info.input_shape, arrays.info.num_classes,
-                                     layers + [norm], seed=recipe.seed, **kwargs))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    r = recipe
+    if keras_defaults:
+        model_args = {**recipe.model, **({"bn_momentum": 0.99} if "bn_momentum" in recipe.model else {})}
+        r = dc.replace(recipe, model=model_args, data=dc.replace(recipe.data, augment=type(recipe.data.augment)()))
+    try:
+        model = stock_keras(build_model(r, arrays, framing=framing_for(r, arrays)))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    batch = 32 if keras_defaults else recipe.data.batch_size
     if keras_defaults:
         optimizer = keras.optimizers.Adam()
     else:
-        from kzoo.callbacks.schedules import build_schedule
-        from kzoo.optimizers import build_optimizer
-
-        steps = int(np.ceil(len(arrays.x_train) / recipe.data.batch_size))
+        steps = int(np.ceil(len(arrays.x_train) / batch))
         optimizer = build_optimizer(recipe.optimizer, build_schedule(recipe.schedule, recipe.optimizer.lr, steps, recipe.epochs))
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    batch = 32 if keras_defaults else recipe.data.batch_size
-    ds = tf.data.Dataset.from_tensor_slices((arrays.x_train, arrays.y_train)).batch(batch)
-    return model, ds
+    return model, NumpyFeed(arrays.x_train.astype("float32"), arrays.y_train, batch)
 
 
 def pipeline_seconds(ds, epochs=1):
@@ -113,65 +164,156 @@ def pipeline_seconds(ds, epochs=1):
     return (time.perf_counter() - start) / epochs
 
 
-def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5):
-    """Steady-state training samples/s: kzoo's defaults vs plain Keras `model.fit` (warm-up excluded).
+# Op types grouped for the profile of a step (TensorFlow's names, oneDNN's `_Mkl*` variants included).
+OP_GROUPS = (("convolutions", ("Conv2D", "Conv3D", "DepthwiseConv")), ("batch norm", ("BatchNorm",)),
+             ("input pipeline", ("Dataset", "Iterator")))
 
-    kzoo: the model compiled as `kzoo run` compiles it (`kzoo_setup`). Keras: the same
-    architecture, optimizer and batch size, compiled with Keras's defaults (`jit_compile="auto"`,
-    which is off on a CPU-only machine, one step per call) and fed by
-    `from_tensor_slices().batch()`. The runs alternate; `details` also holds the ratio of this
-    process's CPU time per sample, the steadier figure when other jobs share the cores.
+
+def op_time_shares(fit) -> dict:
+    """Share of the ops' own CPU time per group of `OP_GROUPS` (and `other`) while `fit()` runs,
+    from TensorFlow's profiler (idle threads left out); `{}` where the profiler is unavailable."""
+    import glob
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    folder = tempfile.mkdtemp(prefix="kzoo-profile-")
+    try:
+        tf.profiler.experimental.start(folder)
+        try:
+            fit()
+        finally:
+            tf.profiler.experimental.stop()
+        # The profiler's own converter (what TensorBoard's profile plugin shows as op stats).
+        from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+        data, ok = plugin.xspace_to_tools_data(glob.glob(f"{folder}/**/*.xplane.pb", recursive=True),
+                                               "framework_op_stats", {})
+        if not ok:
+            return {}
+        import json
+
+        table = json.loads(data)
+        table = table[0] if isinstance(table, list) else table
+        cols = [c["id"] for c in table["cols"]]
+        times = {}
+        for row in table["rows"]:
+            r = dict(zip(cols, [c.get("v") if c else None for c in row["c"]]))
+            if r["type"] != "IDLE":
+                times[r["type"]] = times.get(r["type"], 0.0) + float(r["total_self_time"] or 0.0)
+    except (ImportError, AttributeError, KeyError, ValueError, tf.errors.OpError):
+        return {}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    total = sum(times.values()) or 1.0
+    shares = {name: 0.0 for name, _ in OP_GROUPS}
+    shares["other"] = 0.0
+    for op, t in times.items():
+        group = next((name for name, keys in OP_GROUPS if any(k in op for k in keys)), "other")
+        shares[group] += t / total
+    return {k: round(v, 3) for k, v in shares.items()}
+
+
+def xla_status(model, plan) -> str:
+    """Whether kzoo's step runs under XLA, and if not, which layers or which choice keep it off."""
+    from kzoo.train.determinism import has_convolutions, xla_blockers
+
+    if plan.jit_compile:
+        return "XLA on"
+    reasons = []
+    if plan.device == "cpu" and has_convolutions(model):
+        reasons.append("convolutions stay on oneDNN (XLA:CPU's are slower)")
+    blockers = xla_blockers(model, plan.device)
+    if blockers:
+        reasons.append(f"{', '.join(blockers)} cannot be XLA-compiled")
+    return "XLA off: " + ("; ".join(reasons) or plan.note or "jit_compile = false")
+
+
+def bound_of(shares, input_share, xla, policy) -> str:
+    """One sentence on what bounds kzoo's speed-up, from the step's profile."""
+    if not shares:
+        return f"profile unavailable; input pipeline {input_share:.0%} of an epoch; {xla}"
+    if input_share > 0.5:
+        return f"the input pipeline: {input_share:.0%} of an epoch; {xla}"
+    kernels = shares["convolutions"] + shares["batch norm"]
+    return (f"the convolution and batch-norm kernels (oneDNN, {policy}): {shares['convolutions']:.0%} and "
+            f"{shares['batch norm']:.0%} of kzoo's op time, work plain Keras does too; what kzoo removes "
+            f"(per-step overhead, unfused batch norm, float32) is in the other {1 - kernels:.0%}; "
+            f"input pipeline {input_share:.0%} of an epoch; {xla}")
+
+
+def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5, goal=2.0):
+    """Steady-state training samples/s: kzoo's defaults vs plain Keras (warm-up excluded).
+
+    kzoo: the model compiled and fed as `kzoo run` does (`kzoo_setup`). Plain Keras: the same
+    architecture in stock layers at float32, with the recipe's optimizer and batch size,
+    `model.fit` on numpy arrays (`baseline_setup`). The runs alternate in one process, median of
+    `repeats`; `details` also holds the ratio of this process's CPU time per sample, the steadier
+    figure when other jobs share the cores. Below `goal`, a profile of kzoo's step says what
+    bounds it (`details["bound"]`): the shares of convolution and batch-norm kernels, the input
+    pipeline, and XLA's availability for the model's layers.
     """
-    k_model, k_ds, plan = kzoo_setup(recipe, arrays)
+    k = kzoo_setup(recipe, arrays)
     set_determinism(False)
-    b_model, b_ds = baseline_setup(recipe, arrays)
+    b_model, feed = baseline_setup(recipe, arrays)
     n = len(arrays.x_train)
     cpu = {"kzoo": [], "baseline": []}
 
-    def timed(key, model, ds, deterministic):
+    def timed(key, fit):
         def go():
-            set_determinism(deterministic)
             start, cpu_start = time.perf_counter(), time.process_time()
-            model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+            fit(epochs)
             cpu[key].append(n * epochs / max(time.process_time() - cpu_start, 1e-9))
             return n * epochs / (time.perf_counter() - start)
         return go
 
-    for model, ds, det in ((k_model, k_ds, plan.op_determinism), (b_model, b_ds, False)):
-        set_determinism(det)
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and compilation
+    def baseline_fit(e):
+        set_determinism(False)
+        feed.fit(b_model, e)
+
+    k.fit(1)  # warm-up: tracing and compilation
+    baseline_fit(1)
     # Each measurement lasts at least `min_seconds`, so fast epochs (mlp-digits: ~40 ms) are not noise.
-    set_determinism(False)
     probe_start = time.perf_counter()
-    b_model.fit(b_ds, epochs=1, verbose=0, shuffle=False)
+    baseline_fit(1)
     epochs = max(epochs, int(np.ceil(min_seconds / max(time.perf_counter() - probe_start, 1e-3))))
-    values = alternate({"kzoo": timed("kzoo", k_model, k_ds, plan.op_determinism),
-                        "baseline": timed("baseline", b_model, b_ds, False)}, repeats)
+    values = alternate({"kzoo": timed("kzoo", k.fit), "baseline": timed("baseline", baseline_fit)}, repeats)
     set_determinism(False)
-    k, b = median(values["kzoo"]), median(values["baseline"])
-    epoch_k = n / k
-    input_k = pipeline_seconds(k_ds)
-    stage = "input pipeline" if input_k > 0.5 * epoch_k else "step time"
+    kz, b = median(values["kzoo"]), median(values["baseline"])
+    epoch_k = n / kz
+    input_k = pipeline_seconds(k.batches(1))
     cpu_ratio = median(cpu["kzoo"]) / median(cpu["baseline"])
-    xla = ("XLA" if k_model.jit_compile else "no XLA") + f", {k_model.dtype_policy.name}"
+    policy = k.model.dtype_policy.name
+    xla = xla_status(k.model, k.plan)
+    details = {"kzoo_runs": values["kzoo"], "baseline_runs": values["baseline"], "cpu_time_ratio": round(cpu_ratio, 3),
+               "jit_compile": bool(k.model.jit_compile), "dtype_policy": policy, "mechanism": k.plan.mechanism,
+               "plan_note": k.plan.note, "steps_per_execution": int(k.model.steps_per_execution),
+               "batch_size": k.batch_size, "input_share": round(input_k / epoch_k, 3), "xla": xla}
+    if kz / b < goal:
+        details["op_shares"] = shares = op_time_shares(lambda: k.fit(1))
+        details["bound"] = bound_of(shares, input_k / epoch_k, xla, policy)
     return Result(
-        f"train throughput {name}", "samples/s (steady), kzoo defaults vs Keras defaults", k, b, "samples/s",
-        goal=1.5,
-        note=(f"kzoo: {xla}, {plan.mechanism}; CPU-time ratio {cpu_ratio:.2f}; slowest stage: {stage} "
-              f"(input {input_k * 1e3:.0f} ms of {epoch_k * 1e3:.0f} ms per epoch)"),
-        details={"kzoo_runs": values["kzoo"], "baseline_runs": values["baseline"], "cpu_time_ratio": round(cpu_ratio, 3),
-                 "jit_compile": bool(k_model.jit_compile), "dtype_policy": k_model.dtype_policy.name, "mechanism": plan.mechanism, "plan_note": plan.note,
-                 "steps_per_execution": int(k_model.steps_per_execution)},
+        f"train throughput {name}", "samples/s (steady), kzoo defaults vs plain Keras", kz, b, "samples/s",
+        goal=goal,
+        note=(f"kzoo: {policy}, {k.plan.mechanism}, {details['steps_per_execution']} steps per call; {xla}; "
+              f"batch {k.batch_size}; CPU-time ratio {cpu_ratio:.2f}; input pipeline {input_k * 1e3:.0f} ms of "
+              f"{epoch_k * 1e3:.0f} ms per epoch"),
+        details=details,
     )
 
 
-def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats):
-    """`training.throughput` of one recipe on digits, or on `synthetic` random 32x32 images."""
+def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats, dataset=None, goal=2.0):
+    """`training.throughput` of one recipe on `dataset` (default: digits), or on `synthetic`
+    random 32x32 images; `goal` is the ratio the row must reach."""
     import kzoo
 
     recipe = kzoo.recipes.load(recipe_name, overrides or None)
-    arrays = synthetic_arrays(synthetic) if synthetic else kzoo.data.load_arrays("digits")
-    return throughput(label, recipe, arrays, epochs, repeats)
+    if synthetic:
+        arrays = synthetic_arrays(synthetic)
+    else:
+        arrays = kzoo.data.load_arrays(dataset or "digits")
+    return throughput(label, recipe, arrays, epochs, repeats, goal=goal)
 
 
 def time_to_accuracy(recipe, arrays, target=0.98, max_epochs=40):
@@ -182,22 +324,24 @@ def time_to_accuracy(recipe, arrays, target=0.98, max_epochs=40):
 
     test = make_dataset(arrays.x_test, arrays.y_test, 256)
 
-    def run(model, ds, deterministic):
-        set_determinism(deterministic)
+    def run(fit, evaluate):
         spent = 0.0
         for epoch in range(max_epochs):
             start = time.perf_counter()
-            model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, shuffle=False)
+            fit(epoch)
             spent += time.perf_counter() - start
-            if model.evaluate(test, verbose=0)[1] >= target:
+            if evaluate() >= target:
                 return spent, epoch + 1
         return float("inf"), max_epochs
 
     keras.utils.set_random_seed(recipe.seed)
-    k_model, k_ds, k_plan = kzoo_setup(recipe, arrays)
-    k_secs, k_epochs = run(k_model, k_ds, k_plan.op_determinism)
+    k = kzoo_setup(recipe, arrays)
+    k_secs, k_epochs = run(lambda e: k.fit(e + 1, e), lambda: k.model.evaluate(test, verbose=0)[1])
     keras.utils.set_random_seed(recipe.seed)
-    b_secs, b_epochs = run(*baseline_setup(recipe, arrays, keras_defaults=True), False)
+    set_determinism(False)
+    b_model, feed = baseline_setup(recipe, arrays, keras_defaults=True)
+    b_secs, b_epochs = run(lambda e: feed.fit(b_model, e + 1, initial_epoch=e),
+                           lambda: b_model.evaluate(test, verbose=0)[1])
     set_determinism(False)
     return Result(
         f"time to {target:.2f} test accuracy, {recipe.name}", "seconds", k_secs, b_secs, "s", goal=1.0,
@@ -212,11 +356,10 @@ def batch_scaling(recipe, arrays, batch_sizes=(32, 64, 128, 256, 512, 1024), epo
     for bs in batch_sizes:
         r = recipe.__class__(**{**recipe.__dict__})
         r.data = type(recipe.data)(**{**recipe.data.__dict__, "batch_size": bs})
-        model, ds, plan = kzoo_setup(r, arrays)
-        set_determinism(plan.op_determinism)
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        k = kzoo_setup(r, arrays)
+        k.fit(1)
         start = time.perf_counter()
-        model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+        k.fit(epochs)
         rows.append((bs, len(arrays.x_train) * epochs / (time.perf_counter() - start)))
     set_determinism(False)
     return rows
@@ -229,12 +372,11 @@ def depth_scaling(recipe, arrays, models=("resnet20", "resnet32", "resnet56"), e
     rows = []
     for name in [m for m in models if m in list_models()]:
         r = recipe.__class__(**{**recipe.__dict__, "model": {"name": name}})
-        model, ds, plan = kzoo_setup(r, arrays)
-        set_determinism(plan.op_determinism)
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        k = kzoo_setup(r, arrays)
+        k.fit(1)
         start = time.perf_counter()
-        model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
-        rows.append((name, model.count_params(), len(arrays.x_train) * epochs / (time.perf_counter() - start)))
+        k.fit(epochs)
+        rows.append((name, k.model.count_params(), len(arrays.x_train) * epochs / (time.perf_counter() - start)))
     set_determinism(False)
     return rows
 

@@ -200,7 +200,8 @@ def test_bad_hub_specs_are_one_line(keras_hub, cli, tmp_path, spec, message):
 def test_preset_weights_come_with_the_preset(keras_hub, preset, cli, tmp_path):
     code, out, err = cli("finetune", "--backbone", f"hub:{preset}", "--data", "digits", "--weights", "imagenet",
                          "--out", tmp_path / "run", "--quiet")
-    assert code == 2 and "leave finetune.weights at 'none'" in err
+    assert code == 2 and "A KerasHub preset brings its own weights; leave finetune.weights unset" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_without_the_extra_hub_is_one_line_naming_the_install(cli, tmp_path, monkeypatch):
@@ -217,7 +218,9 @@ def test_without_the_extra_hub_is_one_line_naming_the_install(cli, tmp_path, mon
 def test_list_backbones_shows_the_hub_families(keras_hub, cli):
     code, out, err = cli("list", "backbones")
     assert code == 0
-    for name in ("hub:resnet_50_imagenet", "hub:densenet_121_imagenet", "hub:vgg_16_imagenet"):
+    for name in ("hub:resnet_50_imagenet", "hub:densenet_121_imagenet", "hub:vgg_16_imagenet",
+                 "hub:efficientnet_b0_ra_imagenet", "hub:mobilenet_v3_small_100_imagenet",
+                 "hub:vit_base_patch16_224_imagenet"):
         assert f"\n{name} " in out
         assert name[4:] in keras_hub.models.Backbone.presets  # a preset name KerasHub really has
     assert "stack(\\d+)_" in out
@@ -229,13 +232,16 @@ def test_list_backbones_shows_the_hub_families(keras_hub, cli):
                             use_pre_activation=True), ["stack0", "stack1", "stack2"]),
     ("DenseNetBackbone", dict(stackwise_num_repeats=[1, 1, 1], growth_rate=4), ["stack1", "stack2", "stack3"]),
     ("VGGBackbone", dict(stackwise_num_repeats=[1, 1, 1], stackwise_num_filters=[4, 4, 4]), ["block2", "block3"]),
+    ("EfficientNetBackbone", "efficientnet", ["block1a", "block2a", "block3a"]),
+    ("MobileNetBackbone", "mobilenet", ["block", "block", "block"]),
 ])
 def test_every_family_table_groups_every_weighted_layer_into_ordered_stages(keras_hub, family, kwargs, stages):
     import keras
 
     from kzoo.finetune import model_structure
 
-    backbone = getattr(keras_hub.models, family)(image_shape=(32, 32, 3), **kwargs)
+    backbone = _small_backbone(keras_hub, kwargs) if isinstance(kwargs, str) else getattr(keras_hub.models, family)(
+        image_shape=(32, 32, 3), **kwargs)
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3, name="head_dense")(x))
@@ -245,3 +251,101 @@ def test_every_family_table_groups_every_weighted_layer_into_ordered_stages(kera
     grouped = {lyr.name for _, layers in structure.groups() for lyr in layers}
     assert all(lyr.name in grouped for lyr in backbone.layers if lyr.weights)
     assert structure.stem and all(s for s in structure.stages)
+
+
+# ---------------------------------------------------------------- EfficientNet, MobileNet, ViT
+def _small_backbone(keras_hub, kind, seed=1):
+    """A randomly initialised KerasHub backbone of a family, small enough for a test (32x32 RGB)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    m = keras_hub.models
+    if kind == "efficientnet":
+        return m.EfficientNetBackbone(
+            stackwise_width_coefficients=[1.0] * 3, stackwise_depth_coefficients=[1.0] * 3,
+            stackwise_kernel_sizes=[3, 3, 3], stackwise_num_repeats=[1, 1, 1], stackwise_input_filters=[8, 8, 16],
+            stackwise_output_filters=[8, 16, 16], stackwise_expansion_ratios=[1, 2, 2],
+            stackwise_squeeze_and_excite_ratios=[0, 0.25, 0.25], stackwise_strides=[1, 2, 2],
+            stackwise_block_types=["v1"] * 3, stackwise_force_input_filters=[0] * 3, stackwise_nores_option=[False] * 3,
+            input_shape=(32, 32, 3))  # num_features stays at its default: KerasHub 0.32 does not save it
+    if kind == "mobilenet":
+        return m.MobileNetBackbone(
+            stackwise_expansion=[[16], [24]], stackwise_num_blocks=[1, 1], stackwise_num_filters=[[8], [8]],
+            stackwise_kernel_size=[[3], [3]], stackwise_num_strides=[[2], [2]], stackwise_se_ratio=[[None], [0.25]],
+            stackwise_activation=[["relu"], ["hard_swish"]], stackwise_padding=[[1], [1]], output_num_filters=16,
+            depthwise_filters=8, depthwise_stride=2, depthwise_residual=False, last_layer_filter=16,
+            input_num_filters=8, image_shape=(32, 32, 3))
+    return m.ViTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=3, num_heads=2, hidden_dim=8, mlp_dim=16)
+
+
+@pytest.fixture(scope="module")
+def small_presets(keras_hub, tmp_path_factory):
+    """`{family: local preset folder}` written by `save_to_preset` from random backbones."""
+    out = {}
+    for kind in ("efficientnet", "mobilenet", "vit"):
+        folder = tmp_path_factory.mktemp("hub_small") / kind
+        _small_backbone(keras_hub, kind).save_to_preset(str(folder))
+        out[kind] = folder
+    return out
+
+
+def _finetune_once(preset, layer_decay=0.0, stages="all:1@0.1"):
+    """The fine-tuning model of a local preset, compiled for one `stages` stage under plain SGD,
+    its structure, and the variable values before and after one step on 8 digits."""
+    from kzoo.data import load_arrays
+    from kzoo.finetune import model_structure, parse_stages
+    from kzoo.recipes.schema import build_recipe
+    from kzoo.train import build_finetune_model, compile_stage
+
+    recipe = build_recipe({"optimizer": {"name": "sgd", "momentum": 0.0}, "seed": 0,
+                           "finetune": {"stages": stages, "backbone": f"hub:{preset}", "layer_decay": layer_decay,
+                                        "train_bn": True}})
+    data = load_arrays("digits")
+    model = build_finetune_model(recipe, data)
+    structure = model_structure(model)
+    (stage,) = parse_stages(stages)
+    compile_stage(model, recipe, stage, structure, steps_per_epoch=1)
+    before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    loss = model.train_on_batch(data.x_train[:8].astype("float32"), data.y_train[:8])
+    after = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    return model, structure, before, after, loss
+
+
+@pytest.mark.parametrize("kind, stages", [("efficientnet", 3), ("mobilenet", 3), ("vit", 3)])
+def test_each_new_family_builds_from_a_local_preset_and_finetunes_one_step(small_presets, kind, stages):
+    model, structure, before, after, loss = _finetune_once(small_presets[kind])
+    assert np.isfinite(np.asarray(loss, dtype="float32")).all()
+    assert structure.stem and len(structure.stages) == stages and all(structure.stages)
+    inner = _backbone(model)
+    grouped = {id(lyr) for _, layers in structure.groups() for lyr in layers}
+    for group, layers in structure.groups():  # every group moved in the one `all` step
+        paths = {w.path for lyr in layers for w in lyr.trainable_weights}
+        assert paths and any(not np.array_equal(before[p], after[p]) for p in paths), group
+    if kind == "vit":  # one stage per transformer block, the encoder's final norm with the last
+        assert [[lyr.name for lyr in s] for s in structure.stages] == [
+            ["transformer_block_1"], ["transformer_block_2"], ["transformer_block_3", "dropout", "ln"]]
+        assert model.get_layer("head_pool").__class__.__name__ == "GlobalAveragePooling1D"
+    else:
+        assert all(id(lyr) in grouped for lyr in inner.layers if lyr.weights)
+
+
+def test_vit_layer_decay_gives_block_i_of_L_the_rate_decay_to_the_L_plus_1_minus_i(small_presets):
+    """BEiT's layer-wise decay through kzoo's per-group rates: with layer_decay 0.5 under plain
+    SGD, one step moves transformer block i (of 3) 0.5**(4 - i) times as far as without decay,
+    the embedding 0.5**4 and the head as far."""
+    plain = _finetune_once(small_presets["vit"], stages="all:1@1")
+    decayed = _finetune_once(small_presets["vit"], layer_decay=0.5, stages="all:1@1")
+    model = decayed[0]
+    factors = {"head_": 1.0, "vit_encoder/transformer_block_1/": 0.5 ** 3, "vit_encoder/transformer_block_2/": 0.5 ** 2,
+               "vit_encoder/transformer_block_3/": 0.5, "vit_encoder/ln/": 0.5, "vit_patching_and_embedding/": 0.5 ** 4}
+    seen = set()
+    for path, start in plain[2].items():
+        prefix = next(p for p in factors if path.startswith(p))
+        assert model.optimizer.multiplier(next(v for v in model.trainable_variables if v.path == path)) == \
+            pytest.approx(factors[prefix]), path
+        step_plain, step_decayed = plain[3][path] - start, decayed[3][path] - start
+        assert np.any(step_plain), path
+        # float32 weights: a difference of two values ~0.1 is exact to about 1e-8
+        np.testing.assert_allclose(step_decayed, factors[prefix] * step_plain, rtol=1e-3, atol=1e-7)
+        seen.add(prefix)
+    assert seen == set(factors)

@@ -172,8 +172,11 @@ def _block_key(layer):
     return m.group(0) if m else layer.name.split("_")[0]
 
 
-def _side(tensors):
-    sides = [int(t.shape[1]) for t in keras.tree.flatten(tensors) if len(t.shape) == 4 and t.shape[1] is not None]
+def _side(tensors, unpadded=None):
+    """The largest feature-map side among `tensors` (None for none), each as it was before any
+    zero padding (`unpadded`: `{id(tensor): side}`)."""
+    sides = [(unpadded or {}).get(id(t), int(t.shape[1])) for t in keras.tree.flatten(tensors)
+             if len(t.shape) == 4 and t.shape[1] is not None]
     return max(sides) if sides else None
 
 
@@ -195,12 +198,15 @@ def derive_groups(model) -> list:
     """
     layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
     keys = [_block_key(lyr) for lyr in layers]
-    current, events = None, []
+    current, events, unpadded = None, [], {}
     for i, layer in enumerate(layers):
         if "GlobalPooling" in "".join(c.__name__ for c in type(layer).__mro__):
             continue
-        side_in, side_out = _side(layer.input), _side(layer.output)
+        side_in, side_out = _side(layer.input, unpadded), _side(layer.output)
         if side_in is None or side_out is None:
+            continue
+        if isinstance(layer, keras.layers.ZeroPadding2D):  # a padded map keeps its resolution
+            unpadded[id(layer.output)] = side_in
             continue
         current = side_in if current is None else current
         if side_in > current:
@@ -232,7 +238,7 @@ def _opener(keys, e, previous):
         i -= 1
     while keys[i] is None:
         i += 1
-    if i > previous:
+    if i > previous or previous == 0:  # (the first halving: the stem, whatever opens it)
         return i
     # The block began the stage before: the next block opens this one.
     return next((j for j in range(e + 1, len(keys)) if keys[j] not in (key, None)), len(keys))

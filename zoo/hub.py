@@ -86,7 +86,7 @@ FAMILIES = {f.backbone: f for f in (
               "KerasHub VGG (Simonyan & Zisserman 2015): block1_* stem, block{i}_* stages"),
     HubFamily("EfficientNetBackbone", (r"^stem_",), r"^block(\d+)[a-z]_", "efficientnet_b0_ra_imagenet",
               "KerasHub EfficientNet v1/v2 (Tan & Le 2019, 2021): stem_* stem, block{i}*_ stages (top_* in the last)"),
-    HubFamily("MobileNetBackbone", (r"^input_", r"^block_0$"), r"^block_(\d+)_", "mobilenet_v3_small_100_imagenet",
+    HubFamily("MobileNetBackbone", (r"^input_", r"^block_0_"), r"^block_(\d+)_", "mobilenet_v3_small_100_imagenet",
               "KerasHub MobileNetV3 (Howard et al. 2019): input_*, block_0 stem, block_{i}_* stages "
               "(the last: the output convolution)"),
     HubFamily("ViTBackbone", (r"^vit_patching_and_embedding$",), r"^transformer_block_(\d+)$",

@@ -235,7 +235,8 @@ def _read_run(run_dir: str) -> tuple[list[dict], dict]:
         losses = [float(row["loss"]) for row in rows]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunDirError(f"{run_dir} holds a damaged history.csv or metrics.json ({e}). Received: {run_dir}") from None
-    if not isinstance(metrics, dict) or len(metrics.get("class_names") or []) < 2 or not losses:
+    names = metrics.get("class_names") if isinstance(metrics, dict) else None
+    if not isinstance(names, list) or len(names) < 2 or not losses:
         raise RunDirError(f"{run_dir} has no class names or no training epochs to diagnose. Received: {run_dir}")
     return [{**row, "loss": loss} for row, loss in zip(rows, losses)], metrics
 

@@ -1,6 +1,7 @@
 """The augmentation levers of [data.augment]: MixUp and CutMix on the training batches (soft
 labels, a function of seed, epoch and batch), and RandAugment, AugMix, random erasing and color
-jitter as training-only layers in the model."""
+jitter as training-only layers in the model. RandAugment and AugMix are kzoo's, on timm's
+magnitude scale, with every random choice drawn in the graph from their seed generators."""
 
 import dataclasses
 
@@ -15,6 +16,7 @@ from kzoo.data.mixing import Mixing
 from kzoo.data.preprocessing import augmentation_layers
 from kzoo.errors import RecipeError
 from kzoo.recipes.schema import build_recipe
+from kzoo.runs import EpochReseed
 from kzoo.train import Session
 from kzoo.train.determinism import plan_step, set_op_determinism
 from kzoo.train.model import augmentation
@@ -180,6 +182,7 @@ def test_cutmix_needs_images(tmp_path):
 
 # --- Training-only layers in the model ---------------------------------------------------------
 LAYER_LEVERS = [({"policy": "randaugment", "policy_magnitude": 5.0}, "augment_randaugment"),
+                ({"policy": "augmix", "policy_magnitude": 3.0}, "augment_augmix"),
                 ({"erasing": 1.0}, "augment_erasing"),
                 ({"color_jitter": 0.5}, "augment_color_jitter")]
 
@@ -300,7 +303,6 @@ def test_models_with_layer_levers_save_load_and_export(digits, tmp_path):
     ("erasing", 1.5, "data.augment.erasing must be in [0, 1]. Received: erasing=1.5"),
     ("color_jitter", -0.1, "data.augment.color_jitter must be in [0, 1]. Received: color_jitter=-0.1"),
     ("policy_magnitude", 7.0, "data.augment.policy_magnitude needs data.augment.policy"),
-    ("policy", "augmix", "cannot train reproducibly: Keras's AugMix picks its operations once per traced step"),
 ])
 def test_bad_lever_values_are_refused_at_load(key, value, message):
     with pytest.raises(RecipeError) as error:
@@ -308,9 +310,137 @@ def test_bad_lever_values_are_refused_at_load(key, value, message):
     assert message in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(RecipeError, match=r"policy_magnitude must be in \[0, 10\]"):
         _recipe({"policy": "randaugment", "policy_magnitude": 11.0})
+    assert _recipe({"policy": "augmix", "policy_magnitude": 3.0}).data.augment.policy == "augmix"
 
 
 def test_bad_lever_value_is_one_line_and_exit_2(cli, tmp_path):
     code, out, err = cli("run", "mlp-digits", "--set", "data.augment.mixup=-1", "--out", tmp_path / "out", "--quiet")
     assert code == 2 and err == "kzoo: error: data.augment.mixup must be >= 0 (0: off). Received: mixup=-1.0\n"
     assert not (tmp_path / "out").exists()
+
+
+# --- kzoo's RandAugment and AugMix ------------------------------------------------------------
+POLICIES = [("augmix", 3.0), ("randaugment", 5.0)]
+
+
+def _policy_model(policy, magnitude, seed=0):
+    """The recipe's training-only policy layer in a model, as `augmentation_layers` builds it."""
+    layer = augmentation_layers((H, W, 1), policy=policy, policy_magnitude=magnitude, value_range=(0.0, 16.0),
+                                seed=seed)[0]
+    return keras.Sequential([keras.Input((H, W, 1)), layer]), layer
+
+
+def _reseeded(model, epoch):
+    """`model` as `kzoo.runs.EpochReseed` leaves it at the start of `epoch` (also in a resumed run)."""
+    reseed = EpochReseed()
+    reseed.set_model(model)
+    reseed.on_train_begin()
+    reseed.on_epoch_begin(epoch)
+    return reseed
+
+
+@pytest.mark.parametrize("policy,magnitude", POLICIES, ids=[p for p, _ in POLICIES])
+def test_policy_draws_anew_at_each_compiled_step_and_replays_after_reseeding(digits, policy, magnitude):
+    """Keras 3.15's AugMix picks its operations with Python's `random` when the step is traced,
+    so its compiled steps would repeat them and its eager calls would not match the compiled
+    ones. kzoo's draws every choice from the seed generator: a new draw at each compiled step,
+    the same draws eagerly and compiled, and a resumed run (a fresh model reseeded for the
+    epoch) draws what the uninterrupted run drew, under TensorFlow's op determinism."""
+    _, x = digits
+    before = is_op_determinism_enabled()
+    try:
+        set_op_determinism(True)  # the recipe's `deterministic = true`
+        model, layer = _policy_model(policy, magnitude)
+        step = tf.function(lambda t: layer(t, training=True))
+        reseed = _reseeded(model, 1)
+        compiled = [step(tf.constant(x)).numpy() for _ in range(3)]
+        assert step.experimental_get_tracing_count() == 1
+        for a, b in ((compiled[0], compiled[1]), (compiled[1], compiled[2])):
+            changed = [not np.array_equal(a[i], b[i]) for i in range(len(x))]
+            assert np.mean(changed) > 0.5  # most images get other draws at the next step
+        reseed.on_epoch_begin(1)
+        eager = np.array([np.asarray(layer(x, training=True)) for _ in range(3)])
+        # The same draws; a last-bit difference between eager and compiled kernels may still
+        # move a value across a posterization level, so a few pixels may differ.
+        assert np.mean(np.abs(eager - np.array(compiled)) < 1e-3) > 0.99
+        assert np.mean(np.abs(compiled[1] - compiled[0]) < 1e-3) < 0.9
+        resumed, fresh = _policy_model(policy, magnitude)
+        _reseeded(resumed, 1)
+        again = tf.function(lambda t: fresh(t, training=True))
+        np.testing.assert_array_equal(again(tf.constant(x)).numpy(), compiled[0])
+        reseed.on_epoch_begin(0)
+        assert not np.array_equal(step(tf.constant(x)).numpy(), compiled[0])  # another epoch, other draws
+    finally:
+        set_op_determinism(before)
+
+
+@pytest.mark.parametrize("policy,magnitude", POLICIES, ids=[p for p, _ in POLICIES])
+def test_policy_saves_and_loads_with_its_settings_and_generator_state(digits, tmp_path, policy, magnitude):
+    _, x = digits
+    model, layer = _policy_model(policy, magnitude)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    inner = loaded.layers[0].layer
+    assert type(inner) is type(layer.layer) and inner.get_config() == layer.layer.get_config()
+    assert inner.magnitude == magnitude and inner.value_range == (0.0, 16.0)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), x)  # the identity at inference
+    np.testing.assert_array_equal(np.asarray(loaded.layers[0](x, training=True)), np.asarray(layer(x, training=True)))
+    # Not XLA-compilable (the affine transform): the engine compiles the step without XLA.
+    plan = plan_step(model, deterministic=True, jit_compile=True, device="cpu")
+    assert not plan.jit_compile and f"augment_{policy}" in plan.note
+
+
+def _angles(images):
+    """Orientation in degrees of the bright pixels of each image (second moments), or NaN
+    where nothing or most of the image is bright (an inverted or solarized image)."""
+    out = []
+    rows, cols = np.mgrid[:images.shape[1], :images.shape[2]]
+    for image in images[..., 0]:
+        weight = np.where(image > 4.0, image, 0.0)
+        if not 0 < np.mean(weight > 0) < 0.3:
+            out.append(np.nan)
+            continue
+        r, c = (np.sum(weight * t) / weight.sum() for t in (rows, cols))
+        mu20, mu02 = np.sum(weight * (cols - c) ** 2), np.sum(weight * (rows - r) ** 2)
+        mu11 = np.sum(weight * (cols - c) * (rows - r))
+        out.append(np.degrees(0.5 * np.arctan2(2 * mu11, mu20 - mu02)))
+    return np.array(out)
+
+
+def test_randaugment_magnitude_5_rotates_by_at_most_15_degrees():
+    """timm's scale: rotation up to 30 degrees at magnitude 10. Keras's RandAugment(factor=0.5),
+    the former mapping of magnitude 5, rotated by up to half a turn (a 6 becomes a 9)."""
+    from kzoo.zoo.layers import RandAugment
+
+    line = np.zeros((31, 31, 1), "float32")
+    line[15, 5:26] = 16.0  # a horizontal bar through the centre, on digits' 0-16 range
+    layer = augmentation_layers((31, 31, 1), policy="randaugment", policy_magnitude=5.0, value_range=(0.0, 16.0),
+                                seed=0)[0].layer
+    assert isinstance(layer, RandAugment) and layer.num_ops == 2
+    one_op = RandAugment.from_config({**layer.get_config(), "num_ops": 1, "rate": 1.0})  # one operation each
+    angles = _angles(np.asarray(one_op(np.repeat(line[None], 128, axis=0), training=True)))
+    angles = np.abs(angles[np.isfinite(angles)])
+    assert len(angles) > 100
+    assert angles.max() <= 15.5  # rotation by 15 degrees; shear_y by atan(0.15) = 8.5
+    assert np.sum(angles > 14.0) >= 3  # some images were rotated, by the full 15 degrees
+    strong = RandAugment.from_config({**one_op.get_config(), "magnitude": 10.0})
+    angles = np.abs(_angles(np.asarray(strong(np.repeat(line[None], 128, axis=0), training=True))))
+    assert 29.0 < np.nanmax(angles) <= 30.5
+
+
+@pytest.mark.slow
+def test_recipe_with_augmix_trains_a_cnn_on_digits(tmp_path):
+    """`policy = "augmix"` through `kzoo.recipes.run`: a CNN on digits, one epoch, deterministic."""
+    import kzoo.recipes
+
+    recipe = build_recipe({"name": "augmix", "epochs": 1, "seed": 0, "deterministic": True,
+                           "data": {"augment": {"policy": "augmix", "policy_magnitude": 3.0}},
+                           "model": {"name": "cnn", "filters": [8], "convs_per_stage": 1}})
+    result = kzoo.recipes.run(recipe, out=str(tmp_path / "run"), verbose=0)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["loss"])
+    assert result.metrics["test_accuracy"] > 0.2
+    layer = result.model.get_layer("augment_augmix").layer
+    assert type(layer).__name__ == "AugMix" and layer.magnitude == 3.0
+    loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    x = Session(recipe).data.sample(16)[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

@@ -10,11 +10,13 @@ from kzoo.testing import check_conformance, check_in_fresh_process, conformance_
 from kzoo.zoo import activations, initializers
 from kzoo.zoo.backbones import BackbonePreprocess
 from kzoo.zoo.layers import (
+    AugMix,
     Framing,
     FusedBatchNormalization,
     Maxout,
     MCDropout,
     PCAWhitening,
+    RandAugment,
     RReLU,
     ScalarBias,
     ScalarMultiplier,
@@ -50,6 +52,9 @@ LAYER_CASES = [
     conformance_case("scalar_multiplier", lambda: ScalarMultiplier(1.5, lr_multiplier=0.1), (6,)),
     conformance_case("pad_shortcut", lambda: PadShortcut(4, 2), (4, 4, 2)),
     conformance_case("training_only", lambda: TrainingOnly(keras.layers.GaussianNoise(0.1, seed=1)), (6,)),
+    # Random image operations in training, the identity otherwise: no gradient to check.
+    conformance_case("augmix", lambda: AugMix((-3.0, 3.0), magnitude=3.0, seed=1), (6, 6, 1), gradient=False),
+    conformance_case("rand_augment", lambda: RandAugment((-3.0, 3.0), magnitude=5.0, seed=1), (6, 6, 3), gradient=False),
 ]
 ACTIVATION_CASES = [
     conformance_case(f"act_{name}", (lambda n=name: activations.get(n, name=f"act_{n}")), (6,),

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kzoo.errors import RecipeError
+
 # TensorFlow is imported inside the functions that build pipelines (5-6 s to import; the recipe
 # checks construct `Mixing` without it).
 
@@ -121,8 +123,6 @@ class Mixing:
 
     def check(self, input_shape):
         """Raises `RecipeError` when CutMix is asked of inputs that are not images `(H, W, C)`."""
-        from kzoo.errors import RecipeError
-
         if self.cutmix > 0 and len(tuple(input_shape)) != 3:
             raise RecipeError("data.augment.cutmix pastes boxes and needs image inputs (H, W, C). "
                               f"Received: input_shape={tuple(input_shape)}")

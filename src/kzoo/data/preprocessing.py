@@ -8,7 +8,7 @@ import numpy as np
 
 from kzoo.errors import RecipeError
 from kzoo.zoo.blocks import layer_seed
-from kzoo.zoo.layers import PCAWhitening, TrainingOnly
+from kzoo.zoo.layers import AugMix, PCAWhitening, RandAugment, TrainingOnly
 
 STANDARDIZE = ("per_channel", "zero_center", "scale", "none")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -128,16 +128,17 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
     from `seed` (`layer_seed`). In order: crop, flip, translation, rotation, zoom, the policy,
     color jitter, erasing.
 
-    The policy's `policy_magnitude` is on timm's 0-10 scale (`rand-m9`, `augmix-m3`) and becomes
-    Keras's `factor = policy_magnitude / 10`: for RandAugment (2 operations per image, the paper's
-    N) the strength of each operation (rotation and shear up to `factor` of Keras's range,
-    brightness and contrast by `factor`, ...); for AugMix (3 chains of depth up to 3, Beta(1, 1)
-    weights, the paper's defaults) each operation's severity. RandAugment draws its operations per
-    batch from its seed generator; Keras 3.15's AugMix draws them with Python's `random` when the
-    step is traced, so a compiled step repeats them for every batch, which is why recipes refuse
-    `policy = "augmix"` (this function still builds it). Neither compiles with XLA (their
-    rotation, shear and translation use `ImageProjectiveTransformV3`, marked `supports_jit = False`),
-    so the engine trains a model with one without XLA (`kzoo.train.determinism.plan_step`).
+    The policy's `policy_magnitude` is on timm's 0-10 scale (`rand-m9`, `augmix-m3`), with
+    timm's strengths (`kzoo.zoo.layers.image_ops`: rotation up to 30 degrees at 10, so 15 at 5,
+    shear 0.3, translation 0.45 of the image, ...). RandAugment is kzoo's `RandAugment` (2
+    operations per image, the paper's N, each at the fixed level with a random sign, applied
+    with probability 0.5 as in timm); AugMix is kzoo's `AugMix` (3 chains of 1-3 operations,
+    Dirichlet(1) and Beta(1, 1) weights, the paper's defaults; each operation's level uniform
+    in [0, magnitude]). Both draw every choice per image from their seed generator inside the
+    graph, so a compiled step draws anew at each batch and kzoo's per-epoch reseeding
+    (`kzoo.runs.EpochReseed`) makes a resumed run draw the same. Neither compiles with XLA
+    (their affine transform uses `ImageProjectiveTransformV3`; `supports_jit = False`), so the
+    engine trains a model with one without XLA (`kzoo.train.determinism.plan_step`).
 
     `color_jitter = s` shifts brightness by up to `s` of the value range and scales contrast by a
     factor in `[1 - s, 1 + s]` (Keras's `RandomColorJitter`); saturation and hue are left out: they
@@ -201,13 +202,12 @@ def augmentation_layers(input_shape, flip="none", translation=0.0, rotation=0.0,
         layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=layer_seed(seed, "augment_rotate"), name="augment_rotate"))
     if zoom:
         layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=layer_seed(seed, "augment_zoom"), name="augment_zoom"))
-    factor = float(policy_magnitude) / 10
     if policy == "randaugment":
-        layers.append(keras.layers.RandAugment(value_range, num_ops=2, factor=factor,
-                                               seed=layer_seed(seed, "augment_randaugment"), name="augment_randaugment"))
+        layers.append(RandAugment(value_range, num_ops=2, magnitude=float(policy_magnitude),
+                                  seed=layer_seed(seed, "augment_randaugment"), name="augment_randaugment"))
     elif policy == "augmix":
-        layers.append(keras.layers.AugMix(value_range, num_chains=3, chain_depth=3, factor=factor,
-                                          seed=layer_seed(seed, "augment_augmix"), name="augment_augmix"))
+        layers.append(AugMix(value_range, magnitude=float(policy_magnitude), width=3, depth=3, alpha=1.0,
+                             seed=layer_seed(seed, "augment_augmix"), name="augment_augmix"))
     if color_jitter:
         layers.append(keras.layers.RandomColorJitter(
             value_range, brightness_factor=float(color_jitter), contrast_factor=float(color_jitter),
