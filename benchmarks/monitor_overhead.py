@@ -50,7 +50,13 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     from benchmarks.training import set_determinism
     from kzoo.callbacks import RunContext, build_callbacks
     from kzoo.data.core import make_dataset
-    from kzoo.train import build_model, compile_stage, plan, resolve_steps_per_execution, seed_everything
+    from kzoo.train import (
+        build_model,
+        compile_stage,
+        plan,
+        resolve_steps_per_execution,
+        seed_everything,
+    )
     from kzoo.train.distribution import apply_precision
 
     repeats = repeats or (3 if quick else 7)

@@ -216,7 +216,7 @@ def derive_groups(model) -> list:
         current = side_out if side_out != side_in else current
     openers, previous = [], 0
     for e, halvings in events:
-        start = _opener(keys, e, previous)
+        start = _opener(keys, e, previous, first=not openers)
         openers += [start] * halvings
         previous = start
     levels = [sum(o <= i for o in openers) for i in range(len(layers))]
@@ -225,7 +225,7 @@ def derive_groups(model) -> list:
     return [(lyr, ("stem", 0) if lv < 2 else ("stage", index[lv])) for lyr, lv in zip(layers, levels)]
 
 
-def _opener(keys, e, previous):
+def _opener(keys, e, previous, first=False):
     """Where the stage that the halving at layer `e` starts begins (see `derive_groups`)."""
     key = keys[e]
     if key is None:
@@ -238,7 +238,7 @@ def _opener(keys, e, previous):
         i -= 1
     while keys[i] is None:
         i += 1
-    if i > previous or previous == 0:  # (the first halving: the stem, whatever opens it)
+    if i > previous or first:  # the first halving ends the stem, whatever opens it
         return i
     # The block began the stage before: the next block opens this one.
     return next((j for j in range(e + 1, len(keys)) if keys[j] not in (key, None)), len(keys))

@@ -53,8 +53,8 @@ FIELD_HELP = {
     "data.augment.crop": "Pad-and-crop shift in pixels.",
     "data.augment.mixup": "MixUp's Beta alpha for training batches (soft labels); 0: off.",
     "data.augment.cutmix": "CutMix's Beta alpha for training batches (soft labels); 0: off. With MixUp: one of the two per batch.",
-    "data.augment.policy": "`none` or `randaugment` (a training-only layer; `augmix` is refused: not reproducible in Keras 3.15).",
-    "data.augment.policy_magnitude": "The policy's strength on timm's 0-10 scale; Keras's `factor` is a tenth of it.",
+    "data.augment.policy": "`none`, `randaugment` or `augmix` (kzoo's training-only layers, drawn per image in the compiled step).",
+    "data.augment.policy_magnitude": "The policy's strength on timm's 0-10 scale (rotation by up to 30 degrees at 10).",
     "data.augment.erasing": "Probability of erasing a random box of each training image.",
     "data.augment.color_jitter": "Brightness and contrast jitter strength in [0, 1].",
     "optimizer.name": "One of `kzoo list optimizers`.",
@@ -85,7 +85,10 @@ FIELD_HELP = {
     "finetune.stages": "The stage plan, e.g. `\"head:3@1e-3, top2:3@1e-4, all:4@1e-5..1e-4\"` (a string or a list).",
     "finetune.backbone": "`\"\"`: the recipe's `[model]`; or a zoo model, a `keras.applications` name, or a "
                          "`model.keras` path.",
-    "finetune.weights": "`none`, `imagenet` (download) or a weights file.",
+    "finetune.weights": "`\"\"` (unset): `imagenet` for a `keras.applications` backbone (Keras's cache, else a "
+                        "download), the preset's own for `hub:`, `none` otherwise; or `none`, `imagenet`, a weights file.",
+    "finetune.layer_decay": "Layer-wise rate decay: the group k below the head learns `layer_decay**k` times the rate "
+                            "(a ViT: per transformer block, as BEiT); `0` or `1`: off.",
     "finetune.train_bn": "Train batch normalization once its group is unfrozen (else it stays in inference mode).",
     "finetune.head_dropout": "Dropout before the new head.",
     "finetune.pixel_max": "Rescale target images so their largest pixel is this; `0`: as they are.",

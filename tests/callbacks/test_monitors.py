@@ -186,27 +186,27 @@ def _trained_trace(steps_per_execution, monitor_factory, epochs=2):
 def test_update_ratio_is_measured_inside_the_step_at_several_steps_per_call():
     from kzoo.callbacks import UpdateRatioMonitor
 
-    # 10 steps an epoch, 5 per call, a sample every 3 steps: two samples can fall in one call
-    _, one = _trained_trace(1, lambda: UpdateRatioMonitor(every_n_steps=3))
-    model, five = _trained_trace(5, lambda: UpdateRatioMonitor(every_n_steps=3))
+    # 10 steps, 5 per call, a sample every 3 steps: two samples fall in each call
+    _, one = _trained_trace(1, lambda: UpdateRatioMonitor(every_n_steps=3), epochs=1)
+    model, five = _trained_trace(5, lambda: UpdateRatioMonitor(every_n_steps=3), epochs=1)
     assert model.steps_per_execution == 5
-    assert [s["step"] for s in five.trace] == [s["step"] for s in one.trace] == [0, 3, 6, 9, 12, 15, 18]
+    assert [s["step"] for s in five.trace] == [s["step"] for s in one.trace] == [0, 3, 6, 9]
     for a, b in zip(one.trace, five.trace):
         for name in ("hidden", "out"):
             assert b["ratios"][name] == pytest.approx(a["ratios"][name], rel=1e-5)
-    assert five._step == 20
+    assert five._step == 10
 
 
 def test_probe_monitors_sample_at_the_end_of_the_call_that_ran_a_sampled_step():
     from kzoo.callbacks import ActivationMonitor, GradientMonitor
 
     x, y = _data(n=16)
-    # 10 steps an epoch, 5 per call, every 4 steps: steps 0, 4 | 8 | 12 | 16 -> ends 4, 9, 14, 19
-    _, grads = _trained_trace(5, lambda: GradientMonitor((x, y), every_n_steps=4))
-    model, acts = _trained_trace(5, lambda: ActivationMonitor((x, y), every_n_steps=4))
-    assert [s["step"] for s in grads.trace] == [s["step"] for s in acts.trace] == [4, 9, 14, 19]
+    # 10 steps, 5 per call, every 4 steps: steps 0 and 4 run in the first call, 8 in the second
+    _, grads = _trained_trace(5, lambda: GradientMonitor((x, y), every_n_steps=4), epochs=1)
+    model, acts = _trained_trace(5, lambda: ActivationMonitor((x, y), every_n_steps=4), epochs=1)
+    assert [s["step"] for s in grads.trace] == [s["step"] for s in acts.trace] == [4, 9]
     assert grads.sample()["hidden"] == pytest.approx(grads.trace[-1]["norms"]["hidden"], rel=1e-6)
-    assert acts._step == grads._step == 20
+    assert acts._step == grads._step == 10
 
 
 def test_monitors_keep_several_steps_per_call_and_only_per_step_callbacks_get_one():

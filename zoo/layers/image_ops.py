@@ -12,6 +12,11 @@ An operation is chosen per image and per position inside the graph: the five geo
 become one affine transform per position (`keras.ops.image.affine_transform`), and each pixel
 operation is computed for the batch and selected with `where`, so a compiled step draws new
 operations at every batch.
+
+Reference:
+    Cubuk et al. 2020, "RandAugment: Practical automated data augmentation with a reduced search
+    space", https://arxiv.org/abs/1909.13719; Hendrycks et al. 2020, "AugMix",
+    https://arxiv.org/abs/1912.02781; timm's `auto_augment.py` for the strengths.
 """
 
 from __future__ import annotations
@@ -155,8 +160,17 @@ def _affine(x, names, k, v, s):
 
 
 def apply_ops(x, names, k, v, s, active=None):
-    """Applies to each image of `x` (scaled to [0, 1]) the operation `names[k[i]]` at level
-    `v[i]` with sign `s[i]`, or leaves it as it is where `active[i]` is false."""
+    """Applies to each image `i` of `x` the operation `names[k[i]]` at level `v[i]` with sign `s[i]`.
+
+    Args:
+        x: images `(batch, H, W, C)` scaled to [0, 1], float32.
+        names: the operations the indices refer to, from `OPS`.
+        k: int tensor `(batch,)` of indices into `names`.
+        v: levels `(batch,)` in [0, 1] (timm's magnitude / 10).
+        s: signs `(batch,)`, +1 or -1, of the signed operations.
+        active: bool tensor `(batch,)`; an image where it is false is left as it is.
+            Defaults to `None` (all active).
+    """
     out = x
     if any(name in GEOMETRIC for name in names):
         geometric = ops.any(ops.stack([ops.equal(k, i) for i, n in enumerate(names) if n in GEOMETRIC]), axis=0)
