@@ -33,7 +33,7 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     Args:
         recipe_name: the recipe whose model and data train. Defaults to `"cnn-digits"`.
         quick: fewer repeats. Defaults to `False`.
-        repeats: timed fits of each of the four models. Defaults to 3 with `quick`, else 7.
+        repeats: timed fits of each of the four models. Defaults to 3 with `quick`, else 9.
 
     Returns:
         `(results, summary)`: two `harness.Result` rows (goal 0.95 each) and the dict
@@ -59,7 +59,7 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     )
     from kzoo.train.distribution import apply_precision
 
-    repeats = repeats or (3 if quick else 7)
+    repeats = repeats or (3 if quick else 9)
     load_before = os.getloadavg()[0]
     recipe = kzoo.recipes.load(recipe_name)
     arrays = kzoo.data.load_arrays(recipe.data.dataset)
@@ -124,7 +124,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor_overhead",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="cnn-digits")
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
     parser.add_argument("--repeats", type=int, default=None, help="timed fits of each model")
     args = parser.parse_args(argv)
     from benchmarks.harness import cpu_name

@@ -231,16 +231,18 @@ def xla_status(model, plan) -> str:
 
 
 def bound_of(shares, input_share, xla, policy) -> str:
-    """One sentence on what bounds kzoo's speed-up, from the step's profile."""
+    """One sentence on what bounds kzoo's speed-up, from the step's profile (`op_time_shares`),
+    the input pipeline's share of an epoch, `xla_status` and the compute precision."""
     if not shares:
         return f"profile unavailable; input pipeline {input_share:.0%} of an epoch; {xla}"
     if input_share > 0.5:
         return f"the input pipeline: {input_share:.0%} of an epoch; {xla}"
-    kernels = shares["convolutions"] + shares["batch norm"]
-    return (f"the convolution and batch-norm kernels (oneDNN, {policy}): {shares['convolutions']:.0%} and "
-            f"{shares['batch norm']:.0%} of kzoo's op time, work plain Keras does too; what kzoo removes "
-            f"(per-step overhead, unfused batch norm, float32) is in the other {1 - kernels:.0%}; "
-            f"input pipeline {input_share:.0%} of an epoch; {xla}")
+    conv, bn = shares["convolutions"], shares["batch norm"]
+    kernels = f"convolution kernels {conv:.0%}" + (f" and batch norm {bn:.0%}" if bn else "")
+    removed = ["per-step overhead"] + (["unfused batch norm"] if bn else []) + ([] if policy.startswith("float32") else ["float32"])
+    return (f"the {kernels} of kzoo's op time (oneDNN, {policy}), work plain Keras does too; what kzoo "
+            f"removes ({', '.join(removed)}) is in the other {1 - conv - bn:.0%}; input pipeline "
+            f"{input_share:.0%} of an epoch; {xla}")
 
 
 def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5, goal=2.0):
@@ -292,7 +294,8 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5, goal=
                "batch_size": k.batch_size, "input_share": round(input_k / epoch_k, 3), "xla": xla}
     if kz / b < goal:
         details["op_shares"] = shares = op_time_shares(lambda: k.fit(1))
-        details["bound"] = bound_of(shares, input_k / epoch_k, xla, policy)
+        precision = policy if policy != "float32" else f"float32: mixed_precision = {recipe.mixed_precision!r}"
+        details["bound"] = bound_of(shares, input_k / epoch_k, xla, precision)
     return Result(
         f"train throughput {name}", "samples/s (steady), kzoo defaults vs plain Keras", kz, b, "samples/s",
         goal=goal,

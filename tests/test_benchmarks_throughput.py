@@ -80,7 +80,12 @@ def test_op_time_shares_find_the_convolutions_in_a_conv_step_and_none_in_an_mlp(
 def test_bound_names_the_kernels_the_pipeline_and_what_keeps_xla_off():
     shares = {"convolutions": 0.6, "batch norm": 0.2, "input pipeline": 0.01, "other": 0.19}
     bound = training.bound_of(shares, 0.05, "XLA off: a (RandomTranslation) cannot be XLA-compiled", "mixed_bfloat16")
-    assert "60%" in bound and "20%" in bound and "other 20%" in bound and "RandomTranslation" in bound
+    assert bound.startswith("the convolution kernels 60% and batch norm 20% of kzoo's op time (oneDNN, mixed_bfloat16)")
+    assert "(per-step overhead, unfused batch norm, float32) is in the other 20%" in bound
+    assert "input pipeline 5% of an epoch" in bound and bound.endswith("(RandomTranslation) cannot be XLA-compiled")
+    # no batch norm (Fixup), float32 compute: neither is named as something kzoo removes
+    fixup = training.bound_of({**shares, "batch norm": 0.0, "convolutions": 0.9}, 0.05, "XLA on", "float32: auto")
+    assert "batch norm" not in fixup and "(per-step overhead) is in the other 10%" in fixup
     assert training.bound_of(shares, 0.7, "XLA on", "float32").startswith("the input pipeline: 70%")
     row = {"benchmark": "train throughput x", "ratio": 1.5, "goal": 2.0, "details": {"bound": bound}}
     assert goal_reason(row) == f"bound by {bound}."

@@ -13,6 +13,7 @@ padding, a final convolution) join the group of the layer before them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import math
 import os
@@ -67,7 +68,11 @@ class BackboneRegistry(Registry):
 
     def meta(self, name):
         if self.is_application(name):
-            return super().meta(name)
+            meta = super().meta(name)
+            builder = applications()[name]  # measured on first use: probing builds TensorFlow ops,
+            meta.setdefault("preprocess", _preprocess_mode(builder))  # which must not run at import
+            meta.setdefault("min_size", _min_size(builder))  # (a strategy set up later needs a fresh runtime)
+            return meta
         extra = self._extra().get(name)
         if extra is not None:
             return dict(extra)
@@ -95,6 +100,7 @@ def applications() -> dict:
             if n[:1].isupper() and inspect.isfunction(getattr(keras.applications, n))}
 
 
+@functools.lru_cache(maxsize=None)
 def _preprocess_mode(builder) -> str:
     """The input normalization an application's `preprocess_input` applies, read by running it on
     one pixel and comparing with each mode of `BackbonePreprocess` (`none`: the model normalizes
@@ -107,6 +113,7 @@ def _preprocess_mode(builder) -> str:
     raise ValueError(f"Unknown preprocessing of {builder.__name__}. Received: preprocess_input={got.ravel()}")
 
 
+@functools.lru_cache(maxsize=None)
 def _min_size(builder) -> int:
     """The smallest input side an application accepts without its top, from its own check."""
     try:
@@ -133,8 +140,7 @@ def _register_application(name, builder):
     if name in _TABLES:
         shown = " | ".join(",".join(p.strip("^$") for p in group) for group in _TABLES[name][1])
         stages = f"{len(_TABLES[name][1])} ({shown})"
-    BACKBONES.register(build, name=name, source="keras.applications", preprocess=_preprocess_mode(builder),
-                       min_size=_min_size(builder), weights="imagenet", stages=stages)
+    BACKBONES.register(build, name=name, source="keras.applications", weights="imagenet", stages=stages)
 
 
 def application_for(model_name: str):
