@@ -54,8 +54,9 @@ PHOTOS_PER_CLASS = {"train_per_class": 12, "test_per_class": 100, "size": 32, "s
 # (transfer: 50 head + 150 all; photos: 40 epochs of 5 batches): 0.999 would keep 82% of the
 # starting weights, 0.99 13%, 0.98 under 2%, with a horizon (1 / (1 - m)) of the last 50 steps.
 EMA = 0.98
-# RandAugment: two operations per image at half strength (timm's rand-m5 of 10); ImageNet's
-# rand-m9 turns and shears 28x28 digits and 32x32 crops past recognition.
+# RandAugment: two operations per image at timm's level 5 of 10 (rand-m5-n2: turns up to 15
+# degrees, shifts up to 22.5%); ImageNet's rand-m9 (27 degrees, 40%) is a lot for 28x28 digits
+# and 32x32 crops.
 MAGNITUDE = 5.0
 
 CONFIGS = {
@@ -332,19 +333,30 @@ def markdown(data: dict) -> str:
                    f"{d['num_val']} validation and {d['num_test']} test images{pre}):")
         rows = []
         for e in table:
-            name = e["config"] if e["config"] == "baseline" else f"{e['config']} (`{e['settings']}`)"
+            name = e["config"]
+            if e["config"] == "all together":
+                name += " (every setting above)"
+            elif e["config"] != "baseline":
+                name += f" (`{e['settings']}`)"
             diff = lambda key: f"{e[key]:+.4f}" if key in e else ""  # noqa: E731
             rows.append([name, _mean_sd(e["accuracy_mean"], e["accuracy_sd"]), diff("accuracy_diff"),
                          e.get("accuracy_verdict", ""), _mean_sd(e["ece_mean"], e["ece_sd"]), diff("ece_diff"),
                          e.get("ece_verdict", "")])
         out.append(_table(["lever", "test accuracy", "vs baseline", "accuracy verdict", "ECE", "vs baseline",
                            "calibration verdict"], rows, "lrrlrrl"))
+        verdicts = {}
+        for e in table:
+            if "accuracy_verdict" in e:
+                verdicts.setdefault(e["accuracy_verdict"], []).append(e["config"])
+        out.append(f"Test accuracy on {dataset}: " + "; ".join(
+            f"{word}: {', '.join(verdicts[word]) if verdicts.get(word) else 'none'}"
+            for word in ("helps", "no help", "hurts", "one seed") if word != "one seed" or verdicts.get(word)) + ".")
     out.append(f"Mean ± sample standard deviation over seeds {seeds}, each seed one `kzoo run` and the "
                f"`kzoo eval` of its saved model (ECE over 15 confidence bins; lower is better). Verdict: "
                f"{data['rule']}. EMA {data['ema']:g}: these runs take about 200 steps and Keras's average starts "
                f"at the first step's weights, so 0.999 would end holding most of the initial weights; "
-               f"RandAugment at magnitude {data['policy_magnitude']:g} of 10 (timm's ImageNet rand-m9 is too "
-               f"strong for 28x28 digits and 32x32 crops).")
+               f"RandAugment at magnitude {data['policy_magnitude']:g} of 10, two operations per image (timm's "
+               f"ImageNet rand-m9 is a lot for 28x28 digits and 32x32 crops).")
     out.append(caption(data, "levers"))
     return "\n\n".join(out)
 

@@ -92,7 +92,7 @@ def _check_levers_ran(out, metrics):
         assert f'"{layer}"' in config, layer
 
 
-@pytest.mark.slow  # about 10 s of CPU (a run and an eval): over the default suite's per-test budget
+@pytest.mark.slow  # 11 s (a run and an eval; 2 cores, load 4): over the default suite's per-test budget
 def test_plain_run_with_every_lever_and_eval_reproduces_its_test_accuracy(cli, tmp_path):
     out, metrics, report = _train_then_eval(cli, tmp_path, ALL_LEVERS)
     _check_levers_ran(out, metrics)
@@ -100,7 +100,7 @@ def test_plain_run_with_every_lever_and_eval_reproduces_its_test_accuracy(cli, t
     assert report["num_test"] == metrics["num_test"]
 
 
-@pytest.mark.slow  # about 12 s of CPU: over the default suite's per-test budget
+@pytest.mark.slow  # 21 s (2 cores, load 4): over the default suite's per-test budget
 def test_staged_run_with_every_lever_and_eval_reproduces_its_test_accuracy(cli, tmp_path):
     out, metrics, report = _train_then_eval(cli, tmp_path, ALL_LEVERS + STAGED)
     _check_levers_ran(out, metrics)
@@ -108,7 +108,7 @@ def test_staged_run_with_every_lever_and_eval_reproduces_its_test_accuracy(cli, 
     assert report["test_accuracy"] == metrics["test_accuracy"]
 
 
-@pytest.mark.slow  # about 20 s of CPU (two trials): over the default suite's per-test budget
+@pytest.mark.slow  # 25 s (two trials; 2 cores, load 4): over the default suite's per-test budget
 def test_two_trial_search_with_every_lever_on_val_macro_f1(cli, tmp_path):
     recipe = tmp_path / "all-levers.toml"
     recipe.write_text(ALL_LEVERS + TUNE)
