@@ -318,7 +318,9 @@ GOAL_REASONS = {
                                    "the note).",
     "inference latency cnn-digits": "the model is small: per-call overhead dominates over the few batch-norm "
                                     "layers that folding removes.",
-    "monitor overhead": "the monitors need every step, so a run with them gives up multi-step execution.",
+    "monitor overhead": "the monitors' own work (a probe forward pass, gradients on the probe batch, the "
+                        "update norms inside the step) against a step this small; the wall-time ratio moves "
+                        "between runs of the same code on this shared 2-core machine (see the CPU-time ratio).",
 }
 
 

@@ -1,5 +1,6 @@
 """The learning-rate range test: sweep, early stop, restored weights, suggestion, CLI."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -102,7 +103,10 @@ def test_lr_find_starts_from_the_weights_kzoo_run_starts_from(tmp_path, monkeypa
     run(recipe, out=str(tmp_path / "run"), verbose=0)
     trained_start = built[-1]  # the model the run trains: built last
     built.clear()
+    policy = keras.config.dtype_policy().name
     find_lr(recipe, steps=5)
+    # The recipe's precision (auto: bfloat16 where the CPU has it) is set for the sweep only.
+    assert keras.config.dtype_policy().name == policy
     (swept_start,) = built
     assert len(swept_start) == len(trained_start)
     for a, b in zip(swept_start, trained_start):

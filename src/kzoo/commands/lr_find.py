@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+import keras
+
 from kzoo.callbacks import lr_find
 from kzoo.commands.base import _add_run_flags, arguments, command, load_recipe_from_args
 from kzoo.errors import RecipeError
@@ -27,15 +29,19 @@ def find_lr(recipe, start_lr=1e-7, end_lr=10.0, steps=100):
     """Builds the recipe's data and model through the engine's `Session` (so the model starts from
     the weights `kzoo run` starts from), compiles its first stage (as `kzoo run` would: a staged
     recipe's freezing and per-group rates included) and runs `lr_find` on it."""
-    session = Session(recipe)
-    setup, data = session.setup, session.data
-    model = session.build()
-    stages, staged = plan(recipe)
-    per_epoch = steps_per_epoch(recipe, data, setup)
-    compile_stage(model, recipe, stages[0], model_structure(model) if staged else None, per_epoch, setup=setup,
-                  data=data)
-    batches = data.epochs(setup.batch_size, recipe.seed, math.ceil(steps / per_epoch) + 1)
-    return lr_find(model, batches, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
+    policy = keras.config.dtype_policy()  # the recipe's precision sets the global one: put it back
+    try:
+        session = Session(recipe)
+        setup, data = session.setup, session.data
+        model = session.build()
+        stages, staged = plan(recipe)
+        per_epoch = steps_per_epoch(recipe, data, setup)
+        compile_stage(model, recipe, stages[0], model_structure(model) if staged else None, per_epoch,
+                      setup=setup, data=data)
+        batches = data.epochs(setup.batch_size, recipe.seed, math.ceil(steps / per_epoch) + 1)
+        return lr_find(model, batches, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
+    finally:
+        keras.config.set_dtype_policy(policy)
 
 
 @arguments(_args)
