@@ -12,12 +12,15 @@ padding, a final convolution) join the group of the layer before them.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import inspect
+import io
 import math
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -108,7 +111,7 @@ def _preprocess_mode(builder) -> str:
     module = getattr(keras.applications, builder.__module__.rsplit(".", 1)[-1], None)
     got = np.asarray(module.preprocess_input(_PROBE.copy()))
     for mode in PREPROCESS_MODES:
-        if np.allclose(got, np.asarray(BackbonePreprocess(mode)(_PROBE)), atol=1e-3):
+        if np.allclose(got, np.asarray(BackbonePreprocess(mode, dtype="float32")(_PROBE)), atol=1e-3):
             return mode
     raise ValueError(f"Unknown preprocessing of {builder.__name__}. Received: preprocess_input={got.ravel()}")
 
@@ -331,6 +334,12 @@ def resolve_weights(backbone: str, weights: str) -> str:
     return weights or "none"
 
 
+def _pass_on(said, caught):
+    print(said.getvalue(), end="")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def build_application(name: str, input_shape, weights=""):
     """Builds a registered application without its top, named `backbone_<name>`.
 
@@ -348,10 +357,18 @@ def build_application(name: str, input_shape, weights=""):
     if weights == "none":
         return builder(input_shape, None)
     if weights == "imagenet":
+        # Keras's "Downloading data from ..." and its input-size warning are passed on only when
+        # the fetch works: a failed one is the one line below.
+        said = io.StringIO()
         try:
-            return builder(input_shape, "imagenet")
+            with contextlib.redirect_stdout(said), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = builder(input_shape, "imagenet")
+            _pass_on(said, caught)
+            return model
         except Exception as e:  # noqa: BLE001 - Keras raises a plain Exception for a failed fetch
             if "fetch" not in str(e).lower() and "url" not in str(e).lower():
+                _pass_on(said, caught)
                 raise
             raise UserError(
                 f"Cannot download the ImageNet weights of {name} (no network?): pass --weights none (random "
