@@ -24,13 +24,16 @@ FACTORS = {
     "callbacks": ["none", "momentum_warmup", "update_ratio", "plateau_cosine", "early_stopping"],
     "precision": ["off", "mixed_bfloat16"],
     "strategy": ["default", "mirrored"],
+    "levers": ["none", "ema_best", "soft_labels_metrics"],
 }
 
 # Combinations no path can honour, each refused in one line when the recipe loads (before any
-# training, so they cost nothing), as (path, optimizer, callbacks, precision, strategy). Every
-# pairwise combination of FACTORS trains; a refusal of any of them is a regression.
+# training, so they cost nothing), as (path, optimizer, callbacks, precision, strategy, levers).
+# Every pairwise combination of FACTORS trains; a refusal of any of them is a regression.
 REFUSED = {
-    ("plain", "adagrad", "momentum_warmup", "off", "default"),  # Adagrad has no momentum to warm up
+    ("plain", "adagrad", "momentum_warmup", "off", "default", "none"),  # Adagrad has no momentum to warm up
+    # EMA validates on the averaged weights; restoring early stopping's raw best weights would undo them
+    ("plain", "adam", "early_stopping_restore", "off", "default", "ema_best"),
 }
 
 OPTIMIZERS = {"adam": {"name": "adam"},
@@ -40,7 +43,14 @@ OPTIMIZERS = {"adam": {"name": "adam"},
 CALLBACKS = {"none": {}, "momentum_warmup": {"momentum_warmup": {"start": 0.5, "end": 0.9, "warmup_epochs": 2}},
              "update_ratio": {"update_ratio": {"adaptive": True, "every_n_steps": 5}},
              "plateau_cosine": {"reduce_lr_on_plateau": {"patience": 0, "min_delta": 1.0}},
-             "early_stopping": {"early_stopping": {"patience": 0, "min_delta": 1.0, "restore_best_weights": False}}}
+             "early_stopping": {"early_stopping": {"patience": 0, "min_delta": 1.0, "restore_best_weights": False}},
+             "early_stopping_restore": {"early_stopping": {"patience": 0, "restore_best_weights": True}}}
+# The accuracy levers (gradient accumulation is left out: it runs on one device only, refused
+# under a strategy with several replicas; tests/train/test_levers_training.py covers it).
+LEVERS = {"none": {},
+          "ema_best": {"optimizer": {"ema": 0.9}, "checkpoint": "best"},
+          "soft_labels_metrics": {"loss": {"label_smoothing": 0.1, "class_weight": "balanced"},
+                                  "data": {"augment": {"mixup": 0.2}}, "metrics": ["accuracy", "top5", "macro_f1"]}}
 
 
 def raw_recipe(c):
@@ -53,6 +63,8 @@ def raw_recipe(c):
            "mixed_precision": c["precision"], "strategy": c["strategy"]}
     if c["callbacks"] == "plateau_cosine":
         raw["schedule"] = {"name": "cosine"}
+    for key, value in LEVERS[c["levers"]].items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw else value
     if c["path"] == "staged":
         raw.pop("epochs")
         raw["finetune"] = {"stages": ["head:1@1e-2", "all:3@1e-3"]}
@@ -97,7 +109,10 @@ SCRIPT = textwrap.dedent('''
     def report(c, model, rows, saved=None):
         dense = [l for l in model._flatten_layers() if isinstance(l, keras.layers.Dense)][0]
         opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        loss = model.loss
         out = {"rows": len(rows), "columns": sorted(rows[0]),
+               "use_ema": bool(opt.use_ema), "label_smoothing": float(getattr(loss, "label_smoothing", 0.0)),
+               "class_weighted": getattr(loss, "class_weight", None) is not None,
                "lr": [r["learning_rate"] for r in rows],
                "policy": dense.dtype_policy.name,
                "optimizer_ok": isinstance(opt, composed_class(EXPECTED_CLASS[c["optimizer"]])),
@@ -130,6 +145,7 @@ SCRIPT = textwrap.dedent('''
             else:
                 result = kzoo.recipes.run(recipe, out=tempfile.mkdtemp() + "/run", verbose=0)
                 out = report(c, result.model, result.history, result.out_dir + "/model.keras")
+                out["best_epoch"] = result.metrics.get("best_epoch")
             results.append({"combo": c, **out})
         except kzoo.UserError as e:
             results.append({"combo": c, "refused": str(e)})
@@ -186,6 +202,13 @@ def check(r):
     if c["path"] != "trial":  # the saved model carries the settings
         assert r["saved_policy"] == expected_policy and r["saved_optimizer_ok"], r
         assert r["saved_momentum_scheduled"] == (c["callbacks"] == "momentum_warmup"), r
+    levers = c["levers"]
+    assert r["use_ema"] == (levers == "ema_best"), r
+    assert r["label_smoothing"] == (0.1 if levers == "soft_labels_metrics" else 0.0), r
+    assert r["class_weighted"] == (levers == "soft_labels_metrics"), r
+    assert ({"top5", "macro_f1", "val_top5", "val_macro_f1"} <= set(r["columns"])) == (levers == "soft_labels_metrics"), r
+    if c["path"] != "trial":  # metrics.json names the epoch whose weights the model holds
+        assert (r["best_epoch"] is not None) == (levers == "ema_best"), r
     if c["callbacks"] == "momentum_warmup":
         assert "momentum" in r["columns"], r
     if c["callbacks"] == "update_ratio":
