@@ -68,7 +68,13 @@ def test_multiworker_run_trains_two_processes_to_the_same_weights(tiny_recipe, t
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         procs.append(kzoo_process("run", path, "--set", 'strategy="multiworker"', "--out", tmp_path / f"w{index}",
                                   "--set", "callbacks.early_stopping.patience=5",
+                                  "--set", "callbacks.early_stopping.restore_best_weights=false",
                                   "--set", "callbacks.update_ratio.every_n_steps=2",
+                                  # the accuracy levers on the multi-worker step
+                                  "--set", "optimizer.ema=0.9", "--set", 'checkpoint="best"',
+                                  "--set", "loss.label_smoothing=0.1", "--set", 'loss.class_weight="balanced"',
+                                  "--set", "data.augment.mixup=0.2",
+                                  "--set", 'metrics=["accuracy", "top5", "macro_f1"]',
                                   "--quiet", env={"TF_CONFIG": tf_config}))
     try:
         logs = [p.communicate(timeout=180)[0] for p in procs]
@@ -85,8 +91,11 @@ def test_multiworker_run_trains_two_processes_to_the_same_weights(tiny_recipe, t
         for name in ("report.html", "history.csv", "curves.png", "dynamics.png", "recipe.toml"):
             assert (out / name).is_file(), name
         header = (out / "history.csv").read_text().splitlines()[0].split(",")
-        assert {"loss", "val_accuracy", "learning_rate", "update_ratio/median"} <= set(header), header
+        assert {"loss", "val_accuracy", "learning_rate", "update_ratio/median", "val_top5", "val_macro_f1"} <= set(header), header
         assert metrics[i]["epochs_run"] == 2
+        assert metrics[i]["checkpoint"] == "best" and metrics[i]["best_epoch"] in (1, 2)
+    assert metrics[0]["test_macro_f1"] == metrics[1]["test_macro_f1"]
+    assert metrics[0]["best_epoch"] == metrics[1]["best_epoch"]
     models = [keras.saving.load_model(tmp_path / f"w{i}" / "model.keras") for i in range(2)]
     for a, b in zip(models[0].weights, models[1].weights):  # batch-norm statistics included
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
