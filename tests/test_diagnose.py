@@ -2,10 +2,12 @@
 `kzoo diagnose RUN_DIR` and the chance check say when a run could not learn."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
+from benchmarks.photos import make_photo_folder
 from kzoo.diagnose import init_study, parse_pairs
 
 PAIRS = [("small_normal", "tanh"), ("glorot_normal", "tanh"), ("glorot_normal", "relu"), ("he_normal", "relu"),
@@ -151,28 +153,11 @@ def test_diagnose_refuses_what_is_not_a_finished_run(cli, tmp_path):
     assert code == 2 and "--depth: only for `kzoo diagnose init`" in err
 
 
-def _photo_folder(root, per_class=12, size=64, seed=0):
-    """Four classes of JPEG crops of scikit-learn's two sample photos: the left and right
-    halves of each."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(seed)
-    china, flower = load_sample_images().images  # 427 x 640 x 3 each
-    for name, photo in (("china", china), ("flower", flower)):
-        for side, part in (("left", photo[:, :320]), ("right", photo[:, 320:])):
-            folder = root / f"{name}_{side}"
-            folder.mkdir(parents=True)
-            for k in range(per_class):
-                y, x = rng.integers(0, part.shape[0] - size), rng.integers(0, part.shape[1] - size)
-                Image.fromarray(part[y:y + size, x:x + size]).save(folder / f"{k}.jpg", quality=90)
-    return root
-
-
 @pytest.mark.slow  # about 50-80 s on 2 busy cores (MobileNetV2's first compiled step): .ci/run runs it
 def test_random_mobilenetv2_on_photos_is_reported_at_chance(cli, tmp_path):
     """The issue's case: a random MobileNetV2 with frozen batch norm on real photos stays at ln 4."""
-    photos = _photo_folder(tmp_path / "photos")
+    photos = os.path.join(make_photo_folder(str(tmp_path / "photos"), train_per_class=12, test_per_class=0,
+                                            size=64), "train")
     out = tmp_path / "run"
     code, stdout, err = cli("finetune", "--backbone", "MobileNetV2", "--weights", "none", "--data", photos,
                             "--image-size", 32, 32, "--stages", "head:2@1e-3", "--quiet", "--out", out)
