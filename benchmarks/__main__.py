@@ -65,10 +65,15 @@ def main(argv=None):
                 synthetic, reps, eps = synthetic // 2, 3, 1
             else:
                 reps, eps = (3, 2) if synthetic else (repeats, epochs)
+            # Plain Keras in a process with TensorFlow's own thread pools, as a user runs it; kzoo
+            # in one whose pools kzoo sized to the step (kzoo.cpu_threads), the baseline alternating
+            # with it there too (the row's `ratio_same_threads`).
+            eps, b_runs, b_cpu = harness.in_fresh_process(training.baseline_job, name, overrides, synthetic, eps,
+                                                          reps, dataset, env=harness.TENSORFLOW_THREADS)
             report(harness.in_fresh_process(training.throughput_job, label, name, overrides, synthetic, eps, reps,
-                                            dataset, goal))
+                                            dataset, goal, (b_runs, b_cpu)))
     if "time_to_accuracy" in wanted:
-        report(training.time_to_accuracy(kzoo.recipes.load("cnn-digits"), digits, 0.98, 20 if quick else 40))
+        report(training.time_to_accuracy("cnn-digits", 0.98, 20 if quick else 40, harness.in_fresh_process))
     monitors = None
     if "monitors" in wanted:
         from benchmarks import monitor_overhead

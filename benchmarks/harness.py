@@ -59,15 +59,31 @@ def alternate(fns: dict, repeats: int):
     return values
 
 
-def in_fresh_process(fn, *args):
+# The environment of a process that trains as plain Keras does: TensorFlow's own thread pools
+# (one thread per core each), which a kzoo run would otherwise size to its step (`kzoo.cpu_threads`).
+TENSORFLOW_THREADS = {"TF_NUM_INTRAOP_THREADS": "0", "TF_NUM_INTEROP_THREADS": "0"}
+
+
+def in_fresh_process(fn, *args, env=None):
     """`fn(*args)` in a new Python process (spawned, so nothing of this one's TensorFlow state
-    is inherited); `fn` must be importable and its result picklable."""
+    is inherited), with `env` added to its environment; `fn` must be importable and its result
+    picklable."""
     import concurrent.futures
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(fn, *args).result()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})  # a spawned child starts with the parent's environment
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            future = pool.submit(fn, *args)
+            return future.result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def median(xs):

@@ -63,16 +63,18 @@ def kzoo_setup(recipe, arrays) -> KzooSetup:
     """The model, compiled, and the training batches as `kzoo run` builds them with its defaults.
 
     Seeds, dtype policy, model (framing, augmentation and standardization inside it) and compile
-    go through `kzoo.train` (`compile_stage` asks `kzoo.train.determinism` for XLA or op
+    go through `kzoo.train` (the thread pools from `kzoo.cpu_threads`; `compile_stage` asks `kzoo.train.determinism` for XLA or op
     determinism and `resolve_steps_per_execution` for the steps per call); the batches are the
     engine's (`make_epoch_dataset`, fed with `steps_per_epoch`). A staged recipe's model trains
     every layer at its first stage's rate (the cost of its all-layers stage).
     """
     import keras
 
+    from kzoo.cpu_threads import apply_threads
     from kzoo.train import build_model, compile_stage, decide, plan, seed_everything
     from kzoo.train.determinism import plan_step
 
+    apply_threads(recipe)  # as a run's Session does first: TensorFlow's pools, sized to the step
     d = recipe.data
     steps = int(np.ceil(len(arrays.x_train) / d.batch_size))
     seed_everything(recipe.seed, recipe.deterministic)
@@ -245,50 +247,69 @@ def bound_of(shares, input_share, xla, policy) -> str:
             f"{input_share:.0%} of an epoch; {xla}")
 
 
-def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5, goal=2.0):
-    """Steady-state training samples/s: kzoo's defaults vs plain Keras (warm-up excluded).
-
-    kzoo: the model compiled and fed as `kzoo run` does (`kzoo_setup`). Plain Keras: the same
-    architecture in stock layers at float32, with the recipe's optimizer and batch size,
-    `model.fit` on numpy arrays (`baseline_setup`). The runs alternate in one process, median of
-    `repeats`; `details` also holds the ratio of this process's CPU time per sample, the steadier
-    figure when other jobs share the cores. Below `goal`, a profile of kzoo's step says what
-    bounds it (`details["bound"]`): the shares of convolution and batch-norm kernels, the input
-    pipeline, and XLA's availability for the model's layers.
-    """
-    k = kzoo_setup(recipe, arrays)
-    set_determinism(False)
+def baseline_fit_fn(recipe, arrays):
+    """`fit(epochs)` of plain Keras (`baseline_setup`), op determinism off as a user leaves it."""
     b_model, feed = baseline_setup(recipe, arrays)
-    n = len(arrays.x_train)
-    cpu = {"kzoo": [], "baseline": []}
 
-    def timed(key, fit):
-        def go():
-            start, cpu_start = time.perf_counter(), time.process_time()
-            fit(epochs)
-            cpu[key].append(n * epochs / max(time.process_time() - cpu_start, 1e-9))
-            return n * epochs / (time.perf_counter() - start)
-        return go
-
-    def baseline_fit(e):
+    def fit(e):
         set_determinism(False)
         feed.fit(b_model, e)
+    return fit
 
+
+def _timed(fit, n, epochs, cpu):
+    """A call of `fit(epochs)` returning samples/s; appends the process's CPU-time samples/s to `cpu`."""
+    def go():
+        start, cpu_start = time.perf_counter(), time.process_time()
+        fit(epochs)
+        cpu.append(n * epochs / max(time.process_time() - cpu_start, 1e-9))
+        return n * epochs / (time.perf_counter() - start)
+    return go
+
+
+def throughput(name, recipe, arrays, epochs=2, repeats=3, goal=2.0, baseline=None):
+    """Steady-state training samples/s: kzoo's defaults vs plain Keras (warm-up excluded).
+
+    kzoo: the model compiled and fed as `kzoo run` does (`kzoo_setup`), in this process, whose
+    thread pools it sized to the step (`kzoo.cpu_threads`). Plain Keras: the same architecture in
+    stock layers at float32, with the recipe's optimizer and batch size, `model.fit` on numpy
+    arrays (`baseline_setup`), in a process of its own with TensorFlow's thread pools
+    (`baseline`: its samples/s per run and CPU-time samples/s, from `baseline_job`). The same
+    baseline also runs here, alternating with kzoo (median of `repeats`), under kzoo's threads:
+    `details["ratio_same_threads"]` is the speed-up without the thread plan. `details` also
+    holds the ratio of CPU time per sample, the steadier figure when other jobs share the cores.
+    Below `goal`, a profile of kzoo's step says what bounds it (`details["bound"]`): the shares
+    of convolution and batch-norm kernels, the input pipeline, and XLA's availability.
+
+    Args:
+        baseline: `(runs, cpu_runs)` of plain Keras in its own process; None: the baseline
+            under kzoo's threads stands in (a single-process measurement).
+    """
+    from kzoo.cpu_threads import current_plan
+
+    k = kzoo_setup(recipe, arrays)
+    set_determinism(False)
+    baseline_fit = baseline_fit_fn(recipe, arrays)
+    n = len(arrays.x_train)
+    cpu = {"kzoo": [], "baseline": []}
     k.fit(1)  # warm-up: tracing and compilation
     baseline_fit(1)
-    # Each measurement lasts at least `min_seconds`, so fast epochs (mlp-digits: ~40 ms) are not noise.
-    probe_start = time.perf_counter()
-    baseline_fit(1)
-    epochs = max(epochs, int(np.ceil(min_seconds / max(time.perf_counter() - probe_start, 1e-3))))
-    values = alternate({"kzoo": timed("kzoo", k.fit), "baseline": timed("baseline", baseline_fit)}, repeats)
+    values = alternate({"kzoo": _timed(k.fit, n, epochs, cpu["kzoo"]),
+                        "baseline": _timed(baseline_fit, n, epochs, cpu["baseline"])}, repeats)
     set_determinism(False)
-    kz, b = median(values["kzoo"]), median(values["baseline"])
+    kz, same = median(values["kzoo"]), median(values["baseline"])
+    b_runs, b_cpu = baseline if baseline else (values["baseline"], cpu["baseline"])
+    b = median(b_runs)
     epoch_k = n / kz
     input_k = pipeline_seconds(k.batches(1))
-    cpu_ratio = median(cpu["kzoo"]) / median(cpu["baseline"])
+    cpu_ratio = median(cpu["kzoo"]) / median(b_cpu)
     policy = k.model.dtype_policy.name
     xla = xla_status(k.model, k.plan)
-    details = {"kzoo_runs": values["kzoo"], "baseline_runs": values["baseline"], "cpu_time_ratio": round(cpu_ratio, 3),
+    threads = current_plan()
+    details = {"kzoo_runs": values["kzoo"], "baseline_runs": b_runs, "baseline_same_threads_runs": values["baseline"],
+               "ratio_same_threads": round(kz / same, 3), "threads": threads.to_dict(),
+               "baseline_threads": "TensorFlow's defaults" if baseline else "kzoo's", "epochs_per_run": epochs,
+               "cpu_time_ratio": round(cpu_ratio, 3),
                "jit_compile": bool(k.model.jit_compile), "dtype_policy": policy, "mechanism": k.plan.mechanism,
                "plan_note": k.plan.note, "steps_per_execution": int(k.model.steps_per_execution),
                "batch_size": k.batch_size, "input_share": round(input_k / epoch_k, 3), "xla": xla}
@@ -300,56 +321,94 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3, min_seconds=1.5, goal=
         f"train throughput {name}", "samples/s (steady), kzoo defaults vs plain Keras", kz, b, "samples/s",
         goal=goal,
         note=(f"kzoo: {policy}, {k.plan.mechanism}, {details['steps_per_execution']} steps per call; {xla}; "
-              f"batch {k.batch_size}; CPU-time ratio {cpu_ratio:.2f}; input pipeline {input_k * 1e3:.0f} ms of "
-              f"{epoch_k * 1e3:.0f} ms per epoch"),
+              f"threads {threads.intra_op} per op, {threads.inter_op} ops at a time; {kz / same:.2f}x plain Keras "
+              f"on the same threads; batch {k.batch_size}; CPU-time ratio {cpu_ratio:.2f}; input pipeline "
+              f"{input_k * 1e3:.0f} ms of {epoch_k * 1e3:.0f} ms per epoch"),
         details=details,
     )
 
 
-def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats, dataset=None, goal=2.0):
-    """`training.throughput` of one recipe on `dataset` (default: digits), or on `synthetic`
-    random 32x32 images; `goal` is the ratio the row must reach."""
+def _case_data(recipe_name, overrides, synthetic, dataset):
     import kzoo
 
     recipe = kzoo.recipes.load(recipe_name, overrides or None)
-    if synthetic:
-        arrays = synthetic_arrays(synthetic)
-    else:
-        arrays = kzoo.data.load_arrays(dataset or "digits")
-    return throughput(label, recipe, arrays, epochs, repeats, goal=goal)
+    arrays = synthetic_arrays(synthetic) if synthetic else kzoo.data.load_arrays(dataset or "digits")
+    return recipe, arrays
 
 
-def time_to_accuracy(recipe, arrays, target=0.98, max_epochs=40):
-    """Training seconds until test accuracy reaches `target` (evaluation time excluded)."""
+def run_epochs(recipe, arrays, epochs, min_seconds=1.5):
+    """Epochs per timed run: at least `epochs`, and enough for a run of plain Keras to last
+    `min_seconds` (fast epochs, mlp-digits' ~40 ms, are otherwise noise)."""
+    fit = baseline_fit_fn(recipe, arrays)
+    fit(1)  # warm-up
+    start = time.perf_counter()
+    fit(1)
+    return max(epochs, int(np.ceil(min_seconds / max(time.perf_counter() - start, 1e-3))))
+
+
+def baseline_job(recipe_name, overrides, synthetic, epochs, repeats, dataset=None):
+    """Plain Keras's side of a throughput row, for a process with TensorFlow's thread pools:
+    `(epochs per run, samples/s per run, CPU-time samples/s per run)`; the epochs per run from
+    `run_epochs` (the same count then times kzoo)."""
+    recipe, arrays = _case_data(recipe_name, overrides, synthetic, dataset)
+    epochs = run_epochs(recipe, arrays, epochs)
+    fit, n, cpu = baseline_fit_fn(recipe, arrays), len(arrays.x_train), []
+    fit(1)
+    runs = [_timed(fit, n, epochs, cpu)() for _ in range(repeats)]
+    return epochs, runs, cpu
+
+
+def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats, dataset=None, goal=2.0, baseline=None):
+    """`training.throughput` of one recipe on `dataset` (default: digits), or on `synthetic`
+    random 32x32 images; `goal` is the ratio the row must reach; `baseline`: `(runs, cpu_runs)`
+    from `baseline_job` in a process with TensorFlow's threads."""
+    recipe, arrays = _case_data(recipe_name, overrides, synthetic, dataset)
+    return throughput(label, recipe, arrays, epochs, repeats, goal=goal, baseline=baseline)
+
+
+def seconds_to_accuracy(side, recipe_name="cnn-digits", target=0.98, max_epochs=40):
+    """Training seconds until test accuracy on digits reaches `target` (evaluation time
+    excluded), and the epochs it took: `side` "kzoo" trains as `kzoo run` does, "keras" with
+    Keras's defaults (`baseline_setup(keras_defaults=True)`). Meant for a fresh process each:
+    kzoo's with the pools its run sizes to the step, Keras's with TensorFlow's."""
     import keras
 
+    import kzoo
     from kzoo.data.core import make_dataset
 
+    recipe, arrays = kzoo.recipes.load(recipe_name), kzoo.data.load_arrays("digits")
     test = make_dataset(arrays.x_test, arrays.y_test, 256)
-
-    def run(fit, evaluate):
-        spent = 0.0
-        for epoch in range(max_epochs):
-            start = time.perf_counter()
-            fit(epoch)
-            spent += time.perf_counter() - start
-            if evaluate() >= target:
-                return spent, epoch + 1
-        return float("inf"), max_epochs
-
     keras.utils.set_random_seed(recipe.seed)
-    k = kzoo_setup(recipe, arrays)
-    k_secs, k_epochs = run(lambda e: k.fit(e + 1, e), lambda: k.model.evaluate(test, verbose=0)[1])
-    keras.utils.set_random_seed(recipe.seed)
-    set_determinism(False)
-    b_model, feed = baseline_setup(recipe, arrays, keras_defaults=True)
-    b_secs, b_epochs = run(lambda e: feed.fit(b_model, e + 1, initial_epoch=e),
-                           lambda: b_model.evaluate(test, verbose=0)[1])
-    set_determinism(False)
+    if side == "kzoo":
+        k = kzoo_setup(recipe, arrays)
+        fit, model = (lambda e: k.fit(e + 1, e)), k.model
+    else:
+        set_determinism(False)
+        model, feed = baseline_setup(recipe, arrays, keras_defaults=True)
+        fit = lambda e: feed.fit(model, e + 1, initial_epoch=e)  # noqa: E731
+    spent = 0.0
+    for epoch in range(max_epochs):
+        start = time.perf_counter()
+        fit(epoch)
+        spent += time.perf_counter() - start
+        if model.evaluate(test, verbose=0)[1] >= target:
+            return spent, epoch + 1
+    return float("inf"), max_epochs
+
+
+def time_to_accuracy(recipe_name="cnn-digits", target=0.98, max_epochs=40, fresh_process=None):
+    """kzoo's defaults vs Keras's in seconds to `target` test accuracy, each side in a fresh
+    process (`fresh_process(fn, *args, env=...)`, `harness.in_fresh_process`): Keras's with
+    TensorFlow's own thread pools."""
+    from benchmarks.harness import TENSORFLOW_THREADS
+
+    k_secs, k_epochs = fresh_process(seconds_to_accuracy, "kzoo", recipe_name, target, max_epochs)
+    b_secs, b_epochs = fresh_process(seconds_to_accuracy, "keras", recipe_name, target, max_epochs,
+                                     env=TENSORFLOW_THREADS)
     return Result(
-        f"time to {target:.2f} test accuracy, {recipe.name}", "seconds", k_secs, b_secs, "s", goal=1.0,
+        f"time to {target:.2f} test accuracy, {recipe_name}", "seconds", k_secs, b_secs, "s", goal=1.0,
         higher_is_better=False,
-        note=f"kzoo {k_epochs} epochs, Keras defaults {b_epochs} epochs (max {max_epochs})",
+        note=f"kzoo {k_epochs} epochs, Keras defaults {b_epochs} epochs (max {max_epochs}); each in its own process",
     )
 
 

@@ -7,6 +7,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """TensorFlow's thread pools as a digits run sizes them (`kzoo.cpu_threads`), before any test
+    starts its runtime: in-process runs then compute as `kzoo run` of a small-step recipe does
+    in its own process, whichever test runs first (thread counts change some kernels' sums)."""
+    import kzoo
+    from kzoo.cpu_threads import apply_threads
+
+    apply_threads(kzoo.recipes.load("cnn-digits"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import keras

@@ -43,7 +43,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        x = tf.cast(inputs, "float32")  # as Keras: statistics in float32 under mixed precision
+        # The kernel takes float32, bfloat16 and float16 features and accumulates the statistics
+        # in float32 (as Keras does under mixed precision): no cast in or out of it.
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, "float32")
         ones = tf.ones_like(self.moving_mean)
         y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=self.gamma if self.scale else ones, offset=self.beta if self.center else ones * 0.0,

@@ -22,6 +22,7 @@ from kzoo.train.loop import fit_plan, plan, recipe_loss
 from kzoo.train.metrics import metric_names
 from kzoo.train.multiworker import evaluate_locally
 from kzoo.train.session import PROBE, Session
+from kzoo.cpu_threads import current_plan
 from kzoo.versions import package_versions
 
 PRETRAINED = "pretrained.keras"
@@ -160,6 +161,7 @@ def run_metrics(recipe, data, setup, model, result, epoch_times, callbacks=()) -
         "class_names": [str(c) for c in info.class_names],
         "seed": recipe.seed,
         "versions": package_versions(),
+        "threads": current_plan().to_dict(),  # thread counts change some kernels' sums (kzoo.cpu_threads)
     }
     for name in metric_names(recipe)[1:]:
         metrics[f"test_{name}"] = round(float(test[name]), 6)

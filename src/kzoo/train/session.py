@@ -8,6 +8,7 @@ import dataclasses
 
 from kzoo.callbacks import LearningRateLogger, RunContext, build_callbacks
 from kzoo.callbacks.registry import with_always_on
+from kzoo.cpu_threads import apply_threads
 from kzoo.data.core import DataSpec, open_splits
 from kzoo.data.framing import SAMPLE_SIZE, frame, framing_layer
 from kzoo.train.determinism import seed_everything
@@ -43,6 +44,7 @@ class Session:
 
     def __init__(self, recipe, strategy=None, cache_dir=None, dataset=None, setup=None):
         self.recipe = recipe
+        self.threads = apply_threads(recipe)  # before anything starts TensorFlow's runtime
         self.setup = setup if setup is not None else decide(recipe, strategy)
         seed_everything(recipe.seed, recipe.deterministic)
         changes = {"image_size": None} if dataset else {}
