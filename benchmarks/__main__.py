@@ -37,10 +37,10 @@ def main(argv=None):
     parser.add_argument("--out", default=HERE, help="folder for results.json, results.md, scaling.png")
     args = parser.parse_args(argv)
 
-    import kzoo
     from benchmarks import harness, training
 
     quick = args.quick
+    os.makedirs(args.out, exist_ok=True)
     harness.git_state()  # the commit the measurements start on
     wanted = set(args.only or SECTIONS)
     results, tables, started = [], {}, time.perf_counter()
@@ -51,7 +51,6 @@ def main(argv=None):
         print(f"{result.benchmark}: kzoo {result.kzoo:.4g} {result.unit}, Keras {result.baseline:.4g} {result.unit}, "
               f"ratio {result.ratio:.2f}{goal}  {result.note}", flush=True)
 
-    digits = kzoo.data.load_arrays("digits")
     if "throughput" in wanted:
         # Each model in a fresh process (kzoo and Keras alternating inside it): run after the
         # XLA-compiled mlp-digits in one process, kzoo's cnn-digits took ~12% longer per epoch.
@@ -91,12 +90,10 @@ def main(argv=None):
             for result in fold_batchnorm.measure(quick=quick):
                 report(result)
     if "scaling" in wanted:
-        cnn = kzoo.recipes.load("cnn-digits")
         sizes = (32, 128, 512) if quick else (32, 64, 128, 256, 512, 1024)
-        tables["batch"] = training.batch_scaling(cnn, digits, sizes, epochs=2 if quick else 4)
+        tables["batch"] = training.batch_scaling("cnn-digits", sizes, 2 if quick else 4, harness.in_fresh_process)
         if not quick:
-            resnet = kzoo.recipes.load("resnet20-cifar10", ["data.augment.crop=0", "data.augment.flip=none"])
-            tables["depth"] = training.depth_scaling(resnet, training.synthetic_arrays(1024))
+            tables["depth"] = harness.in_fresh_process(training.depth_scaling_job, 1024)
         for key, rows in tables.items():
             print(f"scaling by {key}: " + ", ".join(" ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in row) for row in rows))
         plot_scaling(tables, os.path.join(args.out, "scaling.png"))
@@ -114,7 +111,6 @@ def main(argv=None):
 
         reproducibility = repro.check_all(epochs=1 if quick else 2)
 
-    os.makedirs(args.out, exist_ok=True)
     payload = {
         "command": "python -m benchmarks" + (" --quick" if quick else "") + (
             " --only " + " ".join(args.only) if args.only else ""),

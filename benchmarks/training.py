@@ -412,19 +412,25 @@ def time_to_accuracy(recipe_name="cnn-digits", target=0.98, max_epochs=40, fresh
     )
 
 
-def batch_scaling(recipe, arrays, batch_sizes=(32, 64, 128, 256, 512, 1024), epochs=1):
-    """kzoo pipeline throughput per batch size: rows of (batch_size, samples/s)."""
-    rows = []
-    for bs in batch_sizes:
-        r = recipe.__class__(**{**recipe.__dict__})
-        r.data = type(recipe.data)(**{**recipe.data.__dict__, "batch_size": bs})
-        k = kzoo_setup(r, arrays)
-        k.fit(1)
-        start = time.perf_counter()
-        k.fit(epochs)
-        rows.append((bs, len(arrays.x_train) * epochs / (time.perf_counter() - start)))
+def batch_scaling_row(recipe_name, batch_size, epochs=1):
+    """`(batch_size, samples/s)` of kzoo's pipeline for `recipe_name` on digits at `batch_size`
+    (for a fresh process: the step's size decides the thread pools, `kzoo.cpu_threads`)."""
+    import kzoo
+
+    recipe = kzoo.recipes.load(recipe_name, [f"data.batch_size={batch_size}"])
+    arrays = kzoo.data.load_arrays("digits")
+    k = kzoo_setup(recipe, arrays)
+    k.fit(1)
+    start = time.perf_counter()
+    k.fit(epochs)
     set_determinism(False)
-    return rows
+    return batch_size, len(arrays.x_train) * epochs / (time.perf_counter() - start)
+
+
+def batch_scaling(recipe_name, batch_sizes=(32, 64, 128, 256, 512, 1024), epochs=1, fresh_process=None):
+    """kzoo pipeline throughput per batch size, each in a fresh process (`fresh_process(fn,
+    *args)`, `harness.in_fresh_process`): rows of (batch_size, samples/s)."""
+    return [fresh_process(batch_scaling_row, recipe_name, bs, epochs) for bs in batch_sizes]
 
 
 def depth_scaling(recipe, arrays, models=("resnet20", "resnet32", "resnet56"), epochs=1):
@@ -442,3 +448,12 @@ def depth_scaling(recipe, arrays, models=("resnet20", "resnet32", "resnet56"), e
     set_determinism(False)
     return rows
 
+
+
+def depth_scaling_job(images=1024):
+    """`depth_scaling` of resnet20-cifar10 (without its crop and flip) on `images` random 32x32
+    images, for a fresh process."""
+    import kzoo
+
+    recipe = kzoo.recipes.load("resnet20-cifar10", ["data.augment.crop=0", "data.augment.flip=none"])
+    return depth_scaling(recipe, synthetic_arrays(images))

@@ -106,6 +106,20 @@ def test_throughput_row_below_its_goal_carries_its_bound(float32_after):
     arrays = training.synthetic_arrays(128, shape=(8, 8, 1))
     result = training.throughput("tiny cnn", recipe, arrays, epochs=1, repeats=1, goal=1e9)
     assert result.kzoo > 0 and result.baseline > 0 and not result.meets_goal
+    assert result.details["baseline_threads"] == "kzoo's" and result.details["ratio_same_threads"] == round(result.ratio, 3)
     assert "convolution" in result.details["bound"] and "RandomTranslation" in result.details["bound"]
     met = training.throughput("tiny cnn", recipe, arrays, epochs=1, repeats=1, goal=0.0)
     assert met.meets_goal and "bound" not in met.details
+
+
+def test_plain_keras_runs_in_a_process_with_tensorflows_own_thread_pools():
+    """The baseline's process gets `TF_NUM_*_THREADS=0` (TensorFlow's pools, which kzoo keeps
+    when they are set); this process's environment is left as it was."""
+    from benchmarks import harness
+
+    before = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    got = harness.in_fresh_process(os.getenv, "TF_NUM_INTRAOP_THREADS", env=harness.TENSORFLOW_THREADS)
+    assert got == "0" and os.environ.get("TF_NUM_INTRAOP_THREADS") == before
+    from kzoo.cpu_threads import plan_threads
+
+    assert plan_threads(64 * 8 * 8, 2, environ=harness.TENSORFLOW_THREADS).source == "environment"

@@ -10,7 +10,14 @@ import sys
 import pytest
 
 import kzoo
-from kzoo.cpu_threads import SMALL_STEP_PIXELS, ThreadPlan, current_plan, plan_threads, step_pixels, usable_cores
+from kzoo.cpu_threads import (
+    SMALL_STEP_PIXELS,
+    ThreadPlan,
+    current_plan,
+    plan_threads,
+    step_pixels,
+    usable_cores,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = 64 * 8 * 8  # cnn-digits

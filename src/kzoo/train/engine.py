@@ -13,6 +13,7 @@ import keras
 
 from kzoo import plots
 from kzoo.callbacks.registry import end_of_run, preflight
+from kzoo.cpu_threads import current_plan
 from kzoo.plots_dynamics import write_dynamics_plot
 from kzoo.report import write_report
 from kzoo.runs import BACKUP, cached_result
@@ -22,7 +23,6 @@ from kzoo.train.loop import fit_plan, plan, recipe_loss
 from kzoo.train.metrics import metric_names
 from kzoo.train.multiworker import evaluate_locally
 from kzoo.train.session import PROBE, Session
-from kzoo.cpu_threads import current_plan
 from kzoo.versions import package_versions
 
 PRETRAINED = "pretrained.keras"
