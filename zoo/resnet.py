@@ -64,7 +64,7 @@ class PadShortcut(keras.layers.Layer):
 
     def call(self, inputs):
         # A 1x1 average pool with stride s is the subsampling x[:, ::s, ::s]: the same values and
-        # gradients, through the pooling kernels (a tenth of the strided slice's time on CPU).
+        # gradients, through the pooling kernels (far cheaper than a strided slice and its gradient on CPU).
         x = ops.average_pool(inputs, 1, strides=self.strides, padding="valid") if self.strides > 1 else inputs
         extra = self.channels - x.shape[-1]
         if extra:

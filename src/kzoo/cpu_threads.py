@@ -11,12 +11,11 @@ ones (ResNet-20 on 32x32 images) the split pays. So a run whose batch holds fewe
 2 inter-op threads and `cores // 2` intra-op threads (at least 1): two independent ops at a
 time, no core oversubscribed. Larger steps keep TensorFlow's pools.
 
-Measured on a 2-core x86 CPU (AMD EPYC, tensorflow-cpu 2.21), kzoo's step with one thread per op
-and two ops at a time against TensorFlow's pools, samples/s: cnn-digits (64 x 8 x 8 pixels a
-step) 7,595 to 11,215; densenet-digits 1,708 to 2,446; fixup-digits 3,751 to 5,170;
-transfer-mnist-digits (10 x 28 x 28) 700 to 782; but fixup-mnist5k (64 x 28 x 28) 703 to 604 and
-resnet20 on 32x32 images (128 x 32 x 32) 889 to 742. `python -m benchmarks` records the plan
-of each throughput row.
+On a 2-core x86 CPU (AMD EPYC, tensorflow-cpu 2.21) one thread per op and two ops at a time
+ran the steps of cnn-digits, densenet-digits, fixup-digits and transfer-mnist-digits faster than
+TensorFlow's pools, and those of fixup-mnist5k and of resnet20 on 32x32 images slower (hence
+`SMALL_STEP_PIXELS`). `python -m benchmarks` records the plan of each throughput row and how far
+kzoo is ahead of plain Keras on the same threads.
 
 The pools are sized when a run's `Session` starts, because TensorFlow fixes them when its
 runtime starts (its first op). kzoo leaves them alone when:
@@ -40,8 +39,8 @@ from dataclasses import asdict, dataclass
 ENVIRONMENT = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 INTER_OP = 2  # ops at a time in a small step
 # Batch size x height x width of the model's input under which a step counts as small: between
-# the largest step measured faster with one thread per op (10 x 28 x 28 = 7,840) and the
-# smallest measured slower (64 x 28 x 28 = 50,176).
+# the largest step that ran faster with one thread per op (transfer-mnist-digits, 10 x 28 x 28)
+# and the smallest that ran slower (fixup-mnist5k, 64 x 28 x 28).
 SMALL_STEP_PIXELS = 16384
 
 

@@ -13,7 +13,7 @@ import keras
 
 from kzoo import plots
 from kzoo.callbacks.registry import end_of_run, preflight
-from kzoo.cpu_threads import current_plan
+from kzoo.cpu_threads import apply_threads, current_plan
 from kzoo.plots_dynamics import write_dynamics_plot
 from kzoo.report import write_report
 from kzoo.runs import BACKUP, cached_result
@@ -161,7 +161,7 @@ def run_metrics(recipe, data, setup, model, result, epoch_times, callbacks=()) -
         "class_names": [str(c) for c in info.class_names],
         "seed": recipe.seed,
         "versions": package_versions(),
-        "threads": current_plan().to_dict(),  # thread counts change some kernels' sums (kzoo.cpu_threads)
+        "threads": (current_plan() or apply_threads(recipe)).to_dict(),  # they change some kernels' sums
     }
     for name in metric_names(recipe)[1:]:
         metrics[f"test_{name}"] = round(float(test[name]), 6)
