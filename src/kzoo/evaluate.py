@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from kzoo.calibration import expected_calibration_error, reliability_bins
+from kzoo.cpu_threads import apply_threads
 from kzoo.errors import RunDirError, UserError
 from kzoo.plots_eval import most_confident_errors, plot_confusion, plot_errors, plot_reliability
 from kzoo.recipes.loader import load as load_recipe
@@ -58,6 +59,7 @@ def load_run(run_dir: str, trust_model: bool = False):
         if not os.path.isfile(os.path.join(run_dir, name)):
             raise RunDirError(f"{run_dir} holds no finished run: {name} is missing. Received: {run_dir}")
     recipe = load_recipe(os.path.join(run_dir, "recipe.toml"))
+    apply_threads(recipe)  # the pools the run trained with, so the test metrics come out the same
     model = load_model_file(os.path.join(run_dir, "model.keras"), trust_model=trust_model)
     return recipe, model
 
