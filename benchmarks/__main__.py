@@ -63,7 +63,7 @@ def main(argv=None):
             if synthetic and quick:
                 synthetic, reps, eps = synthetic // 2, 3, 1
             else:
-                reps, eps = (3, 2) if synthetic else (repeats, epochs)
+                reps, eps = (repeats, 2) if synthetic else (repeats, epochs)
             # Plain Keras in a process with TensorFlow's own thread pools, as a user runs it; kzoo
             # in one whose pools kzoo sized to the step (kzoo.cpu_threads), the baseline alternating
             # with it there too (the row's `ratio_same_threads`).
