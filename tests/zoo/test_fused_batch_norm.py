@@ -64,3 +64,26 @@ def test_zoo_model_saves_and_reloads(tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert type(loaded.get_layer("stage0_block0_norm")) is FusedBatchNormalization
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("channels, casts", [(32, False), (24, True)])
+def test_bfloat16_features_go_to_the_kernel_as_they_are_only_on_full_16_channel_blocks(channels, casts):
+    """Under mixed_bfloat16 the kernel takes the features without casts where oneDNN's blocks
+    are full (multiples of 16 channels) and through float32 elsewhere; both train like Keras."""
+    shape = (16, 4, 4, channels)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras_bn, fused = _pair(shape, momentum=0.9)
+        f = tf.function(lambda x: fused(x, training=True)).get_concrete_function(
+            tf.TensorSpec(shape, "bfloat16"))
+        kernel = next(op for op in f.graph.get_operations() if op.type == "FusedBatchNormV3")
+        assert (kernel.inputs[0].dtype == tf.float32) is casts
+        rng = np.random.default_rng(0)
+        x = tf.cast(rng.normal(2.0, 3.0, size=shape).astype("float32"), "bfloat16")
+        upstream = rng.normal(size=shape).astype("float32")
+        got, want = _step(fused, x, upstream), _step(keras_bn, x, upstream)
+        for name, g, w in zip(["output", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"], got, want):
+            np.testing.assert_allclose(np.asarray(g, "float32"), np.asarray(w, "float32"), rtol=0.05, atol=0.05,
+                                       err_msg=name)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
