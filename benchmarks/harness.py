@@ -19,7 +19,12 @@ OUTPUTS = ("docs/results", "benchmarks/results*", "benchmarks/scaling.png", "*.m
 
 @dataclass
 class Result:
-    """One line of the results table."""
+    """One line of the results table.
+
+    `ratio` is `kzoo / baseline` (inverted where lower is better), unless the row sets
+    `paired_ratio`: the median of ratios taken round by round in an alternating measurement
+    (`paired_median`), which a drift in the machine's speed between rounds does not move.
+    """
 
     benchmark: str
     metric: str
@@ -30,9 +35,12 @@ class Result:
     higher_is_better: bool = True
     note: str = ""
     details: dict = field(default_factory=dict)
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.higher_is_better:
             return self.kzoo / self.baseline if self.baseline else float("nan")
         return self.baseline / self.kzoo if self.kzoo else float("nan")
@@ -57,6 +65,13 @@ def alternate(fns: dict, repeats: int):
         for name in order:
             values[name].append(fns[name]())
     return values
+
+
+def paired_median(numerators: list, denominators: list) -> float:
+    """The median of `numerators[i] / denominators[i]`: values `alternate` took in the same round."""
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(f"needs equal, non-empty lists. Received: {len(numerators)} and {len(denominators)} values")
+    return median([a / b for a, b in zip(numerators, denominators)])
 
 
 # The environment of a process that trains as plain Keras does: TensorFlow's own thread pools

@@ -9,9 +9,10 @@ GradientMonitor, ActivationMonitor at their default sampling, a 64-example probe
 run`, kzoo run's precision policy), each at one step per call and at kzoo's default `steps_per_execution` (the auto value,
 which the monitors no longer lower). Each timed fit runs 100 steps (5 epochs of digits), the
 gradient and activation monitors' default sampling interval, as one long run samples; the four
-fits alternate in order so a shared machine's load drifts over all of them alike, warm-up
-(tracing) excluded, median of the repeats. The ratio is throughput on / throughput off at equal
-steps per call, in wall time (the reported figure) and in this process's CPU time.
+fits alternate in order, warm-up (tracing) excluded. A shared machine's speed drifts from one
+second to the next, so the ratio is the median over many rounds of throughput on / throughput
+off measured back to back in the same round, in wall time (the reported figure; the columns are
+the medians of each side) and in this process's CPU time.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 MONITORS = {"update_ratio": {}, "gradients": {}, "activations": {}}  # each at its default sampling
 
 
-def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int | None = None):
+def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int | None = None,
+            steps_per_fit: int = 100, monitors: dict | None = None):
     """Monitors on vs off at one step per call and at the default steps per call.
 
     Args:
         recipe_name: the recipe whose model and data train. Defaults to `"cnn-digits"`.
         quick: fewer repeats. Defaults to `False`.
-        repeats: timed fits of each of the four models. Defaults to 3 with `quick`, else 9.
+        repeats: rounds, each one timed fit of each of the four models. Defaults to 5 with
+            `quick`, else 41.
+        steps_per_fit: the least number of steps one timed fit runs (whole epochs). Defaults to
+            100, the probe monitors' sampling interval.
+        monitors: the `[callbacks]` tables that are on. Defaults to `MONITORS`.
 
     Returns:
         `(results, summary)`: two `harness.Result` rows (goal 0.95 each) and the dict
@@ -46,7 +52,7 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     import tensorflow as tf
 
     import kzoo
-    from benchmarks.harness import Result, alternate, median
+    from benchmarks.harness import Result, alternate, median, paired_median
     from benchmarks.training import set_determinism
     from kzoo.callbacks import RunContext, build_callbacks
     from kzoo.data.core import make_dataset
@@ -59,7 +65,7 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     )
     from kzoo.train.distribution import apply_precision
 
-    repeats = repeats or (3 if quick else 9)
+    repeats = repeats or (5 if quick else 41)
     load_before = os.getloadavg()[0]
     recipe = kzoo.recipes.load(recipe_name)
     arrays = kzoo.data.load_arrays(recipe.data.dataset)
@@ -67,27 +73,28 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     d = recipe.data
     n = len(arrays.x_train)
     steps = int(np.ceil(n / d.batch_size))
-    epochs = max(1, -(-100 // steps))  # one fit: at least the probe monitors' 100-step interval
+    monitors_on = MONITORS if monitors is None else monitors
+    epochs = max(1, -(-steps_per_fit // steps))
     ds = make_dataset(arrays.x_train, arrays.y_train, d.batch_size, True, recipe.seed)
     context = RunContext(recipe=recipe, steps_per_epoch=steps,
                          probe=(arrays.x_train[:256].astype("float32"), arrays.y_train[:256]))
-    auto = resolve_steps_per_execution(recipe, steps, build_callbacks(MONITORS, context))
+    auto = resolve_steps_per_execution(recipe, steps, build_callbacks(monitors_on, context))
     if auto != resolve_steps_per_execution(recipe, steps):
         raise AssertionError(f"the monitors changed steps_per_execution from the default to {auto}")
 
-    setups, monitors = {}, {}
+    setups, attached = {}, {}
     warnings.simplefilter("ignore")  # the monitors' health warnings are not what is measured
     for spe in (1, auto):
         r = dataclasses.replace(recipe, steps_per_execution=spe)
         for on in (True, False):
             seed_everything(recipe.seed, recipe.deterministic)  # same initial weights for all four
-            callbacks = build_callbacks(MONITORS, context) if on else []
+            callbacks = build_callbacks(monitors_on, context) if on else []
             model = build_model(r, arrays)
             compile_stage(model, r, plan(r)[0][0], None, steps, callbacks)
             assert model.steps_per_execution == spe
             model.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks)  # traces everything
             key = (spe, "on" if on else "off")
-            setups[key], monitors[key] = (model, callbacks), callbacks
+            setups[key], attached[key] = (model, callbacks), callbacks
 
     def timed(model, callbacks):
         def go():
@@ -106,14 +113,15 @@ def measure(recipe_name: str = "cnn-digits", quick: bool = False, repeats: int |
     for spe in (1, auto):
         on = [v[0] for v in values[(spe, "on")]]
         off = [v[0] for v in values[(spe, "off")]]
-        cpu = median([v[1] for v in values[(spe, "on")]]) / median([v[1] for v in values[(spe, "off")]])
-        samples = {type(m).__name__: len(m.trace) for m in monitors[(spe, "on")]}
+        cpu = paired_median([v[1] for v in values[(spe, "on")]], [v[1] for v in values[(spe, "off")]])
+        samples = {type(m).__name__: len(m.trace) for m in attached[(spe, "on")]}
         label = "1" if spe == 1 else f"{spe} (kzoo's default)"
         results.append(Result(
             f"monitor overhead, {recipe_name}, steps_per_execution={label}",
             "samples/s, the three monitors on vs off", median(on), median(off), "samples/s", goal=0.95,
-            note=f"CPU-time ratio {cpu:.2f}; {policy}; median of {repeats} fits of {steps * epochs} steps",
-            details={"on": on, "off": off, "cpu_ratio": round(cpu, 3), "samples_in_last_fit": samples}))
+            note=f"CPU-time ratio {cpu:.2f}; {policy}; median of {repeats} rounds' ratios, fits of {steps * epochs} steps",
+            details={"on": on, "off": off, "cpu_ratio": round(cpu, 3), "samples_in_last_fit": samples},
+            paired_ratio=paired_median(on, off)))
         key = "steps_per_execution_1" if spe == 1 else "steps_per_execution_default"
         summary[key] = {"steps_per_execution": spe, "ratio": round(results[-1].ratio, 3),
                         "cpu_ratio": round(cpu, 3), "meets_goal": results[-1].meets_goal}
@@ -124,8 +132,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor_overhead",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="cnn-digits")
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 9")
-    parser.add_argument("--repeats", type=int, default=None, help="timed fits of each model")
+    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 41")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of timed fits")
     args = parser.parse_args(argv)
     from benchmarks.harness import cpu_name
 
