@@ -56,7 +56,7 @@ def main(argv=None):
         # XLA-compiled mlp-digits in one process, kzoo's cnn-digits took ~12% longer per epoch.
         # Goal: 2x plain Keras for every shipped convolutional recipe (1.5x for the MLP); each row
         # below the goal carries a profile of what bounds it (`details["bound"]`).
-        repeats, epochs = (3, 2) if quick else (5, 3)
+        repeats, epochs = (3, 2) if quick else (7, 3)
         for label, name, overrides, synthetic, dataset, goal in THROUGHPUT_CASES:
             if quick and label not in QUICK_THROUGHPUT:
                 continue
@@ -64,13 +64,11 @@ def main(argv=None):
                 synthetic, reps, eps = synthetic // 2, 3, 1
             else:
                 reps, eps = (repeats, 2) if synthetic else (repeats, epochs)
-            # Plain Keras in a process with TensorFlow's own thread pools, as a user runs it; kzoo
-            # in one whose pools kzoo sized to the step (kzoo.cpu_threads), the baseline alternating
-            # with it there too (the row's `ratio_same_threads`).
-            eps, b_runs, b_cpu = harness.in_fresh_process(training.baseline_job, name, overrides, synthetic, eps,
-                                                          reps, dataset, env=harness.TENSORFLOW_THREADS)
+            # kzoo in a process whose pools kzoo sized to the step (kzoo.cpu_threads), alternating
+            # round by round with plain Keras in a process of its own with TensorFlow's thread pools,
+            # as a user runs it, and with plain Keras under kzoo's pools (`ratio_same_threads`).
             report(harness.in_fresh_process(training.throughput_job, label, name, overrides, synthetic, eps, reps,
-                                            dataset, goal, (b_runs, b_cpu)))
+                                            dataset, goal))
     if "time_to_accuracy" in wanted:
         report(training.time_to_accuracy("cnn-digits", 0.98, 20 if quick else 40, harness.in_fresh_process))
     monitors = None

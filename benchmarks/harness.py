@@ -101,6 +101,78 @@ def in_fresh_process(fn, *args, env=None):
                 os.environ[k] = v
 
 
+class Peer:
+    """One side of a comparison, held in a spawned process of its own (with `env` added to its
+    environment) and measured on request, so two processes with different thread pools can
+    alternate round by round (`alternate`) while the other waits: each round's pair then meets
+    the same machine.
+
+    `setup(*args)` runs in the child, must be importable, and returns `(measure, info)`: each
+    call of the peer runs `measure()` there and returns its (picklable) result; `info` is
+    kept in `self.info`. Use it as a context manager.
+    """
+
+    def __init__(self, setup, *args, env=None):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        saved = {k: os.environ.get(k) for k in env or {}}
+        os.environ.update(env or {})  # a spawned child starts with the parent's environment
+        try:
+            self._process = context.Process(target=_serve, args=(child, setup, args), daemon=True)
+            self._process.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child.close()
+        self.info = self._reply()
+
+    def _reply(self):
+        status, value = self._conn.recv()
+        if status == "error":
+            self.close()
+            raise RuntimeError(f"the peer process failed: {value}")
+        return value
+
+    def __call__(self):
+        self._conn.send("measure")
+        return self._reply()
+
+    def close(self):
+        if self._process.is_alive():
+            try:
+                self._conn.send("stop")
+            except OSError:
+                pass
+            self._process.join(30)
+            if self._process.is_alive():
+                self._process.kill()
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve(conn, setup, args):
+    """A `Peer`'s child: set up, then measure on each request until told to stop."""
+    try:
+        measure, info = setup(*args)
+        conn.send(("ok", info))
+        while conn.recv() == "measure":
+            conn.send(("ok", measure()))
+    except EOFError:
+        pass
+    except BaseException as e:  # the parent raises it with one line
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
 def median(xs):
     return statistics.median(xs)
 

@@ -274,46 +274,58 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3, goal=2.0, baseline=Non
     thread pools it sized to the step (`kzoo.cpu_threads`). Plain Keras: the same architecture in
     stock layers at float32, with the recipe's optimizer and batch size, `model.fit` on numpy
     arrays (`baseline_setup`), in a process of its own with TensorFlow's thread pools
-    (`baseline`: its samples/s per run and CPU-time samples/s, from `baseline_job`). The same
-    baseline also runs here, alternating with kzoo (median of `repeats`), under kzoo's threads:
+    (`baseline`, a `harness.Peer` of `baseline_peer`). The sides alternate round by round, one
+    waiting while the other runs, and the ratio is the median of the rounds' ratios: a shared
+    machine's speed drifts between seconds, and a pair measured back to back meets the same one.
+    The same baseline also runs here in each round, under kzoo's threads:
     `details["ratio_same_threads"]` is the speed-up without the thread plan. `details` also
     holds the ratio of CPU time per sample, the steadier figure when other jobs share the cores.
     Below `goal`, a profile of kzoo's step says what bounds it (`details["bound"]`): the shares
     of convolution and batch-norm kernels, the input pipeline, and XLA's availability.
 
     Args:
-        baseline: `(runs, cpu_runs)` of plain Keras in its own process; None: the baseline
-            under kzoo's threads stands in (a single-process measurement).
+        baseline: a callable returning `(samples/s, CPU-time samples/s)` of one timed run of plain
+            Keras in its own process; None: the baseline under kzoo's threads stands in (a
+            single-process measurement).
     """
+    from benchmarks.harness import paired_median
     from kzoo.cpu_threads import current_plan
 
     k = kzoo_setup(recipe, arrays)
     set_determinism(False)
     baseline_fit = baseline_fit_fn(recipe, arrays)
     n = len(arrays.x_train)
-    cpu = {"kzoo": [], "baseline": []}
+    cpu = {"kzoo": [], "same": [], "baseline": []}
     k.fit(1)  # warm-up: tracing and compilation
     baseline_fit(1)
-    values = alternate({"kzoo": _timed(k.fit, n, epochs, cpu["kzoo"]),
-                        "baseline": _timed(baseline_fit, n, epochs, cpu["baseline"])}, repeats)
+    sides = {"kzoo": _timed(k.fit, n, epochs, cpu["kzoo"]), "same": _timed(baseline_fit, n, epochs, cpu["same"])}
+    if baseline is not None:
+        def other():
+            runs, cpu_runs = baseline()
+            cpu["baseline"].append(cpu_runs)
+            return runs
+        sides["baseline"] = other
+    values = alternate(sides, repeats)
     set_determinism(False)
-    kz, same = median(values["kzoo"]), median(values["baseline"])
-    b_runs, b_cpu = baseline if baseline else (values["baseline"], cpu["baseline"])
+    kz, same = median(values["kzoo"]), median(values["same"])
+    b_runs, b_cpu = (values["baseline"], cpu["baseline"]) if baseline else (values["same"], cpu["same"])
     b = median(b_runs)
+    ratio = paired_median(values["kzoo"], b_runs)
     epoch_k = n / kz
     input_k = pipeline_seconds(k.batches(1))
-    cpu_ratio = median(cpu["kzoo"]) / median(b_cpu)
+    cpu_ratio = paired_median(cpu["kzoo"], b_cpu)
+    same_ratio = paired_median(values["kzoo"], values["same"])
     policy = k.model.dtype_policy.name
     xla = xla_status(k.model, k.plan)
     threads = current_plan()
-    details = {"kzoo_runs": values["kzoo"], "baseline_runs": b_runs, "baseline_same_threads_runs": values["baseline"],
-               "ratio_same_threads": round(kz / same, 3), "threads": threads.to_dict(),
+    details = {"kzoo_runs": values["kzoo"], "baseline_runs": b_runs, "baseline_same_threads_runs": values["same"],
+               "ratio_same_threads": round(same_ratio, 3), "threads": threads.to_dict(),
                "baseline_threads": "TensorFlow's defaults" if baseline else "kzoo's", "epochs_per_run": epochs,
-               "cpu_time_ratio": round(cpu_ratio, 3),
+               "rounds": repeats, "cpu_time_ratio": round(cpu_ratio, 3),
                "jit_compile": bool(k.model.jit_compile), "dtype_policy": policy, "mechanism": k.plan.mechanism,
                "plan_note": k.plan.note, "steps_per_execution": int(k.model.steps_per_execution),
                "batch_size": k.batch_size, "input_share": round(input_k / epoch_k, 3), "xla": xla}
-    if kz / b < goal:
+    if ratio < goal:
         details["op_shares"] = shares = op_time_shares(lambda: k.fit(1))
         precision = policy if policy != "float32" else f"float32: mixed_precision = {recipe.mixed_precision!r}"
         details["bound"] = bound_of(shares, input_k / epoch_k, xla, precision)
@@ -321,10 +333,11 @@ def throughput(name, recipe, arrays, epochs=2, repeats=3, goal=2.0, baseline=Non
         f"train throughput {name}", "samples/s (steady), kzoo defaults vs plain Keras", kz, b, "samples/s",
         goal=goal,
         note=(f"kzoo: {policy}, {k.plan.mechanism}, {details['steps_per_execution']} steps per call; {xla}; "
-              f"threads {threads.intra_op} per op, {threads.inter_op} ops at a time; {kz / same:.2f}x plain Keras "
+              f"threads {threads.intra_op} per op, {threads.inter_op} ops at a time; {same_ratio:.2f}x plain Keras "
               f"on the same threads; batch {k.batch_size}; CPU-time ratio {cpu_ratio:.2f}; input pipeline "
-              f"{input_k * 1e3:.0f} ms of {epoch_k * 1e3:.0f} ms per epoch"),
+              f"{input_k * 1e3:.0f} ms of {epoch_k * 1e3:.0f} ms per epoch; median of {repeats} rounds' ratios"),
         details=details,
+        paired_ratio=ratio,
     )
 
 
@@ -346,24 +359,32 @@ def run_epochs(recipe, arrays, epochs, min_seconds=1.5):
     return max(epochs, int(np.ceil(min_seconds / max(time.perf_counter() - start, 1e-3))))
 
 
-def baseline_job(recipe_name, overrides, synthetic, epochs, repeats, dataset=None):
-    """Plain Keras's side of a throughput row, for a process with TensorFlow's thread pools:
-    `(epochs per run, samples/s per run, CPU-time samples/s per run)`; the epochs per run from
-    `run_epochs` (the same count then times kzoo)."""
+def baseline_peer(recipe_name, overrides, synthetic, epochs, dataset=None):
+    """Plain Keras's side of a throughput row, set up in a process with TensorFlow's thread
+    pools (`harness.Peer`): returns `(measure, epochs per run)`, `measure()` one timed run's
+    `(samples/s, CPU-time samples/s)`; the epochs per run from `run_epochs` (the same count then
+    times kzoo)."""
     recipe, arrays = _case_data(recipe_name, overrides, synthetic, dataset)
     epochs = run_epochs(recipe, arrays, epochs)
     fit, n, cpu = baseline_fit_fn(recipe, arrays), len(arrays.x_train), []
     fit(1)
-    runs = [_timed(fit, n, epochs, cpu)() for _ in range(repeats)]
-    return epochs, runs, cpu
+    timed = _timed(fit, n, epochs, cpu)
+
+    def measure():
+        return timed(), cpu[-1]
+    return measure, epochs
 
 
-def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats, dataset=None, goal=2.0, baseline=None):
+def throughput_job(label, recipe_name, overrides, synthetic, epochs, repeats, dataset=None, goal=2.0):
     """`training.throughput` of one recipe on `dataset` (default: digits), or on `synthetic`
-    random 32x32 images; `goal` is the ratio the row must reach; `baseline`: `(runs, cpu_runs)`
-    from `baseline_job` in a process with TensorFlow's threads."""
-    recipe, arrays = _case_data(recipe_name, overrides, synthetic, dataset)
-    return throughput(label, recipe, arrays, epochs, repeats, goal=goal, baseline=baseline)
+    random 32x32 images, against plain Keras in a process of its own with TensorFlow's thread
+    pools (`baseline_peer`), started before this process's TensorFlow is; `goal` is the ratio
+    the row must reach."""
+    from benchmarks.harness import TENSORFLOW_THREADS, Peer
+
+    with Peer(baseline_peer, recipe_name, overrides, synthetic, epochs, dataset, env=TENSORFLOW_THREADS) as peer:
+        recipe, arrays = _case_data(recipe_name, overrides, synthetic, dataset)
+        return throughput(label, recipe, arrays, peer.info, repeats, goal=goal, baseline=peer)
 
 
 def seconds_to_accuracy(side, recipe_name="cnn-digits", target=0.98, max_epochs=40):

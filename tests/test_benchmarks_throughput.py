@@ -123,3 +123,19 @@ def test_plain_keras_runs_in_a_process_with_tensorflows_own_thread_pools():
     from kzoo.cpu_threads import plan_threads
 
     assert plan_threads(64 * 8 * 8, 2, environ=harness.TENSORFLOW_THREADS).source == "environment"
+
+
+def test_plain_keras_peer_measures_on_request_in_its_own_process():
+    """The throughput rows' baseline side: set up once in a process of its own, one timed run
+    per request, so kzoo's process can alternate with it round by round."""
+    from benchmarks import harness
+
+    before = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    tiny = ["model.filters=[8]", "model.convs_per_stage=1"]
+    with harness.Peer(training.baseline_peer, "cnn-digits", tiny, None, 1, env=harness.TENSORFLOW_THREADS) as peer:
+        assert os.environ.get("TF_NUM_INTRAOP_THREADS") == before
+        assert peer.info >= 1  # epochs per run: at least the one asked for
+        runs = [peer() for _ in range(2)]
+    assert all(samples > 0 and cpu > 0 for samples, cpu in runs)
+    with pytest.raises(RuntimeError, match="the peer process failed: ValueError"):
+        harness.Peer(os.getenv, "HOME")  # a setup that does not return (measure, info)
