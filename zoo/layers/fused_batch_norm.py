@@ -19,8 +19,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     The moving statistics follow Keras's rule, `moving = moving * momentum + batch * (1 -
     momentum)` with the biased batch variance (the fused kernel returns the unbiased one; the
-    layer undoes Bessel's correction), so the two layers agree to float rounding. On a 2-core
-    x86 CPU the fused step took 0.84x the CPU time of Keras's for ResNet-20 (one thread).
+    layer undoes Bessel's correction), so the two layers agree to float rounding. One kernel
+    and its gradient replace Keras's several batch-norm ops per layer; what that is worth shows
+    in the batch-norm share of the op-time profiles `python -m benchmarks` records for the rows
+    under their goal.
 
     Args:
         **kwargs: those of `keras.layers.BatchNormalization`.

@@ -80,8 +80,8 @@ class Part:
         fingerprint: identifies the keys and `load`, for the disk cache's folder name: a string,
             or a function returning one (called only when a disk cache needs it: hashing a
             folder's file list costs more than the rest of opening it).
-        dtype: the images' dtype, when the source knows it without tracing `load` (a trace of
-            a folder's decoder costs ~20 ms); `None` traces it when first asked.
+        dtype: the images' dtype, when the source knows it without tracing `load` (which
+            saves a trace of a folder's decoder); `None` traces it when first asked.
     """
 
     def __init__(self, keys, load, labels, shuffle_buffer=None, fingerprint="", memory=False, dtype=None):

@@ -55,9 +55,9 @@ GPU_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 # Keras layer classes whose XLA step fails on GPU when XLA runs deterministic kernels: the
 # max-pooling gradient is select-and-scatter, which XLA has no deterministic version of.
 _SELECT_AND_SCATTER_LAYERS = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D")
-# Convolutions run slower through XLA:CPU than through TensorFlow's oneDNN kernels: on a 2-core
-# x86 CPU (tensorflow-cpu 2.21, keras 3.15), resnet20's XLA step took twice the CPU time of the
-# same step without XLA and cnn-digits' about 1.1 times, while an MLP's took two thirds.
+# Convolutions run slower through XLA:CPU than through TensorFlow's oneDNN kernels, while an
+# MLP's step runs faster through XLA: the throughput rows of `python -m benchmarks` say which of
+# the two each shipped recipe gets (`details["xla"]` in benchmarks/results.json).
 _CONV_LAYERS = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
                 "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
 
